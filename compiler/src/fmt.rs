@@ -1,0 +1,226 @@
+//! `vmform fmt`: one canonical layout for spec files that keeps every comment.
+//!
+//! Layout: four-space indentation, one node per line, strings always in quotes (raw
+//! and multi-line strings kept as written), numbers as written, at most one blank line
+//! between nodes, a comment after a node kept on its line. Formatting never changes
+//! meaning: the tests compile every example before and after and compare the objects.
+
+use kdl::{KdlDocument, KdlEntry, KdlIdentifier, KdlNode, KdlValue};
+
+const INDENT: &str = "    ";
+
+/// Format a parsed document.
+pub fn format_document(doc: &KdlDocument) -> String {
+    let mut out = String::new();
+    write_nodes(doc, 0, &mut out);
+    let trimmed = out.trim_end();
+    let mut s = String::with_capacity(trimmed.len() + 1);
+    s.push_str(trimmed);
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    s
+}
+
+/// Parse and format source text; `Err` carries the parse error for the caller to report.
+pub fn format_source(text: &str) -> Result<String, kdl::KdlError> {
+    Ok(format_document(&text.parse::<KdlDocument>()?))
+}
+
+fn write_nodes(doc: &KdlDocument, depth: usize, out: &mut String) {
+    for (i, node) in doc.nodes().iter().enumerate() {
+        let leading = node.format().map(|f| f.leading.as_str()).unwrap_or("");
+        write_comments(leading, depth, i == 0, out);
+        write_node(node, depth, out);
+    }
+    let trailing = doc.format().map(|f| f.trailing.as_str()).unwrap_or("");
+    write_comments(trailing, depth, doc.nodes().is_empty(), out);
+}
+
+/// Re-indent the comments (and slashdashed nodes) found between nodes; a run of blank
+/// lines becomes one, and none is kept at the start of a block.
+fn write_comments(text: &str, depth: usize, at_block_start: bool, out: &mut String) {
+    let lines: Vec<&str> = text.split('\n').collect();
+    // The last segment is the indentation before the node itself.
+    let body = &lines[..lines.len().saturating_sub(1)];
+    let last = lines.last().copied().unwrap_or("");
+    let mut pending_blank = false;
+    let mut wrote_any = false;
+    let mut block: Vec<&str> = vec![];
+    let flush = |block: &mut Vec<&str>, out: &mut String| {
+        if block.is_empty() {
+            return;
+        }
+        // Keep the relative indentation inside a multi-line comment or slashdashed node.
+        let min = block.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+        for l in block.drain(..) {
+            let l = l.get(min..).unwrap_or(l.trim_start()).trim_end();
+            push_indent(out, depth);
+            out.push_str(l);
+            out.push('\n');
+        }
+    };
+    for (i, line) in body.iter().chain(std::iter::once(&last)).enumerate() {
+        let is_last = i == body.len();
+        if line.trim().is_empty() {
+            if !is_last {
+                flush(&mut block, out);
+                pending_blank = true;
+            }
+            continue;
+        }
+        if pending_blank && (wrote_any || !at_block_start) && block.is_empty() {
+            out.push('\n');
+        }
+        pending_blank = false;
+        wrote_any = true;
+        block.push(line);
+    }
+    flush(&mut block, out);
+    if pending_blank && (wrote_any || !at_block_start) {
+        out.push('\n');
+    }
+}
+
+fn write_node(node: &KdlNode, depth: usize, out: &mut String) {
+    push_indent(out, depth);
+    if let Some(ty) = node.ty() {
+        out.push('(');
+        out.push_str(&ident(ty));
+        out.push(')');
+    }
+    out.push_str(&ident(node.name()));
+    for e in node.entries() {
+        write_entry(e, out);
+    }
+    let fmt = node.format();
+    if let Some(children) = node.children() {
+        let before = fmt.map(|f| inline_decor(&f.before_children)).unwrap_or_default();
+        if !before.is_empty() {
+            out.push(' ');
+            out.push_str(&before);
+        }
+        out.push_str(" {\n");
+        write_nodes(children, depth + 1, out);
+        push_indent(out, depth);
+        out.push('}');
+    }
+    // A comment after the node on its line is parsed into its terminator.
+    if let Some(f) = fmt {
+        for part in [&f.before_terminator, &f.terminator, &f.trailing] {
+            let c = part.trim().trim_start_matches(';').trim();
+            if !c.is_empty() {
+                out.push(' ');
+                out.push_str(c);
+            }
+        }
+    }
+    out.push('\n');
+}
+
+fn write_entry(e: &KdlEntry, out: &mut String) {
+    let decor = e.format().map(|f| inline_decor(&f.leading)).unwrap_or_default();
+    out.push(' ');
+    if !decor.is_empty() {
+        out.push_str(&decor);
+        out.push(' ');
+    }
+    if let Some(key) = e.name() {
+        out.push_str(&ident(key));
+        out.push('=');
+    }
+    if let Some(ty) = e.ty() {
+        out.push('(');
+        out.push_str(&ident(ty));
+        out.push(')');
+    }
+    let repr = e.format().map(|f| f.value_repr.as_str()).unwrap_or("");
+    out.push_str(&value(e.value(), repr));
+}
+
+/// Comments and slashdashed entries written between entries, on one line. A line
+/// continuation (`\` and newline) becomes a space.
+fn inline_decor(s: &str) -> String {
+    let mut parts = vec![];
+    for line in s.split('\n') {
+        let l = line.trim().trim_end_matches('\\').trim();
+        if !l.is_empty() {
+            parts.push(l);
+        }
+    }
+    parts.join(" ")
+}
+
+fn value(v: &KdlValue, repr: &str) -> String {
+    match v {
+        KdlValue::String(s) => {
+            // Raw and multi-line strings are kept as written: they exist for readability.
+            if repr.starts_with('#') || repr.starts_with("\"\"\"") {
+                repr.to_string()
+            } else {
+                quote(s)
+            }
+        }
+        KdlValue::Integer(i) => if repr.is_empty() { i.to_string() } else { repr.to_string() },
+        KdlValue::Float(f) => if repr.is_empty() { format!("{f:?}") } else { repr.to_string() },
+        KdlValue::Bool(b) => if *b { "#true".into() } else { "#false".into() },
+        KdlValue::Null => "#null".into(),
+    }
+}
+
+/// A node name or property key: bare when KDL allows it, else quoted.
+fn ident(id: &KdlIdentifier) -> String {
+    let s = id.value();
+    let bare = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !matches!(s, "true" | "false" | "null" | "inf" | "nan");
+    if bare { s.to_string() } else { quote(s) }
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn push_indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str(INDENT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_source;
+
+    #[test]
+    fn canonical_layout_keeps_comments() {
+        let src = "// top\n\n\nparam \"env\" /* c1 */ default=\"staging\"   // trailing\n\ndefaults { // after brace\n  namespace \"shop-${env}\"\n     labels team=web \\\n   x=1\n  // last comment\n}\n/- vm \"x\" {\n    a 1\n}\nvm \"é\" count=3 {\n  // inner\n  port \"http\" 80\n  memory \"2Gi\"; cpu 1\n}\n// end\n";
+        let want = "// top\n\nparam \"env\" /* c1 */ default=\"staging\" // trailing\n\ndefaults {\n    // after brace\n    namespace \"shop-${env}\"\n    labels team=\"web\" x=1\n    // last comment\n}\n/- vm \"x\" {\n    a 1\n}\nvm \"é\" count=3 {\n    // inner\n    port \"http\" 80\n    memory \"2Gi\"\n    cpu 1\n}\n// end\n";
+        let got = format_source(src).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(format_source(&got).unwrap(), got, "formatting is idempotent");
+    }
+
+    #[test]
+    fn strings_are_requoted_with_escapes() {
+        let got = format_source("a \"x\\ty\" \"q\\\"\" #\"raw\\n\"#\n").unwrap();
+        assert_eq!(got, "a \"x\\ty\" \"q\\\"\" #\"raw\\n\"#\n");
+    }
+}

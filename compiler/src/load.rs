@@ -1,0 +1,269 @@
+//! Load a run's files through a [`Loader`]: read, parse and decode them, following
+//! includes, with every file of one include level parsed in parallel.
+
+use crate::ast;
+use crate::decode::decode_file;
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::source::{FileId, Sources, Span};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the compiler's input comes from. The compiler does no I/O of its own: the CLI
+/// passes a file-system loader, `vmform diff --base` one that reads a git revision.
+pub trait Loader: Sync {
+    /// The whole content of a file.
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    /// The entries of a directory, or `None` when `path` is not a directory.
+    fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>>;
+}
+
+/// Files larger than this are refused: no real spec is near it, and it bounds memory.
+pub const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
+
+pub struct Loaded {
+    pub sources: Sources,
+    pub files: Vec<ast::File>,
+    /// The parsed KDL of each file, kept for `fmt`; `None` where parsing failed.
+    pub documents: Vec<Option<kdl::KdlDocument>>,
+}
+
+/// A file to load, and the `include` that asked for it (none for command-line paths).
+struct Pending {
+    path: PathBuf,
+    included_from: Option<Span>,
+}
+
+/// Expand the command-line paths (a directory means its `*.kdl` files, sorted), then
+/// load them and everything they include.
+pub fn load(loader: &dyn Loader, roots: &[PathBuf], diags: &mut Diagnostics) -> Loaded {
+    let mut pending = vec![];
+    for root in roots {
+        match loader.read_dir(root) {
+            Ok(Some(entries)) => {
+                let mut kdl: Vec<PathBuf> =
+                    entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "kdl")).collect();
+                kdl.sort();
+                if kdl.is_empty() {
+                    diags.push(
+                        Diagnostic::new(Code::NoSpecFiles, format!("{} holds no .kdl file", root.display()))
+                            .help("name a directory with spec files directly in it, or the files themselves"),
+                    );
+                }
+                pending.extend(kdl.into_iter().map(|p| Pending { path: normalize(&p), included_from: None }));
+            }
+            Ok(None) => pending.push(Pending { path: normalize(root), included_from: None }),
+            Err(e) => diags.push(Diagnostic::new(
+                Code::InputUnreadable,
+                format!("cannot read {}: {}", root.display(), io_reason(&e)),
+            )),
+        }
+    }
+
+    let mut loaded = Loaded { sources: Sources::default(), files: vec![], documents: vec![] };
+    let mut seen: Vec<PathBuf> = vec![];
+    // (including file, included path, span of the include's path)
+    let mut edges: Vec<(FileId, PathBuf, Span)> = vec![];
+    while !pending.is_empty() {
+        pending.retain(|p| {
+            let new = !seen.contains(&p.path);
+            if new {
+                seen.push(p.path.clone());
+            }
+            new
+        });
+        let first_id = loaded.files.len() as u32;
+        let results = parse_level(loader, &pending, first_id);
+        let mut next = vec![];
+        for (p, r) in pending.iter().zip(results) {
+            let id = loaded.sources.add(p.path.clone(), r.text);
+            diags.extend(r.diags);
+            if let Some(message) = r.read_error {
+                let d = match p.included_from {
+                    Some(span) => Diagnostic::new(Code::IncludeNotFound, format!("cannot include {}: {message}", p.path.display()))
+                        .at(span, "included here")
+                        .help("include paths are relative to the file that includes them"),
+                    None => Diagnostic::new(Code::InputUnreadable, format!("cannot read {}: {message}", p.path.display())),
+                };
+                diags.push(d);
+            }
+            for item in &r.file.items {
+                if let ast::Item::Include(inc) = item {
+                    let base = p.path.parent().unwrap_or(Path::new(""));
+                    let target = normalize(&base.join(&inc.path.value));
+                    edges.push((id, target.clone(), inc.path.span));
+                    next.push(Pending { path: target, included_from: Some(inc.path.span) });
+                }
+            }
+            loaded.files.push(r.file);
+            loaded.documents.push(r.document);
+        }
+        pending = next;
+    }
+    report_cycles(&loaded.sources, &edges, diags);
+    loaded
+}
+
+struct Parsed {
+    text: Arc<str>,
+    file: ast::File,
+    document: Option<kdl::KdlDocument>,
+    diags: Diagnostics,
+    read_error: Option<String>,
+}
+
+/// Read, parse and decode files on all cores; results come back in input order so file
+/// ids, and so all output, stay deterministic.
+fn parse_level(loader: &dyn Loader, level: &[Pending], first_id: u32) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(level.len().max(1));
+    let chunk = level.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = level
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, files)| {
+                s.spawn(move || {
+                    files
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| parse_one(loader, &p.path, FileId(first_id + (c * chunk + i) as u32)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("parser thread panicked")).collect()
+    })
+}
+
+fn parse_one(loader: &dyn Loader, path: &Path, id: FileId) -> Parsed {
+    let mut diags = Diagnostics::default();
+    let empty = |diags, read_error| Parsed {
+        text: Arc::from(""),
+        file: ast::File { id, items: vec![] },
+        document: None,
+        diags,
+        read_error,
+    };
+    let bytes = match loader.read(path) {
+        Ok(b) => b,
+        Err(e) => return empty(diags, Some(io_reason(&e))),
+    };
+    if bytes.len() > MAX_FILE_BYTES {
+        diags.push(Diagnostic::new(
+            Code::FileTooLarge,
+            format!(
+                "{} is {} MiB; spec files may be at most {} MiB",
+                path.display(),
+                bytes.len() / (1024 * 1024),
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        ).help("split the specs into several files with `include`"));
+        return empty(diags, None);
+    }
+    let text: Arc<str> = match String::from_utf8(bytes) {
+        Ok(s) => Arc::from(s),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+            let mut p = empty(diags, None);
+            p.text = Arc::from(valid);
+            p.diags.push(
+                Diagnostic::new(Code::NotUtf8, format!("{} is not valid UTF-8 (first bad byte at offset {at})", path.display()))
+                    .at(Span::new(id, at, 0), "invalid UTF-8 starts here")
+                    .help("spec files are UTF-8 text; re-encode the file"),
+            );
+            return p;
+        }
+    };
+    match text.parse::<kdl::KdlDocument>() {
+        Ok(doc) => {
+            let file = decode_file(id, &doc, &mut diags);
+            Parsed { text, file, document: Some(doc), diags, read_error: None }
+        }
+        Err(err) => {
+            for d in err.diagnostics {
+                let msg = d.message.clone().unwrap_or_else(|| "invalid KDL".into());
+                let mut diag = Diagnostic::new(Code::KdlSyntax, msg)
+                    .at(Span::from_miette(id, d.span), d.label.clone().unwrap_or_else(|| "here".into()));
+                diag = diag.help(d.help.clone().unwrap_or_else(|| {
+                    "vmform files are KDL v2: strings in quotes, booleans as #true/#false, blocks in { }".into()
+                }));
+                diags.push(diag);
+            }
+            let mut p = empty(diags, None);
+            p.text = text;
+            p
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Resolve `.` and `..` without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() || out.as_os_str().is_empty() && path.is_relative() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Report each include that closes a cycle, with the whole chain in the message.
+fn report_cycles(sources: &Sources, edges: &[(FileId, PathBuf, Span)], diags: &mut Diagnostics) {
+    let target = |p: &PathBuf| sources.find(p);
+    let n = sources.iter().count();
+    let mut state = vec![0u8; n]; // 0 unvisited, 1 on stack, 2 done
+    let mut stack: Vec<FileId> = vec![];
+    fn visit(
+        f: FileId,
+        sources: &Sources,
+        edges: &[(FileId, PathBuf, Span)],
+        target: &dyn Fn(&PathBuf) -> Option<FileId>,
+        state: &mut [u8],
+        stack: &mut Vec<FileId>,
+        diags: &mut Diagnostics,
+    ) {
+        state[f.0 as usize] = 1;
+        stack.push(f);
+        for (_, to, span) in edges.iter().filter(|e| e.0 == f) {
+            let Some(t) = target(to) else { continue };
+            match state[t.0 as usize] {
+                1 => {
+                    let start = stack.iter().position(|x| *x == t).unwrap_or(0);
+                    let chain: Vec<String> = stack[start..]
+                        .iter()
+                        .chain(std::iter::once(&t))
+                        .map(|x| sources.get(*x).path.display().to_string())
+                        .collect();
+                    diags.push(
+                        Diagnostic::new(Code::IncludeCycle, format!("include cycle: {}", chain.join(" → ")))
+                            .at(*span, "this include closes the cycle")
+                            .help("remove one of the includes; each file is read once per run"),
+                    );
+                }
+                0 => visit(t, sources, edges, target, state, stack, diags),
+                _ => {}
+            }
+        }
+        stack.pop();
+        state[f.0 as usize] = 2;
+    }
+    for (id, _) in sources.iter() {
+        if state[id.0 as usize] == 0 {
+            visit(id, sources, edges, &target, &mut state, &mut stack, diags);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Lower the validated model to `kubevirt.io/v1` VirtualMachine objects, recording for
+//! each emitted field the span of the spec that produced it (the source map).
+
+use crate::kubevirt as kv;
+use crate::model::*;
+use crate::source::Span;
+use std::collections::BTreeMap;
+
+/// The cloud-init seed disk and volume name, as in KubeVirt's examples.
+pub const CLOUD_INIT_DISK: &str = "cloudinitdisk";
+
+/// One compiled machine: the object, its plan/apply guards, and where its fields came from.
+#[derive(Debug, Clone)]
+pub struct CompiledVm {
+    pub object: kv::VirtualMachine,
+    pub lifecycle: Lifecycle,
+    /// The `vm` node that produced this object.
+    pub span: Span,
+    /// Emitted field path (as `spec.template.spec.domain.memory.guest`, list items by
+    /// name as `disks[root]`) → the span that set it.
+    pub source_map: BTreeMap<String, Span>,
+}
+
+pub fn lower(vm: &Vm) -> CompiledVm {
+    let mut map = BTreeMap::new();
+    let name = vm.name.value.clone();
+    map.insert("metadata.name".into(), vm.name.span);
+    map.insert("metadata.namespace".into(), vm.namespace.span);
+
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &vm.labels {
+        labels.insert(k.clone(), v.value.clone());
+        map.insert(format!("metadata.labels[{k}]"), v.span);
+    }
+    // Invariant: every emitted object says it is vmform's (LANGUAGE.md).
+    labels.insert(kv::MANAGED_BY_LABEL.into(), kv::MANAGED_BY.into());
+    let mut annotations = BTreeMap::new();
+    for (k, v) in &vm.annotations {
+        annotations.insert(k.clone(), v.value.clone());
+        map.insert(format!("metadata.annotations[{k}]"), v.span);
+    }
+
+    const DOMAIN: &str = "spec.template.spec.domain";
+    let cpu = vm.cpu.as_ref().map(|c| {
+        map.insert(format!("{DOMAIN}.cpu"), c.span);
+        kv::Cpu { cores: c.value.cores, sockets: c.value.sockets, threads: c.value.threads, model: c.value.model.clone() }
+    });
+    let memory = vm.memory.as_ref().map(|m| {
+        map.insert(format!("{DOMAIN}.memory.guest"), m.span);
+        kv::Memory { guest: m.value.text.clone() }
+    });
+    let machine = vm.machine.as_ref().map(|m| {
+        map.insert(format!("{DOMAIN}.machine.type"), m.span);
+        kv::Machine { kind: m.value.clone() }
+    });
+    let mut features = None;
+    let firmware = vm.firmware.as_ref().map(|f| {
+        map.insert(format!("{DOMAIN}.firmware"), f.span);
+        let bootloader = match f.value.kind {
+            FirmwareKind::Bios => kv::Bootloader { bios: Some(kv::Empty {}), efi: None },
+            FirmwareKind::Efi => kv::Bootloader { bios: None, efi: Some(kv::Efi { secure_boot: f.value.secure_boot }) },
+        };
+        if f.value.secure_boot {
+            features = Some(kv::Features { smm: Some(kv::FeatureState { enabled: true }) });
+            map.insert(format!("{DOMAIN}.features.smm"), f.span);
+        }
+        kv::Firmware { bootloader }
+    });
+
+    let mut disks = vec![];
+    let mut volumes = vec![];
+    let mut data_volume_templates = vec![];
+    for d in &vm.disks {
+        let dn = &d.name.value;
+        map.insert(format!("{DOMAIN}.devices.disks[{dn}]"), d.span);
+        map.insert(format!("spec.template.spec.volumes[{dn}]"), d.source.span);
+        let target = kv::DiskTarget { bus: d.bus.map(|b| b.kubevirt().to_string()), readonly: d.read_only };
+        disks.push(kv::Disk {
+            name: dn.clone(),
+            disk: (!d.cdrom).then(|| target.clone()),
+            cdrom: d.cdrom.then_some(target),
+            boot_order: d.boot_order,
+            serial: d.serial.clone(),
+        });
+        let mut volume = kv::Volume { name: dn.clone(), ..Default::default() };
+        match &d.source.value {
+            Source::Image(image) => volume.container_disk = Some(kv::ContainerDisk { image: image.clone() }),
+            Source::Pvc(claim) => {
+                volume.persistent_volume_claim = Some(kv::PvcRef { claim_name: claim.clone(), read_only: d.read_only.filter(|r| *r) })
+            }
+            Source::EmptyDisk(cap) => volume.empty_disk = Some(kv::EmptyDisk { capacity: cap.text.clone() }),
+            Source::HostDisk { path, kind, capacity, shared } => {
+                volume.host_disk = Some(kv::HostDisk {
+                    path: path.clone(),
+                    kind: kind.kubevirt().into(),
+                    capacity: capacity.as_ref().map(|c| c.text.clone()),
+                    shared: shared.then_some(true),
+                })
+            }
+            Source::Volume(v) => {
+                let dv_name = format!("{name}-{dn}");
+                map.insert(format!("spec.dataVolumeTemplates[{dv_name}]"), d.source.span);
+                volume.data_volume = Some(kv::DataVolumeRef { name: dv_name.clone() });
+                let source = match &v.import {
+                    Import::Blank => kv::DataVolumeSource { blank: Some(kv::Empty {}), ..Default::default() },
+                    Import::Http(url) => kv::DataVolumeSource { http: Some(kv::UrlSource { url: url.clone() }), ..Default::default() },
+                    Import::Registry(url) => kv::DataVolumeSource { registry: Some(kv::UrlSource { url: url.clone() }), ..Default::default() },
+                };
+                data_volume_templates.push(kv::DataVolumeTemplate {
+                    metadata: kv::DataVolumeMeta { name: dv_name },
+                    spec: kv::DataVolumeSpec {
+                        source,
+                        storage: kv::StorageSpec {
+                            access_modes: v.access_mode.map(|a| a.kubevirt().to_string()).into_iter().collect(),
+                            resources: kv::StorageResources { requests: BTreeMap::from([("storage".into(), v.size.text.clone())]) },
+                            storage_class_name: v.storage_class.clone(),
+                        },
+                    },
+                });
+            }
+        }
+        volumes.push(volume);
+    }
+    if let Some(ci) = &vm.cloud_init {
+        map.insert(format!("spec.template.spec.volumes[{CLOUD_INIT_DISK}]"), ci.span);
+        disks.push(kv::Disk {
+            name: CLOUD_INIT_DISK.into(),
+            disk: Some(kv::DiskTarget { bus: Some("virtio".into()), readonly: None }),
+            ..Default::default()
+        });
+        volumes.push(kv::Volume {
+            name: CLOUD_INIT_DISK.into(),
+            cloud_init_no_cloud: Some(kv::CloudInitNoCloud { user_data: ci.value.user_data.clone(), network_data: ci.value.network_data.clone() }),
+            ..Default::default()
+        });
+    }
+
+    let mut interfaces = vec![];
+    let mut networks = vec![];
+    for n in &vm.networks {
+        let nn = &n.name.value;
+        map.insert(format!("{DOMAIN}.devices.interfaces[{nn}]"), n.span);
+        map.insert(format!("spec.template.spec.networks[{nn}]"), n.span);
+        let ports = if n.binding == Binding::Masquerade {
+            vm.ports
+                .iter()
+                .map(|p| {
+                    map.insert(format!("{DOMAIN}.devices.interfaces[{nn}].ports[{}]", p.name), p.span);
+                    kv::Port { name: p.name.clone(), port: p.number, protocol: p.protocol.kubevirt().into() }
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        interfaces.push(kv::Interface {
+            name: nn.clone(),
+            masquerade: (n.binding == Binding::Masquerade).then_some(kv::Empty {}),
+            bridge: (n.binding == Binding::Bridge).then_some(kv::Empty {}),
+            ports,
+            mac_address: n.mac.clone(),
+        });
+        networks.push(kv::Network {
+            name: nn.clone(),
+            pod: n.multus.is_none().then_some(kv::Empty {}),
+            multus: n.multus.as_ref().map(|m| kv::MultusNetwork { network_name: m.clone() }),
+        });
+    }
+
+    let mut node_selector = BTreeMap::new();
+    for (k, v) in &vm.node_selector {
+        node_selector.insert(k.clone(), v.value.clone());
+        map.insert(format!("spec.template.spec.nodeSelector[{k}]"), v.span);
+    }
+    map.insert("spec.runStrategy".into(), vm.run_strategy.span);
+    if let Some(e) = &vm.eviction {
+        map.insert("spec.template.spec.evictionStrategy".into(), e.span);
+    }
+    if let Some(t) = &vm.termination_grace {
+        map.insert("spec.template.spec.terminationGracePeriodSeconds".into(), t.span);
+    }
+
+    let object = kv::VirtualMachine {
+        api_version: kv::API_VERSION.into(),
+        kind: "VirtualMachine".into(),
+        metadata: kv::ObjectMeta { name, namespace: Some(vm.namespace.value.clone()), labels: labels.clone(), annotations },
+        spec: kv::VirtualMachineSpec {
+            run_strategy: vm.run_strategy.value.kubevirt().into(),
+            data_volume_templates,
+            template: kv::InstanceTemplate {
+                metadata: kv::TemplateMeta { labels, annotations: BTreeMap::new() },
+                spec: kv::InstanceSpec {
+                    domain: kv::Domain { cpu, memory, machine, firmware, features, devices: kv::Devices { disks, interfaces } },
+                    networks,
+                    volumes,
+                    node_selector,
+                    eviction_strategy: vm.eviction.as_ref().map(|e| e.value.kubevirt().into()),
+                    termination_grace_period_seconds: vm.termination_grace.as_ref().map(|t| t.value),
+                },
+            },
+        },
+    };
+    CompiledVm { object, lifecycle: vm.lifecycle.clone(), span: vm.span, source_map: map }
+}
