@@ -1,1 +1,221 @@
-fn main() {}
+//! `vmform`: the one command-line binary.
+
+mod cli;
+mod fs_loader;
+mod report;
+
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command, DiagnosticFormat, Input, OutputFormat};
+use fs_loader::FsLoader;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vmform_compiler::{compile, emit, Compilation, Options};
+
+/// Documented exit codes (README, book/src/cli-reference.md).
+const EXIT_OK: u8 = 0;
+const EXIT_SPEC_ERRORS: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate { input } => validate(&input),
+        Command::Build { input, output, out_dir } => build(&input, output, out_dir.as_deref()),
+        Command::Fmt { paths, check, diff, recursive, format } => fmt(&paths, check, diff, recursive, format),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vmform", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Man { out_dir } => man(out_dir.as_deref()),
+    };
+    ExitCode::from(code)
+}
+
+fn run_compile(input: &Input) -> Compilation {
+    compile(&FsLoader, &input.paths, &Options { vars: input.vars.clone() })
+}
+
+/// 2 for problems with the paths given, 1 for errors in the specs, else 0.
+fn exit_for(c: &Compilation) -> u8 {
+    if c.diagnostics.errors().any(|d| d.is_input_error()) {
+        EXIT_USAGE
+    } else if c.has_errors() {
+        EXIT_SPEC_ERRORS
+    } else {
+        EXIT_OK
+    }
+}
+
+fn validate(input: &Input) -> u8 {
+    let c = run_compile(input);
+    match input.format {
+        // The report is validate's output, so JSON goes to stdout for tools to read.
+        DiagnosticFormat::Json => print_stdout(&report::render_json(&c.diagnostics, &c.sources)),
+        DiagnosticFormat::Human => {
+            report::print(&c.diagnostics, &c.sources, input.format);
+            if !c.has_errors() {
+                eprintln!("{} valid ({})", report::plural(c.objects.len(), "machine"), report::plural(c.sources.iter().count(), "file"));
+            }
+        }
+    }
+    exit_for(&c)
+}
+
+fn build(input: &Input, output: OutputFormat, out_dir: Option<&Path>) -> u8 {
+    let c = run_compile(input);
+    report::print(&c.diagnostics, &c.sources, input.format);
+    if c.has_errors() {
+        // Nothing is written when any error was found: never a partial output.
+        return exit_for(&c);
+    }
+    let objects = c.objects.iter().map(|o| &o.object);
+    match out_dir {
+        None => {
+            let text = match output {
+                OutputFormat::Yaml => emit::to_yaml(objects),
+                OutputFormat::Json => emit::to_json(objects),
+            };
+            print_stdout(&text);
+        }
+        Some(dir) => {
+            for o in objects {
+                let ns = o.metadata.namespace.as_deref().unwrap_or("default");
+                let (text, ext) = match output {
+                    OutputFormat::Yaml => (emit::object_yaml(o), "yaml"),
+                    OutputFormat::Json => (serde_json::to_string_pretty(o).expect("serialises") + "\n", "json"),
+                };
+                let path = dir.join(ns).join(format!("{}.{ext}", o.metadata.name));
+                if let Err(e) = write_atomic(&path, text.as_bytes()) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return EXIT_USAGE;
+                }
+            }
+            eprintln!("wrote {} to {}", report::plural(c.objects.len(), "manifest"), dir.display());
+        }
+    }
+    EXIT_OK
+}
+
+fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: DiagnosticFormat) -> u8 {
+    let mut files = vec![];
+    for p in paths {
+        if let Err(e) = collect_kdl(p, recursive, &mut files) {
+            eprintln!("error: cannot read {}: {e}", p.display());
+            return EXIT_USAGE;
+        }
+    }
+    if files.is_empty() {
+        eprintln!("error: no .kdl file in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        return EXIT_USAGE;
+    }
+    let mut unformatted = vec![];
+    let mut failed = false;
+    for f in &files {
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return EXIT_USAGE;
+            }
+        };
+        // Parse through the compiler so syntax errors are reported like everywhere else.
+        let parsed = vmform_compiler::fmt::format_file(f, bytes);
+        let formatted = match parsed {
+            Ok((original, formatted)) => (original, formatted),
+            Err((diags, sources)) => {
+                report::print(&diags, &sources, format);
+                failed = true;
+                continue;
+            }
+        };
+        let (original, formatted) = formatted;
+        if original == formatted {
+            continue;
+        }
+        unformatted.push(f.clone());
+        if check {
+            println!("{}", f.display());
+            if diff {
+                let d = similar::TextDiff::from_lines(&original, &formatted);
+                print_stdout(&d.unified_diff().header(&f.display().to_string(), &format!("{} (formatted)", f.display())).to_string());
+            }
+        } else if let Err(e) = write_atomic(f, formatted.as_bytes()) {
+            eprintln!("error: cannot write {}: {e}", f.display());
+            return EXIT_USAGE;
+        }
+    }
+    if !check && !unformatted.is_empty() {
+        eprintln!("formatted {}", report::plural(unformatted.len(), "file"));
+    }
+    if failed || (check && !unformatted.is_empty()) { EXIT_SPEC_ERRORS } else { EXIT_OK }
+}
+
+fn collect_kdl(p: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if !std::fs::metadata(p)?.is_dir() {
+        out.push(p.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    entries.sort();
+    for e in entries {
+        if e.is_dir() {
+            if recursive {
+                collect_kdl(&e, recursive, out)?;
+            }
+        } else if e.extension().is_some_and(|x| x == "kdl") {
+            out.push(e);
+        }
+    }
+    Ok(())
+}
+
+fn man(out_dir: Option<&Path>) -> u8 {
+    let cmd = Cli::command();
+    let render = |cmd: clap::Command| -> Vec<u8> {
+        let mut buf = vec![];
+        clap_mangen::Man::new(cmd).render(&mut buf).expect("rendering to memory cannot fail");
+        buf
+    };
+    match out_dir {
+        None => {
+            let _ = std::io::stdout().write_all(&render(cmd));
+        }
+        Some(dir) => {
+            let mut pages = vec![("vmform.1".to_string(), render(cmd.clone()))];
+            for sub in cmd.get_subcommands() {
+                let name = format!("vmform-{}", sub.get_name());
+                pages.push((format!("{name}.1"), render(sub.clone().name(name))));
+            }
+            for (file, bytes) in pages {
+                if let Err(e) = write_atomic(&dir.join(&file), &bytes) {
+                    eprintln!("error: cannot write {}: {e}", dir.join(file).display());
+                    return EXIT_USAGE;
+                }
+            }
+        }
+    }
+    EXIT_OK
+}
+
+fn print_stdout(s: &str) {
+    // A closed pipe (`vmform build | head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}
+
+/// Write through a temporary file and rename, so a reader never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.vmform-tmp-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

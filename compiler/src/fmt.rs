@@ -224,3 +224,18 @@ mod tests {
         assert_eq!(got, "a \"x\\ty\" \"q\\\"\" #\"raw\\n\"#\n");
     }
 }
+
+/// Format one file's bytes the way `vmform fmt` does: `Ok((original, formatted))`, or the
+/// diagnostics (not UTF-8, bad KDL, too large) with the sources they point into.
+pub fn format_file(
+    path: &std::path::Path,
+    bytes: Vec<u8>,
+) -> Result<(String, String), (crate::Diagnostics, crate::Sources)> {
+    let parsed = crate::load::parse_bytes(path, bytes, crate::FileId(0));
+    let mut sources = crate::Sources::default();
+    sources.add(path.to_path_buf(), parsed.text.clone());
+    match parsed.document {
+        Some(doc) if !parsed.diags.has_errors() => Ok((parsed.text.to_string(), format_document(&doc))),
+        _ => Err((parsed.diags, sources)),
+    }
+}

@@ -103,11 +103,12 @@ pub fn load(loader: &dyn Loader, roots: &[PathBuf], diags: &mut Diagnostics) -> 
     loaded
 }
 
-struct Parsed {
-    text: Arc<str>,
-    file: ast::File,
-    document: Option<kdl::KdlDocument>,
-    diags: Diagnostics,
+/// One file read, parsed and decoded.
+pub struct Parsed {
+    pub text: Arc<str>,
+    pub file: ast::File,
+    pub document: Option<kdl::KdlDocument>,
+    pub diags: Diagnostics,
     read_error: Option<String>,
 }
 
@@ -135,6 +136,20 @@ fn parse_level(loader: &dyn Loader, level: &[Pending], first_id: u32) -> Vec<Par
 }
 
 fn parse_one(loader: &dyn Loader, path: &Path, id: FileId) -> Parsed {
+    match loader.read(path) {
+        Ok(bytes) => parse_bytes(path, bytes, id),
+        Err(e) => Parsed {
+            text: Arc::from(""),
+            file: ast::File { id, items: vec![] },
+            document: None,
+            diags: Diagnostics::default(),
+            read_error: Some(io_reason(&e)),
+        },
+    }
+}
+
+/// Check size and encoding, parse the KDL and decode it.
+pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
     let mut diags = Diagnostics::default();
     let empty = |diags, read_error| Parsed {
         text: Arc::from(""),
@@ -142,10 +157,6 @@ fn parse_one(loader: &dyn Loader, path: &Path, id: FileId) -> Parsed {
         document: None,
         diags,
         read_error,
-    };
-    let bytes = match loader.read(path) {
-        Ok(b) => b,
-        Err(e) => return empty(diags, Some(io_reason(&e))),
     };
     if bytes.len() > MAX_FILE_BYTES {
         diags.push(Diagnostic::new(
@@ -159,6 +170,7 @@ fn parse_one(loader: &dyn Loader, path: &Path, id: FileId) -> Parsed {
         ).help("split the specs into several files with `include`"));
         return empty(diags, None);
     }
+
     let text: Arc<str> = match String::from_utf8(bytes) {
         Ok(s) => Arc::from(s),
         Err(e) => {

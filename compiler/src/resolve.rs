@@ -48,7 +48,6 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
             }
         }
     }
-    let _ = sources;
 
     // Param values: --var wins over the declared default.
     let mut values: BTreeMap<String, String> = BTreeMap::new();
@@ -92,7 +91,8 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
                         .at(c.span, "out of range")
                         .help("remove the vm to have none; use several vm nodes for more"),
                 );
-                continue;
+                // Carry on with one machine so the vm's other errors are reported too.
+                Some(1)
             }
             Some(c) => Some(c.value as u32),
             None => None,
