@@ -35,6 +35,7 @@ pub use lower::CompiledVm;
 pub use source::{FileId, Sources, Span};
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// What a run is asked to compile.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +52,21 @@ pub struct Compilation {
     pub diagnostics: Diagnostics,
     /// Sorted by namespace, then name.
     pub objects: Vec<CompiledVm>,
+    pub timings: Timings,
+}
+
+/// Where a run's time went; the benchmark reports these.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Wall time of reading, parsing and decoding (files of a level in parallel).
+    pub load_wall: Duration,
+    /// CPU time inside the KDL parser, summed over threads.
+    pub parse_cpu: Duration,
+    /// CPU time decoding KDL into the AST, summed over threads.
+    pub decode_cpu: Duration,
+    pub resolve: Duration,
+    pub validate: Duration,
+    pub lower: Duration,
 }
 
 impl Compilation {
@@ -63,20 +79,39 @@ impl Compilation {
 /// directly in it) with everything they include.
 pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Compilation {
     let mut diags = Diagnostics::default();
+    let mut t = Timings::default();
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let now = Instant::now();
+        let d = now - clock;
+        clock = now;
+        d
+    };
     let loaded = load::load(loader, paths, &mut diags);
+    t.load_wall = lap();
+    t.parse_cpu = loaded.parse_time;
+    t.decode_cpu = loaded.decode_time;
     let machines = resolve::resolve(&loaded.files, &options.vars, &loaded.sources, &mut diags);
-    let vms = validate::Validator { loader, sources: &loaded.sources, diags: &mut diags }.run(&machines);
     let has_vm_node = loaded.files.iter().flat_map(|f| &f.items).any(|i| matches!(i, ast::Item::Vm(_)));
+    // Each stage's input is dropped as soon as the next stage has what it needs: peak
+    // memory is then about two representations of the fleet, not four.
+    let sources = loaded.sources;
+    drop(loaded.files);
+    t.resolve = lap();
+    let vms = validate::Validator { loader, sources: &sources, diags: &mut diags }.run(&machines);
+    t.validate = lap();
+    drop(machines);
     if !has_vm_node && !diags.has_errors() {
         diags.push(
             Diagnostic::new(Code::EmptyRun, "the run defines no vm")
                 .help("add a `vm \"name\" { … }` node; an empty run emits nothing"),
         );
     }
-    let mut objects: Vec<CompiledVm> = if diags.has_errors() { vec![] } else { vms.iter().map(lower::lower).collect() };
-    objects.sort_by(|a, b| {
-        let key = |o: &CompiledVm| (o.object.metadata.namespace.clone(), o.object.metadata.name.clone());
-        key(a).cmp(&key(b))
-    });
-    Compilation { sources: loaded.sources, diagnostics: diags, objects }
+    let mut objects: Vec<CompiledVm> = if diags.has_errors() { vec![] } else { vms.into_iter().map(|vm| lower::lower(&vm)).collect() };
+    fn key(o: &CompiledVm) -> (&Option<String>, &String) {
+        (&o.object.metadata.namespace, &o.object.metadata.name)
+    }
+    objects.sort_by(|a, b| key(a).cmp(&key(b)));
+    t.lower = lap();
+    Compilation { sources, diagnostics: diags, objects, timings: t }
 }

@@ -7,6 +7,7 @@ use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::source::{FileId, Sources, Span};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Where the compiler's input comes from. The compiler does no I/O of its own: the CLI
 /// passes a file-system loader, `vmform diff --base` one that reads a git revision.
@@ -23,8 +24,9 @@ pub const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
 pub struct Loaded {
     pub sources: Sources,
     pub files: Vec<ast::File>,
-    /// The parsed KDL of each file, kept for `fmt`; `None` where parsing failed.
-    pub documents: Vec<Option<kdl::KdlDocument>>,
+    /// CPU time spent in the KDL parser and in decoding, summed over all threads.
+    pub parse_time: Duration,
+    pub decode_time: Duration,
 }
 
 /// A file to load, and the `include` that asked for it (none for command-line paths).
@@ -59,7 +61,12 @@ pub fn load(loader: &dyn Loader, roots: &[PathBuf], diags: &mut Diagnostics) -> 
         }
     }
 
-    let mut loaded = Loaded { sources: Sources::default(), files: vec![], documents: vec![] };
+    let mut loaded = Loaded {
+        sources: Sources::default(),
+        files: vec![],
+        parse_time: Duration::ZERO,
+        decode_time: Duration::ZERO,
+    };
     let mut seen: Vec<PathBuf> = vec![];
     // (including file, included path, span of the include's path)
     let mut edges: Vec<(FileId, PathBuf, Span)> = vec![];
@@ -94,8 +101,9 @@ pub fn load(loader: &dyn Loader, roots: &[PathBuf], diags: &mut Diagnostics) -> 
                     next.push(Pending { path: target, included_from: Some(inc.path.span) });
                 }
             }
+            loaded.parse_time += r.parse_time;
+            loaded.decode_time += r.decode_time;
             loaded.files.push(r.file);
-            loaded.documents.push(r.document);
         }
         pending = next;
     }
@@ -110,6 +118,8 @@ pub struct Parsed {
     pub document: Option<kdl::KdlDocument>,
     pub diags: Diagnostics,
     read_error: Option<String>,
+    parse_time: Duration,
+    decode_time: Duration,
 }
 
 /// Read, parse and decode files on all cores; results come back in input order so file
@@ -126,7 +136,13 @@ fn parse_level(loader: &dyn Loader, level: &[Pending], first_id: u32) -> Vec<Par
                     files
                         .iter()
                         .enumerate()
-                        .map(|(i, p)| parse_one(loader, &p.path, FileId(first_id + (c * chunk + i) as u32)))
+                        .map(|(i, p)| {
+                            let mut parsed = parse_one(loader, &p.path, FileId(first_id + (c * chunk + i) as u32));
+                            // The KDL tree keeps every byte of formatting; once decoded it is
+                            // dead weight, and dropping it here bounds peak memory.
+                            parsed.document = None;
+                            parsed
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -144,6 +160,8 @@ fn parse_one(loader: &dyn Loader, path: &Path, id: FileId) -> Parsed {
             document: None,
             diags: Diagnostics::default(),
             read_error: Some(io_reason(&e)),
+            parse_time: Duration::ZERO,
+            decode_time: Duration::ZERO,
         },
     }
 }
@@ -157,6 +175,8 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
         document: None,
         diags,
         read_error,
+        parse_time: Duration::ZERO,
+        decode_time: Duration::ZERO,
     };
     if bytes.len() > MAX_FILE_BYTES {
         diags.push(Diagnostic::new(
@@ -186,10 +206,15 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
             return p;
         }
     };
-    match text.parse::<kdl::KdlDocument>() {
+    let started = Instant::now();
+    let parsed = text.parse::<kdl::KdlDocument>();
+    let parse_time = started.elapsed();
+    match parsed {
         Ok(doc) => {
+            let started = Instant::now();
             let file = decode_file(id, &doc, &mut diags);
-            Parsed { text, file, document: Some(doc), diags, read_error: None }
+            let decode_time = started.elapsed();
+            Parsed { text, file, document: Some(doc), diags, read_error: None, parse_time, decode_time }
         }
         Err(err) => {
             for d in err.diagnostics {
@@ -203,6 +228,7 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
             }
             let mut p = empty(diags, None);
             p.text = text;
+            p.parse_time = parse_time;
             p
         }
     }

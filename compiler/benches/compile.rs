@@ -1,0 +1,158 @@
+//! Compile benchmark: generated fleets of 1,000 and 10,000 VMs over 100 files.
+//!
+//! Reports wall time, throughput, the time of each stage against KDL parsing, and peak
+//! memory against input size. Run: `cargo bench -p vmform-compiler --bench compile`.
+//! Figures are recorded in book/src/benchmarks.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vmform_compiler::{compile, emit, Loader, Options};
+
+const FILES: usize = 100;
+const RUNS: usize = 5;
+// BENCH_VMS=1000,10000 picks the fleet sizes.
+
+struct MemLoader(BTreeMap<PathBuf, Vec<u8>>);
+
+impl Loader for MemLoader {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.0.get(path).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
+        if self.0.contains_key(path) {
+            return Ok(None);
+        }
+        Ok(Some(self.0.keys().filter(|p| p.parent() == Some(path)).cloned().collect()))
+    }
+}
+
+/// A realistic fleet: shared definitions in one file, VMs spread over the rest.
+fn fleet(vms: usize) -> MemLoader {
+    let mut files = BTreeMap::new();
+    let common = r##"param "env" default="staging"
+defaults {
+    namespace "fleet-${env}"
+    labels team="platform" env="${env}"
+    run-strategy "always"
+}
+instancetype "small" {
+    cpu 2
+    memory "4Gi"
+}
+template "linux" {
+    machine "q35"
+    firmware "bios"
+    disk "root" {
+        image "quay.io/containerdisks/fedora:41"
+        bus "virtio"
+        boot-order 1
+    }
+    network "default" masquerade=#true
+    cloud-init {
+        user-data "#cloud-config\npackages: [nginx]\n"
+    }
+}
+"##;
+    files.insert(PathBuf::from("fleet/common.kdl"), common.as_bytes().to_vec());
+    let per_file = vms / (FILES - 1) + 1;
+    let mut made = 0;
+    for f in 1..FILES {
+        let mut s = String::new();
+        for i in 0..per_file {
+            if made == vms {
+                break;
+            }
+            made += 1;
+            s.push_str(&format!(
+                r#"// service {f}-{i}
+vm "svc-{f}-{i}" template="linux" instancetype="small" {{
+    labels app="svc-{f}" tier="backend"
+    annotations "fleet.example/owner"="team-{f}" "fleet.example/ticket"="OPS-{i}"
+    port "http" 8080
+    port "metrics" 9100
+    disk "data" {{
+        volume size="{size}Gi" storage-class="fast-ssd" access-mode="ReadWriteMany"
+    }}
+    node-selector zone="zone-{zone}"
+    eviction "live-migrate"
+    termination-grace "60s"
+}}
+"#,
+                size = 10 + i % 90,
+                zone = f % 3
+            ));
+        }
+        files.insert(PathBuf::from(format!("fleet/svc-{f:03}.kdl")), s.into_bytes());
+    }
+    MemLoader(files)
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    println!("machine: {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let sizes: Vec<usize> = std::env::var("BENCH_VMS").map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_else(|_| vec![1_000, 10_000]);
+    for vms in sizes {
+        let loader = fleet(vms);
+        let input: usize = loader.0.values().map(Vec::len).sum();
+        let paths = [PathBuf::from("fleet")];
+        let mut best: Option<(Duration, vmform_compiler::Timings, Duration)> = None;
+        let mut peak_delta = 0;
+        let mut peak_compile = 0;
+        for _ in 0..RUNS {
+            // Reset the high-water mark so each run's peak is its own (Linux ≥ 4.0).
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let before = rss_kib("VmRSS:");
+            let started = Instant::now();
+            let c = compile(&loader, &paths, &Options::default());
+            let compiled = started.elapsed();
+            peak_compile = peak_compile.max(rss_kib("VmHWM:").saturating_sub(before));
+            assert!(!c.has_errors(), "the generated fleet compiles");
+            assert_eq!(c.objects.len(), vms);
+            let started = Instant::now();
+            let yaml = emit::to_yaml(c.objects.iter().map(|o| &o.object));
+            let emitted = started.elapsed();
+            std::hint::black_box(&yaml);
+            peak_delta = peak_delta.max(rss_kib("VmHWM:").saturating_sub(before));
+            if best.as_ref().is_none_or(|b| compiled < b.0) {
+                best = Some((compiled, c.timings, emitted));
+            }
+        }
+        let (wall, t, emitted) = best.unwrap();
+        let after_parse = t.decode_cpu + t.resolve + t.validate + t.lower;
+        let mb = input as f64 / 1e6;
+        println!("\n{vms} VMs in {FILES} files, {:.1} MB of KDL", mb);
+        println!("  compile wall (best of {RUNS}): {:.1} ms = {:.1} MB/s", ms(wall), mb / wall.as_secs_f64());
+        println!("  load wall {:.1} ms; KDL parse CPU {:.1} ms; decode CPU {:.1} ms", ms(t.load_wall), ms(t.parse_cpu), ms(t.decode_cpu));
+        println!("  resolve {:.1} ms; validate {:.1} ms; lower {:.1} ms; emit YAML {:.1} ms", ms(t.resolve), ms(t.validate), ms(t.lower), ms(emitted));
+        println!(
+            "  stages after parsing (decode+resolve+validate+lower): {:.1} ms = {:.0}% of parse time (target < 25%)",
+            ms(after_parse),
+            100.0 * after_parse.as_secs_f64() / t.parse_cpu.as_secs_f64()
+        );
+        println!("  parallel parse: {:.2}x (parse+decode CPU / load wall)", (t.parse_cpu + t.decode_cpu).as_secs_f64() / t.load_wall.as_secs_f64());
+        println!(
+            "  peak memory above baseline, compile: {:.1} MB = {:.1}x input (target < 10x)",
+            peak_compile as f64 / 1024.0,
+            (peak_compile * 1024) as f64 / input as f64
+        );
+        println!(
+            "  peak memory above baseline, compile + YAML text: {:.1} MB = {:.1}x input",
+            peak_delta as f64 / 1024.0,
+            (peak_delta * 1024) as f64 / input as f64
+        );
+    }
+}
