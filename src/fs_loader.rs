@@ -23,4 +23,8 @@ impl Loader for FsLoader {
         }
         Ok(Some(out))
     }
+
+    fn identity(&self, path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).unwrap_or_else(|_| vmform_compiler::load::normalize(path))
+    }
 }

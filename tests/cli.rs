@@ -58,7 +58,7 @@ fn diagnostics_as_json_have_location_code_and_severity() {
 fn warnings_do_not_fail_a_run_and_are_kept_apart() {
     let d = tmp();
     let f = d.path().join("w.kdl");
-    fs::write(&f, "template \"unused\" { memory \"1Gi\" }\nvm \"a\" { disk \"d\" { empty-disk \"1Gi\" } }\n").unwrap();
+    fs::write(&f, "template \"unused\" { memory \"1Gi\" }\nvm \"a\" { memory \"1Gi\"; disk \"d\" { empty-disk \"1Gi\" } }\n").unwrap();
     let out = vmform(&["validate", &f.to_string_lossy()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let err = stderr(&out);

@@ -408,11 +408,20 @@ impl Decoder<'_> {
         if n.node.children().is_some() {
             self.check(n, 0, &[], Children::None);
         }
-        let mut out = vec![];
+        let mut out: Vec<(Str, Str)> = vec![];
         for e in n.node.entries() {
             match e.name() {
                 Some(key) => {
                     let k = Spanned::new(key.value().to_owned(), Span::from_miette(self.file, key.span()));
+                    if let Some((first, _)) = out.iter().find(|(f, _)| f.value == k.value) {
+                        self.err(
+                            Diagnostic::new(Code::Duplicate, format!("key `{}` is given twice", k.value))
+                                .at(k.span, "given again here")
+                                .also(first.span, "first given here")
+                                .help("remove one of them; KDL would silently keep only the last"),
+                        );
+                        continue;
+                    }
                     if let Some(v) = self.str_entry(n, Some(e), &format!("the value of `{}`", k.value)) {
                         out.push((k, v));
                     }

@@ -83,7 +83,10 @@ codes! {
     HostDiskWithoutCapacity = "E0409", Error, "a disk-or-create host-disk has no capacity";
     CloudInitConflict = "E0410", Error, "cloud-init data given twice, or ssh-key without cloud-config";
     CloudInitFile = "E0411", Error, "a cloud-init data file cannot be read";
-    CdromSource = "E0412", Error, "a cdrom cannot be a scratch or host disk that is written";
+    CdromSource = "E0412", Error, "a cdrom is backed by an empty-disk or a blank volume";
+    NoMemory = "E0413", Error, "a vm has no memory";
+    EmptyCloudInit = "E0414", Error, "a cloud-init block has no data";
+    DuplicatePort = "E0415", Error, "two ports of one vm have the same number and protocol";
     // Warnings: the specs compile, but probably not to what was meant.
     EvictionCannotMigrate = "W0001", Warning, "eviction live-migrate on a vm whose storage cannot move";
     UnusedDefinition = "W0002", Warning, "a param, template or instancetype is never used";
@@ -153,7 +156,7 @@ impl Diagnostic {
     /// Problems with the paths given to a run rather than with spec contents; the CLI
     /// exits 2 for these, as for other usage and I/O errors.
     pub fn is_input_error(&self) -> bool {
-        matches!(self.code, Code::InputUnreadable | Code::NoSpecFiles)
+        matches!(self.code, Code::InputUnreadable | Code::NoSpecFiles | Code::UnknownVar)
     }
     /// Ordering key: file, position, then code, so output order never depends on
     /// which thread or stage found a problem first.

@@ -16,6 +16,11 @@ pub trait Loader: Sync {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
     /// The entries of a directory, or `None` when `path` is not a directory.
     fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>>;
+    /// A key naming the file behind `path`, so one file reached by two spellings
+    /// (relative and absolute, through a symlink) is read once.
+    fn identity(&self, path: &Path) -> PathBuf {
+        normalize(path)
+    }
 }
 
 /// Files larger than this are refused: no real spec is near it, and it bounds memory.
@@ -72,9 +77,10 @@ pub fn load(loader: &dyn Loader, roots: &[PathBuf], diags: &mut Diagnostics) -> 
     let mut edges: Vec<(FileId, PathBuf, Span)> = vec![];
     while !pending.is_empty() {
         pending.retain(|p| {
-            let new = !seen.contains(&p.path);
+            let id = loader.identity(&p.path);
+            let new = !seen.contains(&id);
             if new {
-                seen.push(p.path.clone());
+                seen.push(id);
             }
             new
         });
@@ -182,9 +188,9 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
         diags.push(Diagnostic::new(
             Code::FileTooLarge,
             format!(
-                "{} is {} MiB; spec files may be at most {} MiB",
+                "{} is {:.1} MiB; spec files may be at most {} MiB",
                 path.display(),
-                bytes.len() / (1024 * 1024),
+                bytes.len() as f64 / (1024.0 * 1024.0),
                 MAX_FILE_BYTES / (1024 * 1024)
             ),
         ).help("split the specs into several files with `include`"));
@@ -242,21 +248,39 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// Resolve `.` and `..` without touching the file system.
+/// Resolve `.` and `..` without touching the file system: `a/../b` is `b`, `../b`
+/// stays `../b`, and `/..` is `/`.
 pub fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
+    let mut parts: Vec<Component> = vec![];
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() || out.as_os_str().is_empty() && path.is_relative() {
-                    out.push("..");
+            Component::ParentDir => match parts.last() {
+                Some(Component::Normal(_)) => {
+                    parts.pop();
                 }
-            }
-            c => out.push(c),
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => parts.push(c),
+            },
+            c => parts.push(c),
         }
     }
-    out
+    parts.iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use std::path::Path;
+
+    #[test]
+    fn normalize_resolves_dots_lexically() {
+        assert_eq!(normalize(Path::new("vms/../shared/x.kdl")), Path::new("shared/x.kdl"));
+        assert_eq!(normalize(Path::new("./a/./b.kdl")), Path::new("a/b.kdl"));
+        assert_eq!(normalize(Path::new("../x.kdl")), Path::new("../x.kdl"));
+        assert_eq!(normalize(Path::new("a/../../x.kdl")), Path::new("../x.kdl"));
+        assert_eq!(normalize(Path::new("/a/../../x.kdl")), Path::new("/x.kdl"));
+    }
 }
 
 /// Report each include that closes a cycle, with the whole chain in the message.

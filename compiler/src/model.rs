@@ -89,7 +89,6 @@ choice!(HostDiskKind {
 choice!(Protocol {
     Tcp = "tcp" => "TCP",
     Udp = "udp" => "UDP",
-    Sctp = "sctp" => "SCTP",
 });
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

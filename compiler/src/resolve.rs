@@ -70,11 +70,15 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
                 Some(d) => {
                     values.insert(name.to_string(), d.value.clone());
                 }
-                None => diags.push(
-                    Diagnostic::new(Code::MissingParam, format!("param `{name}` has no value"))
-                        .at(p.name.span, "no default")
-                        .help(format!("pass `--var {name}=VALUE` or declare `default=\"…\"`")),
-                ),
+                None => {
+                    diags.push(
+                        Diagnostic::new(Code::MissingParam, format!("param `{name}` has no value"))
+                            .at(p.name.span, "no default")
+                            .help(format!("pass `--var {name}=VALUE` or declare `default=\"…\"`")),
+                    );
+                    // A stand-in value, so uses of the param are not reported again as unknown.
+                    values.insert(name.to_string(), name.to_string());
+                }
             }
         }
     }
@@ -148,9 +152,10 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
         for index in indexes {
             let mut cx = Interp { values: &values, index, used: &mut used_params, diags, sources };
             let base = cx.string(&vm.name);
+            // `vm "web-${index}" count=3` names itself; plain `vm "web" count=3` gets -N.
             let name = match index {
-                Some(i) => format!("{base}-{i}"),
-                None => base,
+                Some(i) if !vm.name.value.contains("${index}") => format!("{base}-{i}"),
+                _ => base,
             };
             let body = cx.body(&body);
             machines.push(Machine { name: Spanned::new(name, vm.name.span), body, span: vm.span, instancetype });

@@ -202,7 +202,7 @@ impl Validator<'_> {
             }
         });
 
-        let disks = self.disks(&m.name.value, &b.disks);
+        let disks = self.disks(&b.disks);
         let networks = self.networks(&b.networks);
         let ports = self.ports(&b.ports, &networks);
         let cloud_init = b.cloud_init.as_ref().and_then(|c| self.cloud_init(c));
@@ -211,6 +211,13 @@ impl Validator<'_> {
             ignore_changes: l.value.ignore_changes.iter().map(|p| p.value.clone()).collect(),
         });
 
+        if memory.is_none() && b.memory.is_none() {
+            self.err(
+                Diagnostic::new(Code::NoMemory, format!("vm `{}` has no memory", m.name.value))
+                    .at(m.name.span, "no memory set")
+                    .help("write `memory \"2Gi\"` in the vm, its template or defaults, or use an instancetype that sets it; KubeVirt refuses a vm without memory"),
+            );
+        }
         if let Some(ev) = &eviction {
             if ev.value == Eviction::LiveMigrate {
                 self.warn_unmovable(ev.span, &disks);
@@ -261,12 +268,18 @@ impl Validator<'_> {
         }
     }
 
-    fn disks(&mut self, vm_name: &str, disks: &[ast::Disk]) -> Vec<Disk> {
+    fn disks(&mut self, disks: &[ast::Disk]) -> Vec<Disk> {
         let mut out = vec![];
         let mut boot_orders: BTreeMap<u32, Span> = BTreeMap::new();
         for d in disks {
             self.dns_label(&d.name, "disk name");
-            let data_volume = format!("{vm_name}-{}", d.name.value);
+            if d.name.value == crate::lower::CLOUD_INIT_DISK {
+                self.err(
+                    Diagnostic::new(Code::DuplicateChild, format!("disk name `{}` is reserved", d.name.value))
+                        .at(d.name.span, "reserved for the cloud-init seed disk")
+                        .help("choose another name; vmform names the cloud-init disk `cloudinitdisk`"),
+                );
+            }
             let source = match d.sources.as_slice() {
                 [] => {
                     self.err(
@@ -276,7 +289,7 @@ impl Validator<'_> {
                     );
                     None
                 }
-                [one] => self.source(one, &data_volume),
+                [one] => self.source(one),
                 [first, second, ..] => {
                     self.err(
                         Diagnostic::new(
@@ -291,6 +304,16 @@ impl Validator<'_> {
                 }
             };
             let bus = d.bus.as_ref().and_then(|b| self.choice(b, "disk bus", Bus::parse, Bus::SPELLINGS));
+            let cdrom = d.cdrom.as_ref().is_some_and(|c| c.value);
+            if let (true, Some(b), Some(written)) = (cdrom, bus, &d.bus) {
+                if !matches!(b, Bus::Sata | Bus::Scsi) {
+                    self.err(
+                        Diagnostic::new(Code::InvalidChoice, format!("a cdrom cannot use the {} bus", b.spelling()))
+                            .at(written.span, "not a cdrom bus")
+                            .help("KubeVirt attaches cdroms on \"sata\" (the default) or \"scsi\""),
+                    );
+                }
+            }
             let boot_order = d.boot_order.as_ref().and_then(|b| match u32::try_from(b.value) {
                 Ok(n) if n >= 1 => {
                     if let Some(first) = boot_orders.insert(n, b.span) {
@@ -312,7 +335,6 @@ impl Validator<'_> {
                     None
                 }
             });
-            let cdrom = d.cdrom.as_ref().is_some_and(|c| c.value);
             if let (true, Some(s)) = (cdrom, &source) {
                 let scratch = match &s.value {
                     Source::EmptyDisk(_) => Some("an empty-disk"),
@@ -343,7 +365,7 @@ impl Validator<'_> {
         out
     }
 
-    fn source(&mut self, s: &Spanned<ast::DiskSource>, data_volume: &str) -> Option<Spanned<Source>> {
+    fn source(&mut self, s: &Spanned<ast::DiskSource>) -> Option<Spanned<Source>> {
         let src = match &s.value {
             ast::DiskSource::Image(i) => {
                 if i.value.trim().is_empty() || i.value.contains(char::is_whitespace) {
@@ -362,13 +384,6 @@ impl Validator<'_> {
             }
             ast::DiskSource::EmptyDisk(c) => Source::EmptyDisk(self.size(c, "empty-disk capacity", Code::BadQuantity)?),
             ast::DiskSource::Volume(v) => {
-                if data_volume.len() > 253 {
-                    self.err(
-                        Diagnostic::new(Code::BadName, format!("data volume name `{data_volume}` is longer than 253 characters"))
-                            .at(s.span, "name too long")
-                            .help("the data volume is named VM-DISK; shorten the vm or disk name"),
-                    );
-                }
                 let size = match &v.size {
                     Some(sz) => self.size(sz, "volume size", Code::BadQuantity),
                     None => {
@@ -498,7 +513,25 @@ impl Validator<'_> {
     fn ports(&mut self, ports: &[ast::Port], networks: &[Network]) -> Vec<Port> {
         let mut out = vec![];
         let has_masquerade = networks.iter().any(|n| n.binding == Binding::Masquerade);
+        let mut numbers: BTreeMap<(i64, String), Span> = BTreeMap::new();
         for p in ports {
+            // Kubernetes port names are IANA service names: at most 15 characters.
+            if p.name.value.len() > 15 || values::check_dns_label(&p.name.value).is_err() || !p.name.value.chars().any(|c| c.is_ascii_lowercase()) {
+                self.err(
+                    Diagnostic::new(Code::BadName, format!("port name `{}` is not a valid service name", p.name.value))
+                        .at(p.name.span, "not an IANA service name")
+                        .help("port names are at most 15 lowercase letters, digits and `-`, with at least one letter"),
+                );
+            }
+            let proto = p.protocol.as_ref().map_or("tcp".to_string(), |s| s.value.to_ascii_lowercase());
+            if let Some(first) = numbers.insert((p.number.value, proto.clone()), p.number.span) {
+                self.err(
+                    Diagnostic::new(Code::DuplicatePort, format!("port {} ({proto}) is declared twice", p.number.value))
+                        .at(p.number.span, "declared again here")
+                        .also(first, "first declared here")
+                        .help("each port number and protocol is forwarded once; remove one of them"),
+                );
+            }
             let number = match u16::try_from(p.number.value) {
                 Ok(n) if n >= 1 => Some(n),
                 _ => {
@@ -533,6 +566,14 @@ impl Validator<'_> {
 
     fn cloud_init(&mut self, c: &Spanned<ast::CloudInit>) -> Option<Spanned<CloudInit>> {
         let ci = &c.value;
+        if ci.user_data.is_none() && ci.user_data_file.is_none() && ci.network_data.is_none() && ci.network_data_file.is_none() && ci.ssh_keys.is_empty() {
+            self.err(
+                Diagnostic::new(Code::EmptyCloudInit, "cloud-init has no data")
+                    .at(c.span, "empty cloud-init block")
+                    .help("give it user-data, user-data-file, network-data, network-data-file or ssh-key, or remove it"),
+            );
+            return None;
+        }
         let user_data = self.inline_or_file(&ci.user_data, &ci.user_data_file, "user-data")?;
         let network_data = self.inline_or_file(&ci.network_data, &ci.network_data_file, "network-data")?;
         let user_data = match (user_data, ci.ssh_keys.as_slice()) {
