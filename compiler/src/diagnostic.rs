@@ -194,6 +194,7 @@ impl Diagnostics {
         self.items.len()
     }
     /// Sorted by location and de-duplicated: errors first, then warnings.
+    /// Invariant: diagnostics print in the same order whichever stage or thread found them.
     pub fn sorted(&self) -> Vec<&Diagnostic> {
         let mut v: Vec<&Diagnostic> = self.items.iter().collect();
         v.sort_by(|a, b| (a.severity(), a.sort_key()).cmp(&(b.severity(), b.sort_key())));

@@ -1,7 +1,7 @@
 //! The `kubevirt.io/v1` objects vmform emits, as typed serde structs.
 //!
-//! Field order here is the order of the emitted YAML; maps are `BTreeMap`s so output is
-//! sorted and byte-for-byte deterministic. Only fields vmform sets are modelled; empty
+//! Invariant: field order here is the order of the emitted YAML, and maps are `BTreeMap`s,
+//! so output is sorted and byte-for-byte deterministic. Only fields vmform sets are modelled; empty
 //! ones are skipped so emitted objects stay minimal.
 
 use serde::{Deserialize, Serialize};

@@ -107,6 +107,7 @@ pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Com
                 .help("add a `vm \"name\" { … }` node; an empty run emits nothing"),
         );
     }
+    // Invariant: a run with errors emits nothing, so no caller can write half a run.
     let mut objects: Vec<CompiledVm> = if diags.has_errors() { vec![] } else { vms.into_iter().map(|vm| lower::lower(&vm)).collect() };
     fn key(o: &CompiledVm) -> (&Option<String>, &String) {
         (&o.object.metadata.namespace, &o.object.metadata.name)

@@ -128,8 +128,10 @@ pub struct Parsed {
     decode_time: Duration,
 }
 
-/// Read, parse and decode files on all cores; results come back in input order so file
-/// ids, and so all output, stay deterministic.
+/// Read, parse and decode files on all cores.
+///
+/// Invariant: results come back in input order, so file ids, and so all output, never
+/// depend on thread timing.
 fn parse_level(loader: &dyn Loader, level: &[Pending], first_id: u32) -> Vec<Parsed> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(level.len().max(1));
     let chunk = level.len().div_ceil(threads).max(1);
