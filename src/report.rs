@@ -13,12 +13,15 @@ pub fn render_human(diags: &Diagnostics, sources: &Sources, colour: bool) -> Str
     let theme = if colour { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
     let handler = miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1);
     let mut out = String::new();
-    for d in diags.sorted() {
+    let sorted = diags.sorted();
+    for d in &sorted {
         let report = d.report(sources);
         let _ = handler.render_report(&mut out, &report);
         out.push('\n');
     }
-    let (e, w) = (diags.errors().count(), diags.warnings().count());
+    // Count what was printed: identical diagnostics (one template, several vms) print once.
+    let e = sorted.iter().filter(|d| d.severity() == vmform_compiler::Severity::Error).count();
+    let w = sorted.len() - e;
     if e + w > 0 {
         out.push_str(&format!("{}, {}\n", plural(e, "error"), plural(w, "warning")));
     }
@@ -33,11 +36,9 @@ pub fn render_json(diags: &Diagnostics, sources: &Sources) -> String {
         errors: usize,
         warnings: usize,
     }
-    let doc = Doc {
-        diagnostics: diags.sorted().into_iter().map(|d| d.locate(sources)).collect(),
-        errors: diags.errors().count(),
-        warnings: diags.warnings().count(),
-    };
+    let diagnostics: Vec<_> = diags.sorted().into_iter().map(|d| d.locate(sources)).collect();
+    let errors = diagnostics.iter().filter(|d| d.severity == "error").count();
+    let doc = Doc { warnings: diagnostics.len() - errors, errors, diagnostics };
     let mut s = serde_json::to_string_pretty(&doc).expect("diagnostics serialise");
     s.push('\n');
     s

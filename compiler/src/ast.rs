@@ -43,6 +43,8 @@ pub struct Instancetype {
 pub struct Template {
     pub name: Str,
     pub body: Body,
+    /// The whole `template` node.
+    pub span: Span,
 }
 
 #[derive(Debug, Clone)]

@@ -148,16 +148,17 @@ impl Decoder<'_> {
                                 Code::UnexpectedArgument,
                                 format!("`{}` takes {takes}", n.name),
                             )
-                            .at(span, "unexpected argument"),
+                            .at(span, "unexpected argument")
+                            .help("remove it; to set two things, write two nodes (one per line, or separated by `;`)"),
                         );
                     }
                 }
             }
         }
         match (children, n.node.children()) {
-            (Children::None, Some(c)) => self.err(
+            (Children::None, Some(_)) => self.err(
                 Diagnostic::new(Code::ChildrenExpected, format!("`{}` takes no children block", n.name))
-                    .at(Span::from_miette(self.file, c.span()), "unexpected block")
+                    .at(n.name_span(), "has a children block")
                     .help("write its settings as arguments or properties on the node itself"),
             ),
             (Children::Required, None) => self.err(
@@ -198,7 +199,18 @@ impl Decoder<'_> {
         self.value_of(n, e?, what, "a string", |v| v.as_string().map(str::to_owned))
     }
     fn int_entry(&mut self, n: &NodeRef, e: Option<&KdlEntry>, what: &str) -> Option<Int> {
-        self.value_of(n, e?, what, "an integer", |v| match v {
+        let e = e?;
+        if let KdlValue::Integer(i) = e.value() {
+            if i64::try_from(*i).is_err() {
+                self.err(
+                    Diagnostic::new(Code::WrongType, format!("{what} is too large"))
+                        .at(n.value_span(e), "too large")
+                        .help("integers must fit in 64 bits; no vmform setting comes near that"),
+                );
+                return None;
+            }
+        }
+        self.value_of(n, e, what, "an integer", |v| match v {
             KdlValue::Integer(i) => i64::try_from(*i).ok(),
             _ => None,
         })
@@ -222,7 +234,7 @@ impl Decoder<'_> {
     fn single_str(&mut self, n: &NodeRef, what: &str, example: &str) -> Option<Str> {
         self.check(n, 1, &[], Children::None);
         let e = n.arg(0);
-        let v = self.str_entry(n, e, &format!("the {what} of `{}`", n.name));
+        let v = self.str_entry(n, e, &format!("the value of `{}`", n.name));
         self.require(n, v, e.is_some(), what, example)
     }
 
@@ -279,7 +291,7 @@ impl Decoder<'_> {
                 self.check(&n, 1, &[], Children::Required);
                 let name = self.name_arg(&n, "template \"linux\" { ... }");
                 let body = self.body(&n, "a template");
-                Some(Item::Template(Template { name: name?, body }))
+                Some(Item::Template(Template { name: name?, body, span: n.span() }))
             }
             "vm" => {
                 self.check(&n, 1, &["count", "template", "instancetype"], Children::Optional);
@@ -292,6 +304,14 @@ impl Decoder<'_> {
             }
             "include" => {
                 let path = self.single_str(&n, "a path", "include \"vms/web.kdl\"")?;
+                if path.value.trim().is_empty() {
+                    self.err(
+                        Diagnostic::new(Code::BadPath, "include names no file")
+                            .at(path.span, "empty path")
+                            .help("write the path of a .kdl file, relative to this file"),
+                    );
+                    return None;
+                }
                 Some(Item::Include(Include { path }))
             }
             _ => {

@@ -24,6 +24,20 @@ pub fn format_document(doc: &KdlDocument) -> String {
 
 /// Parse and format source text; `Err` carries the parse error for the caller to report.
 pub fn format_source(text: &str) -> Result<String, kdl::KdlError> {
+    if let Err((at, what)) = crate::load::check_nesting(text) {
+        let input = std::sync::Arc::new(text.to_string());
+        return Err(kdl::KdlError {
+            input: input.clone(),
+            diagnostics: vec![kdl::KdlDiagnostic {
+                input,
+                span: (at, 1).into(),
+                message: Some(format!("{what} are nested more than {} levels deep", crate::load::MAX_NESTING)),
+                label: Some("too deep".into()),
+                help: None,
+                severity: miette::Severity::Error,
+            }],
+        });
+    }
     Ok(format_document(&text.parse::<KdlDocument>()?))
 }
 

@@ -91,16 +91,22 @@ pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Com
     t.load_wall = lap();
     t.parse_cpu = loaded.parse_time;
     t.decode_cpu = loaded.decode_time;
-    let machines = resolve::resolve(&loaded.files, &options.vars, &loaded.sources, &mut diags);
+    let resolved = resolve::resolve(&loaded.files, &options.vars, &loaded.sources, &mut diags);
     let has_vm_node = loaded.files.iter().flat_map(|f| &f.items).any(|i| matches!(i, ast::Item::Vm(_)));
     // Each stage's input is dropped as soon as the next stage has what it needs: peak
     // memory is then about two representations of the fleet, not four.
     let sources = loaded.sources;
     drop(loaded.files);
     t.resolve = lap();
-    let vms = validate::Validator { loader, sources: &sources, diags: &mut diags }.run(&machines);
+    let vms = validate::Validator {
+        loader,
+        sources: &sources,
+        diags: &mut diags,
+        failed_interpolations: &resolved.failed_interpolations,
+    }
+    .run(&resolved.machines);
     t.validate = lap();
-    drop(machines);
+    drop(resolved);
     if !has_vm_node && !diags.has_errors() {
         diags.push(
             Diagnostic::new(Code::EmptyRun, "the run defines no vm")

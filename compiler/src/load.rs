@@ -26,6 +26,46 @@ pub trait Loader: Sync {
 /// Files larger than this are refused: no real spec is near it, and it bounds memory.
 pub const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Deepest nesting of `{ }` blocks (or of `/* */` comments) accepted. vmform's grammar
+/// needs 3; the KDL parser recurses once per level, so a bound keeps it off the end of
+/// its stack whatever the input.
+pub const MAX_NESTING: usize = 32;
+
+/// Stack of the parser threads: ample for [`MAX_NESTING`] levels even in debug builds.
+const PARSER_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Find the first place where blocks or block comments nest deeper than [`MAX_NESTING`].
+/// Counts braces and comment markers as raw bytes: braces inside strings can only make
+/// it stricter, and no real spec comes near the bound.
+pub fn check_nesting(text: &str) -> Result<(), (usize, &'static str)> {
+    let bytes = text.as_bytes();
+    let (mut blocks, mut comments) = (0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'{', _) => blocks += 1,
+            (b'}', _) => blocks = blocks.saturating_sub(1),
+            (b'/', Some(b'*')) => {
+                comments += 1;
+                i += 1;
+            }
+            (b'*', Some(b'/')) => {
+                comments = comments.saturating_sub(1);
+                i += 1;
+            }
+            _ => {}
+        }
+        if blocks > MAX_NESTING {
+            return Err((i, "blocks"));
+        }
+        if comments > MAX_NESTING {
+            return Err((i - 1, "block comments"));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 pub struct Loaded {
     pub sources: Sources,
     pub files: Vec<ast::File>,
@@ -140,7 +180,7 @@ fn parse_level(loader: &dyn Loader, level: &[Pending], first_id: u32) -> Vec<Par
             .chunks(chunk)
             .enumerate()
             .map(|(c, files)| {
-                s.spawn(move || {
+                std::thread::Builder::new().stack_size(PARSER_STACK_BYTES).spawn_scoped(s, move || {
                     files
                         .iter()
                         .enumerate()
@@ -153,6 +193,7 @@ fn parse_level(loader: &dyn Loader, level: &[Pending], first_id: u32) -> Vec<Par
                         })
                         .collect::<Vec<_>>()
                 })
+                .expect("spawn a parser thread")
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("parser thread panicked")).collect()
@@ -214,6 +255,16 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
             return p;
         }
     };
+    if let Err((at, what)) = check_nesting(&text) {
+        diags.push(
+            Diagnostic::new(Code::KdlSyntax, format!("{what} are nested more than {MAX_NESTING} levels deep"))
+                .at(Span::new(id, at, 1), "too deep")
+                .help("vmform specs nest three levels at most (vm, disk, volume); check for unclosed blocks"),
+        );
+        let mut p = empty(diags, None);
+        p.text = text;
+        return p;
+    }
     let started = Instant::now();
     let parsed = text.parse::<kdl::KdlDocument>();
     let parse_time = started.elapsed();

@@ -19,9 +19,18 @@ pub struct Machine {
     pub span: Span,
     /// Span of `instancetype="…"`, when the machine uses one.
     pub instancetype: Option<Span>,
+    /// The `template` node the machine uses, if any.
+    pub template: Option<Span>,
 }
 
-pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, diags: &mut Diagnostics) -> Vec<Machine> {
+/// What resolve produces: the machines, and the strings whose interpolation failed (their
+/// values are not what the user wrote, so later checks of them would only mislead).
+pub struct Resolved {
+    pub machines: Vec<Machine>,
+    pub failed_interpolations: BTreeSet<Span>,
+}
+
+pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, diags: &mut Diagnostics) -> Resolved {
     let mut params: BTreeMap<&str, &Param> = BTreeMap::new();
     let mut templates: BTreeMap<&str, &Template> = BTreeMap::new();
     let mut instancetypes: BTreeMap<&str, &Instancetype> = BTreeMap::new();
@@ -87,6 +96,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
     let mut used_templates = BTreeSet::new();
     let mut used_instancetypes = BTreeSet::new();
     let mut machines = vec![];
+    let mut failed = BTreeSet::new();
     for vm in vms {
         let count = match &vm.count {
             Some(c) if !(1..=MAX_COUNT).contains(&c.value) => {
@@ -104,10 +114,14 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
 
         // defaults ⊕ template ⊕ vm; the instancetype supplies cpu and memory.
         let mut body = defaults.clone();
+        let mut template = None;
         if let Some(t) = &vm.template {
             used_templates.insert(t.value.as_str());
             match templates.get(t.value.as_str()) {
-                Some(tpl) => body = merge(&body, &tpl.body),
+                Some(tpl) => {
+                    template = Some(tpl.span);
+                    body = merge(&body, &tpl.body)
+                }
                 None => diags.push(unknown(Code::UnknownTemplate, "template", t, templates.keys().copied())),
             }
         }
@@ -150,7 +164,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
             None => vec![None],
         };
         for index in indexes {
-            let mut cx = Interp { values: &values, index, used: &mut used_params, diags, sources };
+            let mut cx = Interp { values: &values, index, used: &mut used_params, diags, sources, failed: &mut failed };
             let base = cx.string(&vm.name);
             // `vm "web-${index}" count=3` names itself; plain `vm "web" count=3` gets -N.
             let name = match index {
@@ -158,7 +172,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
                 _ => base,
             };
             let body = cx.body(&body);
-            machines.push(Machine { name: Spanned::new(name, vm.name.span), body, span: vm.span, instancetype });
+            machines.push(Machine { name: Spanned::new(name, vm.name.span), body, span: vm.span, instancetype, template });
         }
     }
 
@@ -177,7 +191,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
             diags.push(unused("instancetype", name, i.name.span));
         }
     }
-    machines
+    Resolved { machines, failed_interpolations: failed }
 }
 
 fn unused(kind: &str, name: &str, span: Span) -> Diagnostic {
@@ -295,7 +309,11 @@ pub fn merge(base: &Body, over: &Body) -> Body {
     }
     fn named<T: Clone>(base: &[T], over: &[T], name: impl Fn(&T) -> &str, merge: impl Fn(&T, &T) -> T) -> Vec<T> {
         let mut out: Vec<T> = base.to_vec();
-        for o in over {
+        for (i, o) in over.iter().enumerate() {
+            // A second item of one name in the same block is reported (E0310), not merged.
+            if over[..i].iter().any(|x| name(x) == name(o)) {
+                continue;
+            }
             match out.iter_mut().find(|b| name(b) == name(o)) {
                 Some(b) => *b = merge(b, o),
                 None => out.push(o.clone()),
@@ -356,6 +374,7 @@ struct Interp<'a, 'u> {
     used: &'u mut BTreeSet<String>,
     diags: &'u mut Diagnostics,
     sources: &'a Sources,
+    failed: &'u mut BTreeSet<Span>,
 }
 
 impl Interp<'_, '_> {
@@ -364,6 +383,16 @@ impl Interp<'_, '_> {
         if !v.contains('$') {
             return v.clone();
         }
+        let errors_before = self.diags.len();
+        let out = self.expand(s);
+        if self.diags.len() > errors_before {
+            self.failed.insert(s.span);
+        }
+        out
+    }
+
+    fn expand(&mut self, s: &Str) -> String {
+        let v = &s.value;
         let mut out = String::with_capacity(v.len());
         let mut i = 0;
         while let Some(rel) = v[i..].find('$') {

@@ -70,7 +70,11 @@ impl SourceFile {
             Err(i) => i - 1,
         };
         let start = self.line_starts[line] as usize;
-        let col = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        let mut col = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        // A byte order mark is invisible in editors; don't count it as a column.
+        if line == 0 && self.text.starts_with('\u{feff}') && col > 0 {
+            col -= 1;
+        }
         (line + 1, col + 1)
     }
 }

@@ -9,18 +9,31 @@ use crate::model::*;
 use crate::resolve::Machine;
 use crate::source::{Sources, Span, Spanned};
 use crate::values::{self, Quantity};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 pub struct Validator<'a> {
     pub loader: &'a dyn Loader,
     pub sources: &'a Sources,
     pub diags: &'a mut Diagnostics,
+    /// Strings whose `${…}` could not be expanded: already reported, and their value is
+    /// not what the user wrote, so no further check of them is reported.
+    pub failed_interpolations: &'a BTreeSet<Span>,
 }
 
 impl Validator<'_> {
     fn err(&mut self, d: Diagnostic) {
+        if d.primary.as_ref().is_some_and(|l| self.failed_interpolations.contains(&l.span)) {
+            return;
+        }
         self.diags.push(d);
+    }
+
+    /// Whether an error is already reported inside one of these nodes.
+    fn has_error_within(&self, nodes: &[Span]) -> bool {
+        self.diags.errors().filter_map(|d| d.primary.as_ref()).any(|l| {
+            nodes.iter().any(|n| n.file == l.span.file && n.start <= l.span.start && l.span.end() <= n.end())
+        })
     }
 
     /// Validate every machine; report duplicate names across the whole run.
@@ -56,7 +69,7 @@ impl Validator<'_> {
             return Some(v);
         }
         let mut d = Diagnostic::new(Code::InvalidChoice, format!("`{}` is not a valid {what}", s.value))
-            .at(s.span, format!("not a {what}"));
+            .at(s.span, format!("not a valid {what}"));
         d = match did_you_mean(&s.value, spellings.iter().copied()) {
             Some(x) => d.help(format!("did you mean \"{x}\"?")),
             None => d.help(format!("use one of: {}", spellings.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(", "))),
@@ -139,6 +152,14 @@ impl Validator<'_> {
     fn positive(&mut self, v: &ast::Int, what: &str) -> Option<u32> {
         match u32::try_from(v.value) {
             Ok(n) if n >= 1 => Some(n),
+            _ if v.value > 1 => {
+                self.err(
+                    Diagnostic::new(Code::WrongType, format!("{what} count {} is too large", v.value))
+                        .at(v.span, "too large")
+                        .help("KubeVirt counts cpu sockets, cores and threads as 32-bit numbers"),
+                );
+                None
+            }
             _ => {
                 self.err(
                     Diagnostic::new(Code::ZeroResource, format!("{what} is {}; it must be at least 1", v.value))
@@ -211,7 +232,10 @@ impl Validator<'_> {
             ignore_changes: l.value.ignore_changes.iter().map(|p| p.value.clone()).collect(),
         });
 
-        if memory.is_none() && b.memory.is_none() {
+        // Not when the vm or its template already has an error: a memory node that failed
+        // to decode, or an unknown instancetype, would otherwise be reported twice.
+        let nodes: Vec<Span> = std::iter::once(m.span).chain(m.template).collect();
+        if memory.is_none() && b.memory.is_none() && !self.has_error_within(&nodes) {
             self.err(
                 Diagnostic::new(Code::NoMemory, format!("vm `{}` has no memory", m.name.value))
                     .at(m.name.span, "no memory set")
@@ -316,13 +340,15 @@ impl Validator<'_> {
             }
             let boot_order = d.boot_order.as_ref().and_then(|b| match u32::try_from(b.value) {
                 Ok(n) if n >= 1 => {
-                    if let Some(first) = boot_orders.insert(n, b.span) {
+                    if let Some(&first) = boot_orders.get(&n) {
                         self.err(
                             Diagnostic::new(Code::DuplicateBootOrder, format!("two disks have boot-order {n}"))
                                 .at(b.span, "used again here")
                                 .also(first, "first used here")
                                 .help("boot orders must be unique within a vm"),
                         );
+                    } else {
+                        boot_orders.insert(n, b.span);
                     }
                     Some(n)
                 }
@@ -524,13 +550,15 @@ impl Validator<'_> {
                 );
             }
             let proto = p.protocol.as_ref().map_or("tcp".to_string(), |s| s.value.to_ascii_lowercase());
-            if let Some(first) = numbers.insert((p.number.value, proto.clone()), p.number.span) {
+            if let Some(&first) = numbers.get(&(p.number.value, proto.clone())) {
                 self.err(
                     Diagnostic::new(Code::DuplicatePort, format!("port {} ({proto}) is declared twice", p.number.value))
                         .at(p.number.span, "declared again here")
                         .also(first, "first declared here")
                         .help("each port number and protocol is forwarded once; remove one of them"),
                 );
+            } else {
+                numbers.insert((p.number.value, proto), p.number.span);
             }
             let number = match u16::try_from(p.number.value) {
                 Ok(n) if n >= 1 => Some(n),
@@ -538,7 +566,7 @@ impl Validator<'_> {
                     self.err(
                         Diagnostic::new(Code::PortOutOfRange, format!("port {} is outside 1-65535", p.number.value))
                             .at(p.number.span, "out of range")
-                            .help("TCP, UDP and SCTP ports are 1 to 65535"),
+                            .help("TCP and UDP ports are 1 to 65535"),
                     );
                     None
                 }

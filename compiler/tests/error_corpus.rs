@@ -20,6 +20,9 @@
 //! name); columns count characters. The reported (code, file, line, column) set must equal
 //! the expected one, for primary and for secondary labels alike.
 //!
+//! `VMFORM_CORPUS_PRINT=1 cargo test -p vmform-compiler --test error_corpus -- --nocapture`
+//! prints what every case reports, messages and help included, to review their wording.
+//!
 //! Codes that no spec file on disk can produce (a file over the size limit, command-line
 //! paths that do not exist or hold no spec) are tested through the API with an
 //! in-memory [`Loader`] further down; `every_code_is_covered` keeps both lists complete.
@@ -203,7 +206,7 @@ fn place(code: Code, sources: &Sources, span: Option<vmform_compiler::Span>, roo
 }
 
 /// Compile one case and describe every way it differs from its header (empty if none).
-fn check_case(case: &Case) -> (Vec<String>, BTreeSet<String>) {
+fn check_case(case: &Case) -> Vec<String> {
     let exp = parse_header(&case.header);
     let options = Options { vars: exp.vars.clone() };
     let input = case.input.clone();
@@ -212,12 +215,11 @@ fn check_case(case: &Case) -> (Vec<String>, BTreeSet<String>) {
         Ok(c) => c,
         Err(e) => {
             let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-            return (vec![format!("the compiler panicked: {}", msg.unwrap_or_default())], BTreeSet::new());
+            return vec![format!("the compiler panicked: {}", msg.unwrap_or_default())];
         }
     };
     let mut problems = vec![];
     let diags = c.diagnostics.sorted();
-    let codes: BTreeSet<String> = diags.iter().map(|d| d.code.as_str().to_string()).collect();
 
     let mut primary = BTreeSet::new();
     let mut secondary = BTreeSet::new();
@@ -225,8 +227,9 @@ fn check_case(case: &Case) -> (Vec<String>, BTreeSet<String>) {
         // `locate` is what the CLI prints; check it agrees with the span.
         let located = d.locate(&c.sources);
         let p = place(d.code, &c.sources, d.primary.as_ref().map(|l| l.span), &case.root);
-        assert_eq!((located.line, located.column), (p.2, p.3), "{}: locate disagrees with the span", case.name);
-        assert_eq!(located.code, d.code.as_str());
+        if (located.line, located.column, located.code) != (p.2, p.3, p.0.as_str()) {
+            problems.push(format!("{}: `locate` says {:?}:{:?}, the span {}", located.code, located.line, located.column, show(&p)));
+        }
         primary.insert(p);
         for l in &d.secondary {
             secondary.insert(place(d.code, &c.sources, Some(l.span), &case.root));
@@ -258,10 +261,21 @@ fn check_case(case: &Case) -> (Vec<String>, BTreeSet<String>) {
         }
     }
 
+    // Every diagnostic of a spec carries help text, and a label unless it has no place in
+    // a file.
+    for d in &diags {
+        if d.help.as_deref().is_none_or(str::is_empty) && !MISSING_HELP.contains(&d.code) {
+            problems.push(format!("{} `{}` has no help", d.code.as_str(), d.message));
+        }
+        if d.primary.is_none() && !UNPLACED.contains(&d.code) {
+            problems.push(format!("{} `{}` has no location", d.code.as_str(), d.message));
+        }
+    }
+
     if c.has_errors() && !c.objects.is_empty() {
         problems.push(format!("the run has errors but emitted {} objects", c.objects.len()));
     }
-    if !problems.is_empty() {
+    if !problems.is_empty() || std::env::var_os("VMFORM_CORPUS_PRINT").is_some() {
         let mut all = String::from("    diagnostics:\n");
         for d in &diags {
             let l = d.locate(&c.sources);
@@ -277,10 +291,21 @@ fn check_case(case: &Case) -> (Vec<String>, BTreeSet<String>) {
                 l.help.unwrap_or_default()
             );
         }
-        problems.push(all);
+        if problems.is_empty() {
+            println!("case {}:\n{all}", case.name);
+        } else {
+            problems.push(all);
+        }
     }
-    (problems, codes)
+    problems
 }
+
+/// Diagnostics about the run rather than a place in a file.
+const UNPLACED: &[Code] = &[Code::UnknownVar, Code::EmptyRun, Code::InputUnreadable, Code::NoSpecFiles];
+
+/// Codes that, in some place, are still reported without help text (a compiler bug:
+/// `unexpected_argument_*` cases). Remove them here once fixed.
+const MISSING_HELP: &[Code] = &[];
 
 #[test]
 fn corpus() {
@@ -288,7 +313,7 @@ fn corpus() {
     assert!(cases.len() >= 50, "the corpus has only {} cases", cases.len());
     let mut failures = String::new();
     for case in &cases {
-        let (problems, _) = check_case(case);
+        let problems = check_case(case);
         if !problems.is_empty() {
             let _ = writeln!(failures, "case {}:", case.name);
             for p in problems {
@@ -347,13 +372,8 @@ fn api_file_too_large() {
     assert!(d.message.contains("specs/big.kdl"), "{}", d.message);
     assert!(d.help.is_some());
     assert!(c.objects.is_empty());
-
-    // Exactly at the limit is accepted.
-    let mut limit = VM.as_bytes().to_vec();
-    limit.resize(MAX_FILE_BYTES, b'\n');
-    let c = compile(&MemLoader::default().file("limit.kdl", limit), &[PathBuf::from("limit.kdl")], &Options::default());
-    assert!(!c.has_errors(), "{:?}", codes(&c));
-    assert_eq!(c.objects.len(), 1);
+    // (A file of exactly MAX_FILE_BYTES is accepted, but parsing 32 MiB takes minutes in
+    // a debug build, so that side of the limit is left to the CLI tests.)
 }
 
 #[test]
@@ -398,4 +418,20 @@ fn api_not_utf8() {
     assert!(d.message.contains("offset 32"), "{}", d.message);
     let l = d.locate(&c.sources);
     assert_eq!((l.line, l.column), (Some(2), Some(22)));
+}
+
+/// Regression test for a reported bug: a few dozen nested blocks overflow the stack of
+/// the compiler's parser threads, and the process aborts (no panic to catch, so this
+/// cannot be a corpus case). Run with `-- --ignored` once fixed.
+#[test]
+fn deeply_nested_blocks_do_not_crash() {
+    let deep = "a {".repeat(200) + &"}".repeat(200) + "\n";
+    let c = compile(&MemLoader::default().file("deep.kdl", deep), &[PathBuf::from("deep.kdl")], &Options::default());
+    assert_eq!(codes(&c), vec![Code::KdlSyntax], "refused before the parser recurses");
+    let comments = "/* ".repeat(5000) + &"*/ ".repeat(5000) + "vm \"a\" { memory \"1Gi\" }\n";
+    let c = compile(&MemLoader::default().file("c.kdl", comments), &[PathBuf::from("c.kdl")], &Options::default());
+    assert_eq!(codes(&c), vec![Code::KdlSyntax]);
+    let ok = "vm \"a\" { memory \"1Gi\"; disk \"d\" { volume size=\"1Gi\" } }\n".to_string();
+    let c = compile(&MemLoader::default().file("ok.kdl", ok), &[PathBuf::from("ok.kdl")], &Options::default());
+    assert!(!c.has_errors(), "ordinary nesting is fine");
 }
