@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 }
 
 fn run_compile(input: &Input) -> Compilation {
-    compile(&FsLoader, &input.paths, &Options { vars: input.vars.clone() })
+    compile(&FsLoader, &input.paths, &Options { vars: input.vars.clone(), ..Options::default() })
 }
 
 /// 2 for problems with the paths given, 1 for errors in the specs, else 0.

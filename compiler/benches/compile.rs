@@ -11,7 +11,9 @@ use vmform_compiler::{compile, emit, Loader, Options};
 
 const FILES: usize = 100;
 const RUNS: usize = 5;
-// BENCH_VMS=1000,10000 picks the fleet sizes.
+// BENCH_VMS=1000,10000 picks the fleet sizes; BENCH_EXPLICIT=1 writes every VM out in
+// full instead of expanding a template; BENCH_LOAD_PEAK=1 measures loading alone
+// (and nothing else, so each measurement starts from a fresh process).
 
 struct MemLoader(BTreeMap<PathBuf, Vec<u8>>);
 
@@ -27,8 +29,10 @@ impl Loader for MemLoader {
     }
 }
 
-/// A realistic fleet: shared definitions in one file, VMs spread over the rest.
-fn fleet(vms: usize) -> MemLoader {
+/// A realistic fleet: shared definitions in one file, VMs spread over the rest. With
+/// `explicit`, every VM spells out what the template and instancetype would give it, so
+/// the output is about as large as the input (no expansion).
+fn fleet(vms: usize, explicit: bool) -> MemLoader {
     let mut files = BTreeMap::new();
     let common = r##"param "env" default="staging"
 defaults {
@@ -66,8 +70,8 @@ template "linux" {
             made += 1;
             s.push_str(&format!(
                 r#"// service {f}-{i}
-vm "svc-{f}-{i}" template="linux" instancetype="small" {{
-    labels app="svc-{f}" tier="backend"
+vm "svc-{f}-{i}"{header} {{
+{inline}    labels app="svc-{f}" tier="backend"
     annotations "fleet.example/owner"="team-{f}" "fleet.example/ticket"="OPS-{i}"
     port "http" 8080
     port "metrics" 9100
@@ -79,6 +83,8 @@ vm "svc-{f}-{i}" template="linux" instancetype="small" {{
     termination-grace "60s"
 }}
 "#,
+                header = if explicit { "" } else { " template=\"linux\" instancetype=\"small\"" },
+                inline = if explicit { INLINE } else { "" },
                 size = 10 + i % 90,
                 zone = f % 3
             ));
@@ -87,6 +93,22 @@ vm "svc-{f}-{i}" template="linux" instancetype="small" {{
     }
     MemLoader(files)
 }
+
+/// What `template "linux"` and `instancetype "small"` give a VM, written out.
+const INLINE: &str = r##"    cpu 2
+    memory "4Gi"
+    machine "q35"
+    firmware "bios"
+    disk "root" {
+        image "quay.io/containerdisks/fedora:41"
+        bus "virtio"
+        boot-order 1
+    }
+    network "default" masquerade=#true
+    cloud-init {
+        user-data "#cloud-config\npackages: [nginx]\n"
+    }
+"##;
 
 fn rss_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -105,10 +127,24 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     println!("machine: {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
     let sizes: Vec<usize> = std::env::var("BENCH_VMS").map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_else(|_| vec![1_000, 10_000]);
+    let explicit = std::env::var_os("BENCH_EXPLICIT").is_some();
+    println!("fleet: {}", if explicit { "explicit (every VM written out)" } else { "template-expanded" });
     for vms in sizes {
-        let loader = fleet(vms);
+        let loader = fleet(vms, explicit);
         let input: usize = loader.0.values().map(Vec::len).sum();
         let paths = [PathBuf::from("fleet")];
+        if std::env::var_os("BENCH_LOAD_PEAK").is_some() {
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let before = rss_kib("VmRSS:");
+            let mut d = vmform_compiler::Diagnostics::default();
+            let loaded = vmform_compiler::load::load(&loader, &paths, &mut d);
+            let input_mb = input as f64 / 1e6;
+            let peak = (rss_kib("VmHWM:") - before) as f64 / 1024.0;
+            println!("{vms} VMs, {input_mb:.1} MB: loading alone (read, parse, decode) peaks {peak:.1} MB above baseline = {:.1}x input", peak / input_mb);
+            drop(loaded);
+            // Measured alone: memory freed here would hide the compile's own peak.
+            continue;
+        }
         let mut best: Option<(Duration, vmform_compiler::Timings, Duration)> = None;
         let mut peak_delta = 0;
         let mut peak_compile = 0;

@@ -34,6 +34,7 @@ pub use load::Loader;
 pub use lower::CompiledVm;
 pub use source::{FileId, Sources, Span};
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,8 @@ use std::time::{Duration, Instant};
 pub struct Options {
     /// `--var NAME=VALUE` overrides of declared params, in command-line order.
     pub vars: Vec<(String, String)>,
+    /// Record, for each emitted field, the span that produced it (`CompiledVm::source_map`).
+    pub source_maps: bool,
 }
 
 /// The result of a run. `objects` is empty whenever `diagnostics` has errors, so a
@@ -91,22 +94,40 @@ pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Com
     t.load_wall = lap();
     t.parse_cpu = loaded.parse_time;
     t.decode_cpu = loaded.decode_time;
-    let resolved = resolve::resolve(&loaded.files, &options.vars, &loaded.sources, &mut diags);
-    let has_vm_node = loaded.files.iter().flat_map(|f| &f.items).any(|i| matches!(i, ast::Item::Vm(_)));
-    // Each stage's input is dropped as soon as the next stage has what it needs: peak
-    // memory is then about two representations of the fleet, not four.
-    let sources = loaded.sources;
-    drop(loaded.files);
-    t.resolve = lap();
-    let vms = validate::Validator {
-        loader,
-        sources: &sources,
-        diags: &mut diags,
-        failed_interpolations: &resolved.failed_interpolations,
+    // The vms are taken out of the syntax tree so resolve can drop each one when done.
+    let mut files = loaded.files;
+    let mut vm_nodes = vec![];
+    for file in &mut files {
+        for item in std::mem::take(&mut file.items) {
+            match item {
+                ast::Item::Vm(vm) => vm_nodes.push(vm),
+                other => file.items.push(other),
+            }
+        }
     }
-    .run(&resolved.machines);
-    t.validate = lap();
-    drop(resolved);
+    let has_vm_node = !vm_nodes.is_empty();
+    // Machines stream through resolve → validate → lower one at a time: at the peak only
+    // the syntax tree and the finished objects are in memory, not every stage's copy.
+    let mut objects: Vec<CompiledVm> = vec![];
+    let mut seen = BTreeMap::new();
+    let (mut validate_time, mut lower_time) = (Duration::ZERO, Duration::ZERO);
+    let sources = &loaded.sources;
+    resolve::resolve(&files, vm_nodes, &options.vars, sources, &mut diags, &mut |machine, failed, diags| {
+        let started = Instant::now();
+        let vm = validate::Validator { loader, sources, diags, failed_interpolations: failed, seen: &mut seen }.validate(&machine);
+        drop(machine);
+        let validated = Instant::now();
+        validate_time += validated - started;
+        if let Some(vm) = vm {
+            objects.push(lower::lower(&vm, options.source_maps));
+        }
+        lower_time += validated.elapsed();
+    });
+    drop(files);
+    let sources = loaded.sources;
+    t.resolve = lap().saturating_sub(validate_time + lower_time);
+    t.validate = validate_time;
+    t.lower = lower_time;
     if !has_vm_node && !diags.has_errors() {
         diags.push(
             Diagnostic::new(Code::EmptyRun, "the run defines no vm")
@@ -114,11 +135,12 @@ pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Com
         );
     }
     // Invariant: a run with errors emits nothing, so no caller can write half a run.
-    let mut objects: Vec<CompiledVm> = if diags.has_errors() { vec![] } else { vms.into_iter().map(|vm| lower::lower(&vm)).collect() };
+    if diags.has_errors() {
+        objects.clear();
+    }
     fn key(o: &CompiledVm) -> (&Option<String>, &String) {
         (&o.object.metadata.namespace, &o.object.metadata.name)
     }
     objects.sort_by(|a, b| key(a).cmp(&key(b)));
-    t.lower = lap();
     Compilation { sources, diagnostics: diags, objects, timings: t }
 }

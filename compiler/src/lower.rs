@@ -17,63 +17,80 @@ pub struct CompiledVm {
     /// The `vm` node that produced this object.
     pub span: Span,
     /// Emitted field path (as `spec.template.spec.domain.memory.guest`, list items by
-    /// name as `disks[root]`) → the span that set it.
+    /// name as `disks[root]`) → the span that set it. Empty unless
+    /// [`Options::source_maps`](crate::Options) asked for it.
     pub source_map: BTreeMap<String, Span>,
 }
 
-pub fn lower(vm: &Vm) -> CompiledVm {
-    let mut map = BTreeMap::new();
+/// Records the source map when one is wanted; building it costs a string per field, which
+/// `build` and `validate` have no use for.
+struct Recorder(Option<BTreeMap<String, Span>>);
+
+impl Recorder {
+    fn record(&mut self, path: impl FnOnce() -> String, span: Span) {
+        if let Some(map) = &mut self.0 {
+            map.insert(path(), span);
+        }
+    }
+}
+
+/// Lower one validated machine; with `source_map`, also record where each field came from.
+pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
+    let mut map = Recorder(source_map.then(BTreeMap::new));
     let name = vm.name.value.clone();
-    map.insert("metadata.name".into(), vm.name.span);
-    map.insert("metadata.namespace".into(), vm.namespace.span);
+    map.record(|| "metadata.name".into(), vm.name.span);
+    map.record(|| "metadata.namespace".into(), vm.namespace.span);
 
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &vm.labels {
         labels.insert(k.clone(), v.value.clone());
-        map.insert(format!("metadata.labels[{k}]"), v.span);
+        map.record(|| format!("metadata.labels[{k}]"), v.span);
     }
     // Invariant: every emitted object says it is vmform's (LANGUAGE.md).
     labels.insert(kv::MANAGED_BY_LABEL.into(), kv::MANAGED_BY.into());
     let mut annotations = BTreeMap::new();
     for (k, v) in &vm.annotations {
         annotations.insert(k.clone(), v.value.clone());
-        map.insert(format!("metadata.annotations[{k}]"), v.span);
+        map.record(|| format!("metadata.annotations[{k}]"), v.span);
     }
 
     const DOMAIN: &str = "spec.template.spec.domain";
     let cpu = vm.cpu.as_ref().map(|c| {
-        map.insert(format!("{DOMAIN}.cpu"), c.span);
+        map.record(|| format!("{DOMAIN}.cpu"), c.span);
         kv::Cpu { cores: c.value.cores, sockets: c.value.sockets, threads: c.value.threads, model: c.value.model.clone() }
     });
     let memory = vm.memory.as_ref().map(|m| {
-        map.insert(format!("{DOMAIN}.memory.guest"), m.span);
+        map.record(|| format!("{DOMAIN}.memory.guest"), m.span);
         kv::Memory { guest: m.value.text.clone() }
     });
     let machine = vm.machine.as_ref().map(|m| {
-        map.insert(format!("{DOMAIN}.machine.type"), m.span);
+        map.record(|| format!("{DOMAIN}.machine.type"), m.span);
         kv::Machine { kind: m.value.clone() }
     });
     let mut features = None;
     let firmware = vm.firmware.as_ref().map(|f| {
-        map.insert(format!("{DOMAIN}.firmware"), f.span);
+        map.record(|| format!("{DOMAIN}.firmware"), f.span);
         let bootloader = match f.value.kind {
             FirmwareKind::Bios => kv::Bootloader { bios: Some(kv::Empty {}), efi: None },
             FirmwareKind::Efi => kv::Bootloader { bios: None, efi: Some(kv::Efi { secure_boot: f.value.secure_boot }) },
         };
         if f.value.secure_boot {
             features = Some(kv::Features { smm: Some(kv::FeatureState { enabled: true }) });
-            map.insert(format!("{DOMAIN}.features.smm"), f.span);
+            map.record(|| format!("{DOMAIN}.features.smm"), f.span);
         }
         kv::Firmware { bootloader }
     });
 
-    let mut disks = vec![];
-    let mut volumes = vec![];
-    let mut data_volume_templates = vec![];
+    // Exact capacities: a fleet holds thousands of these lists at once.
+    let devices = vm.disks.len() + usize::from(vm.cloud_init.is_some());
+    let mut disks = Vec::with_capacity(devices);
+    let mut volumes = Vec::with_capacity(devices);
+    let mut data_volume_templates =
+        Vec::with_capacity(vm.disks.iter().filter(|d| matches!(d.source.value, Source::Volume(_))).count());
     for d in &vm.disks {
         let dn = &d.name.value;
-        map.insert(format!("{DOMAIN}.devices.disks[{dn}]"), d.span);
-        map.insert(format!("spec.template.spec.volumes[{dn}]"), d.source.span);
+        map.record(|| format!("{DOMAIN}.devices.disks[{dn}]"), d.span);
+        map.record(|| format!("spec.template.spec.volumes[{dn}]"), d.source.span);
         let target = kv::DiskTarget { bus: d.bus.map(|b| b.kubevirt().to_string()), readonly: d.read_only };
         disks.push(kv::Disk {
             name: dn.clone(),
@@ -99,7 +116,7 @@ pub fn lower(vm: &Vm) -> CompiledVm {
             }
             Source::Volume(v) => {
                 let dv_name = format!("{name}-{dn}");
-                map.insert(format!("spec.dataVolumeTemplates[{dv_name}]"), d.source.span);
+                map.record(|| format!("spec.dataVolumeTemplates[{dv_name}]"), d.source.span);
                 volume.data_volume = Some(kv::DataVolumeRef { name: dv_name.clone() });
                 let source = match &v.import {
                     Import::Blank => kv::DataVolumeSource { blank: Some(kv::Empty {}), ..Default::default() },
@@ -122,7 +139,7 @@ pub fn lower(vm: &Vm) -> CompiledVm {
         volumes.push(volume);
     }
     if let Some(ci) = &vm.cloud_init {
-        map.insert(format!("spec.template.spec.volumes[{CLOUD_INIT_DISK}]"), ci.span);
+        map.record(|| format!("spec.template.spec.volumes[{CLOUD_INIT_DISK}]"), ci.span);
         disks.push(kv::Disk {
             name: CLOUD_INIT_DISK.into(),
             disk: Some(kv::DiskTarget { bus: Some("virtio".into()), readonly: None }),
@@ -135,17 +152,17 @@ pub fn lower(vm: &Vm) -> CompiledVm {
         });
     }
 
-    let mut interfaces = vec![];
-    let mut networks = vec![];
+    let mut interfaces = Vec::with_capacity(vm.networks.len());
+    let mut networks = Vec::with_capacity(vm.networks.len());
     for n in &vm.networks {
         let nn = &n.name.value;
-        map.insert(format!("{DOMAIN}.devices.interfaces[{nn}]"), n.span);
-        map.insert(format!("spec.template.spec.networks[{nn}]"), n.span);
+        map.record(|| format!("{DOMAIN}.devices.interfaces[{nn}]"), n.span);
+        map.record(|| format!("spec.template.spec.networks[{nn}]"), n.span);
         let ports = if n.binding == Binding::Masquerade {
             vm.ports
                 .iter()
                 .map(|p| {
-                    map.insert(format!("{DOMAIN}.devices.interfaces[{nn}].ports[{}]", p.name), p.span);
+                    map.record(|| format!("{DOMAIN}.devices.interfaces[{nn}].ports[{}]", p.name), p.span);
                     kv::Port { name: p.name.clone(), port: p.number, protocol: p.protocol.kubevirt().into() }
                 })
                 .collect()
@@ -169,14 +186,14 @@ pub fn lower(vm: &Vm) -> CompiledVm {
     let mut node_selector = BTreeMap::new();
     for (k, v) in &vm.node_selector {
         node_selector.insert(k.clone(), v.value.clone());
-        map.insert(format!("spec.template.spec.nodeSelector[{k}]"), v.span);
+        map.record(|| format!("spec.template.spec.nodeSelector[{k}]"), v.span);
     }
-    map.insert("spec.runStrategy".into(), vm.run_strategy.span);
+    map.record(|| "spec.runStrategy".into(), vm.run_strategy.span);
     if let Some(e) = &vm.eviction {
-        map.insert("spec.template.spec.evictionStrategy".into(), e.span);
+        map.record(|| "spec.template.spec.evictionStrategy".into(), e.span);
     }
     if let Some(t) = &vm.termination_grace {
-        map.insert("spec.template.spec.terminationGracePeriodSeconds".into(), t.span);
+        map.record(|| "spec.template.spec.terminationGracePeriodSeconds".into(), t.span);
     }
 
     let object = kv::VirtualMachine {
@@ -199,5 +216,5 @@ pub fn lower(vm: &Vm) -> CompiledVm {
             },
         },
     };
-    CompiledVm { object, lifecycle: vm.lifecycle.clone(), span: vm.span, source_map: map }
+    CompiledVm { object, lifecycle: vm.lifecycle.clone(), span: vm.span, source_map: map.0.unwrap_or_default() }
 }

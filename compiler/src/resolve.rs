@@ -23,19 +23,24 @@ pub struct Machine {
     pub template: Option<Span>,
 }
 
-/// What resolve produces: the machines, and the strings whose interpolation failed (their
-/// values are not what the user wrote, so later checks of them would only mislead).
-pub struct Resolved {
-    pub machines: Vec<Machine>,
-    pub failed_interpolations: BTreeSet<Span>,
-}
-
-pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, diags: &mut Diagnostics) -> Resolved {
+/// Resolve the run and hand each machine to `sink` as soon as it is made, so the caller
+/// can validate and lower it and drop it before the next: a fleet's machines are never
+/// all in memory at once.
+///
+/// `sink` also gets the spans of strings whose interpolation failed so far: their values
+/// are not what the user wrote, so further checks of them would only mislead.
+pub fn resolve(
+    files: &[File],
+    vms: Vec<Vm>,
+    vars: &[(String, String)],
+    sources: &Sources,
+    diags: &mut Diagnostics,
+    sink: &mut dyn FnMut(Machine, &BTreeSet<Span>, &mut Diagnostics),
+) {
     let mut params: BTreeMap<&str, &Param> = BTreeMap::new();
     let mut templates: BTreeMap<&str, &Template> = BTreeMap::new();
     let mut instancetypes: BTreeMap<&str, &Instancetype> = BTreeMap::new();
     let mut defaults = Body::default();
-    let mut vms = vec![];
     for file in files {
         for item in &file.items {
             match item {
@@ -49,11 +54,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
                     check_unique_children(b, diags);
                     defaults = merge_defaults(defaults, b, diags)
                 }
-                Item::Vm(vm) => {
-                    check_unique_children(&vm.body, diags);
-                    vms.push(vm)
-                }
-                Item::Include(_) => {}
+                Item::Vm(_) | Item::Include(_) => {}
             }
         }
     }
@@ -93,11 +94,12 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
     }
 
     let mut used_params = BTreeSet::new();
-    let mut used_templates = BTreeSet::new();
-    let mut used_instancetypes = BTreeSet::new();
-    let mut machines = vec![];
+    let mut used_templates: BTreeSet<String> = BTreeSet::new();
+    let mut used_instancetypes: BTreeSet<String> = BTreeSet::new();
     let mut failed = BTreeSet::new();
+    // Each vm's syntax is dropped once its machines are made.
     for vm in vms {
+        check_unique_children(&vm.body, diags);
         let count = match &vm.count {
             Some(c) if !(1..=MAX_COUNT).contains(&c.value) => {
                 diags.push(
@@ -116,7 +118,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
         let mut body = defaults.clone();
         let mut template = None;
         if let Some(t) = &vm.template {
-            used_templates.insert(t.value.as_str());
+            used_templates.insert(t.value.clone());
             match templates.get(t.value.as_str()) {
                 Some(tpl) => {
                     template = Some(tpl.span);
@@ -128,7 +130,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
         body = merge(&body, &vm.body);
         let mut instancetype = None;
         if let Some(it_name) = &vm.instancetype {
-            used_instancetypes.insert(it_name.value.as_str());
+            used_instancetypes.insert(it_name.value.clone());
             match instancetypes.get(it_name.value.as_str()) {
                 Some(it) => {
                     instancetype = Some(it_name.span);
@@ -172,7 +174,7 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
                 _ => base,
             };
             let body = cx.body(&body);
-            machines.push(Machine { name: Spanned::new(name, vm.name.span), body, span: vm.span, instancetype, template });
+            sink(Machine { name: Spanned::new(name, vm.name.span), body, span: vm.span, instancetype, template }, &failed, diags);
         }
     }
 
@@ -182,16 +184,15 @@ pub fn resolve(files: &[File], vars: &[(String, String)], sources: &Sources, dia
         }
     }
     for (name, t) in &templates {
-        if !used_templates.contains(name) {
+        if !used_templates.contains(*name) {
             diags.push(unused("template", name, t.name.span));
         }
     }
     for (name, i) in &instancetypes {
-        if !used_instancetypes.contains(name) {
+        if !used_instancetypes.contains(*name) {
             diags.push(unused("instancetype", name, i.name.span));
         }
     }
-    Resolved { machines, failed_interpolations: failed }
 }
 
 fn unused(kind: &str, name: &str, span: Span) -> Diagnostic {

@@ -208,7 +208,7 @@ fn place(code: Code, sources: &Sources, span: Option<vmform_compiler::Span>, roo
 /// Compile one case and describe every way it differs from its header (empty if none).
 fn check_case(case: &Case) -> Vec<String> {
     let exp = parse_header(&case.header);
-    let options = Options { vars: exp.vars.clone() };
+    let options = Options { vars: exp.vars.clone(), ..Options::default() };
     let input = case.input.clone();
     let result = std::panic::catch_unwind(move || compile(&FsLoader, &[input], &options));
     let c: Compilation = match result {
