@@ -16,13 +16,15 @@ pub struct File {
     pub items: Vec<Item>,
 }
 
+/// Bodies are boxed: an item list then costs a pointer per item, and a vm's syntax can
+/// be dropped on its own once its machines are made.
 #[derive(Debug, Clone)]
 pub enum Item {
     Param(Param),
-    Defaults(Body),
+    Defaults(Box<Body>),
     Instancetype(Instancetype),
-    Template(Template),
-    Vm(Vm),
+    Template(Box<Template>),
+    Vm(Box<Vm>),
     Include(Include),
 }
 

@@ -33,6 +33,7 @@ pub fn decode_file(id: FileId, doc: &KdlDocument, diags: &mut Diagnostics) -> Fi
             items.push(item);
         }
     }
+    items.shrink_to_fit();
     File { id, items }
 }
 
@@ -265,7 +266,7 @@ impl Decoder<'_> {
             }
             "defaults" => {
                 self.check(&n, 0, &[], Children::Required);
-                Some(Item::Defaults(self.body(&n, "defaults")))
+                Some(Item::Defaults(Box::new(self.body(&n, "defaults"))))
             }
             "instancetype" => {
                 self.check(&n, 1, &[], Children::Required);
@@ -291,7 +292,7 @@ impl Decoder<'_> {
                 self.check(&n, 1, &[], Children::Required);
                 let name = self.name_arg(&n, "template \"linux\" { ... }");
                 let body = self.body(&n, "a template");
-                Some(Item::Template(Template { name: name?, body, span: n.span() }))
+                Some(Item::Template(Box::new(Template { name: name?, body, span: n.span() })))
             }
             "vm" => {
                 self.check(&n, 1, &["count", "template", "instancetype"], Children::Optional);
@@ -300,7 +301,7 @@ impl Decoder<'_> {
                 let template = self.str_entry(&n, n.prop("template"), "template");
                 let instancetype = self.str_entry(&n, n.prop("instancetype"), "instancetype");
                 let body = self.body(&n, "a vm");
-                Some(Item::Vm(Vm { name: name?, count, template, instancetype, body, span: n.span() }))
+                Some(Item::Vm(Box::new(Vm { name: name?, count, template, instancetype, body, span: n.span() })))
             }
             "include" => {
                 let path = self.single_str(&n, "a path", "include \"vms/web.kdl\"")?;
@@ -420,6 +421,13 @@ impl Decoder<'_> {
                 _ => self.unknown_node(&n, BODY, context),
             }
         }
+        // Exact sizes: a fleet keeps thousands of bodies until they are resolved.
+        b.labels.shrink_to_fit();
+        b.annotations.shrink_to_fit();
+        b.node_selector.shrink_to_fit();
+        b.disks.shrink_to_fit();
+        b.networks.shrink_to_fit();
+        b.ports.shrink_to_fit();
         b
     }
 

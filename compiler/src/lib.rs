@@ -34,7 +34,6 @@ pub use load::Loader;
 pub use lower::CompiledVm;
 pub use source::{FileId, Sources, Span};
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -78,6 +77,30 @@ impl Compilation {
     }
 }
 
+/// Two machines of one name in one namespace, reported at both names.
+fn report_duplicate_machines(sorted: &[CompiledVm], diags: &mut Diagnostics) {
+    let same = |a: &CompiledVm, b: &CompiledVm| {
+        a.object.metadata.name == b.object.metadata.name && a.object.metadata.namespace == b.object.metadata.namespace
+    };
+    let mut first = 0;
+    for i in 1..sorted.len() {
+        if !same(&sorted[first], &sorted[i]) {
+            first = i;
+            continue;
+        }
+        let m = &sorted[i].object.metadata;
+        diags.push(
+            Diagnostic::new(
+                Code::DuplicateMachine,
+                format!("two machines are named `{}` in namespace `{}`", m.name, m.namespace.as_deref().unwrap_or("default")),
+            )
+            .at(sorted[i].name_span, "second machine of this name")
+            .also(sorted[first].name_span, "first machine of this name")
+            .help("machine names must be unique per namespace across every file of a run; with count=N, NAME-0 … NAME-(N-1) are taken"),
+        );
+    }
+}
+
 /// Compile the files and directories in `paths` (a directory means the `*.kdl` files
 /// directly in it) with everything they include.
 pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Compilation {
@@ -108,13 +131,16 @@ pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Com
     let has_vm_node = !vm_nodes.is_empty();
     // Machines stream through resolve → validate → lower one at a time: at the peak only
     // the syntax tree and the finished objects are in memory, not every stage's copy.
-    let mut objects: Vec<CompiledVm> = vec![];
-    let mut seen = BTreeMap::new();
+    let machines: usize = vm_nodes
+        .iter()
+        .map(|vm| vm.count.as_ref().map_or(1, |c| c.value.clamp(1, resolve::MAX_COUNT) as usize))
+        .sum();
+    let mut objects: Vec<CompiledVm> = Vec::with_capacity(machines);
     let (mut validate_time, mut lower_time) = (Duration::ZERO, Duration::ZERO);
     let sources = &loaded.sources;
     resolve::resolve(&files, vm_nodes, &options.vars, sources, &mut diags, &mut |machine, failed, diags| {
         let started = Instant::now();
-        let vm = validate::Validator { loader, sources, diags, failed_interpolations: failed, seen: &mut seen }.validate(&machine);
+        let vm = validate::Validator { loader, sources, diags, failed_interpolations: failed }.validate(&machine);
         drop(machine);
         let validated = Instant::now();
         validate_time += validated - started;
@@ -134,13 +160,16 @@ pub fn compile(loader: &dyn Loader, paths: &[PathBuf], options: &Options) -> Com
                 .help("add a `vm \"name\" { … }` node; an empty run emits nothing"),
         );
     }
+    fn key(o: &CompiledVm) -> (&Option<String>, &String, Span) {
+        (&o.object.metadata.namespace, &o.object.metadata.name, o.name_span)
+    }
+    // The span orders machines of one name by their place in the run; an unstable sort
+    // needs no scratch buffer of half the fleet.
+    objects.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    report_duplicate_machines(&objects, &mut diags);
     // Invariant: a run with errors emits nothing, so no caller can write half a run.
     if diags.has_errors() {
         objects.clear();
     }
-    fn key(o: &CompiledVm) -> (&Option<String>, &String) {
-        (&o.object.metadata.namespace, &o.object.metadata.name)
-    }
-    objects.sort_by(|a, b| key(a).cmp(&key(b)));
     Compilation { sources, diagnostics: diags, objects, timings: t }
 }

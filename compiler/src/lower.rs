@@ -14,8 +14,9 @@ pub const CLOUD_INIT_DISK: &str = "cloudinitdisk";
 pub struct CompiledVm {
     pub object: kv::VirtualMachine,
     pub lifecycle: Lifecycle,
-    /// The `vm` node that produced this object.
+    /// The `vm` node that produced this object, and its name argument.
     pub span: Span,
+    pub name_span: Span,
     /// Emitted field path (as `spec.template.spec.domain.memory.guest`, list items by
     /// name as `disks[root]`) → the span that set it. Empty unless
     /// [`Options::source_maps`](crate::Options) asked for it.
@@ -41,18 +42,20 @@ pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
     map.record(|| "metadata.name".into(), vm.name.span);
     map.record(|| "metadata.namespace".into(), vm.namespace.span);
 
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &vm.labels {
-        labels.insert(k.clone(), v.value.clone());
         map.record(|| format!("metadata.labels[{k}]"), v.span);
     }
     // Invariant: every emitted object says it is vmform's (LANGUAGE.md).
-    labels.insert(kv::MANAGED_BY_LABEL.into(), kv::MANAGED_BY.into());
-    let mut annotations = BTreeMap::new();
+    let labels: kv::StringMap = vm
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .chain([(kv::MANAGED_BY_LABEL.to_string(), kv::MANAGED_BY.to_string())])
+        .collect();
     for (k, v) in &vm.annotations {
-        annotations.insert(k.clone(), v.value.clone());
         map.record(|| format!("metadata.annotations[{k}]"), v.span);
     }
+    let annotations: kv::StringMap = vm.annotations.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
 
     const DOMAIN: &str = "spec.template.spec.domain";
     let cpu = vm.cpu.as_ref().map(|c| {
@@ -101,23 +104,23 @@ pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
         });
         let mut volume = kv::Volume { name: dn.clone(), ..Default::default() };
         match &d.source.value {
-            Source::Image(image) => volume.container_disk = Some(kv::ContainerDisk { image: image.clone() }),
+            Source::Image(image) => volume.container_disk = Some(Box::new(kv::ContainerDisk { image: image.clone() })),
             Source::Pvc(claim) => {
-                volume.persistent_volume_claim = Some(kv::PvcRef { claim_name: claim.clone(), read_only: d.read_only.filter(|r| *r) })
+                volume.persistent_volume_claim = Some(Box::new(kv::PvcRef { claim_name: claim.clone(), read_only: d.read_only.filter(|r| *r) }))
             }
-            Source::EmptyDisk(cap) => volume.empty_disk = Some(kv::EmptyDisk { capacity: cap.text.clone() }),
+            Source::EmptyDisk(cap) => volume.empty_disk = Some(Box::new(kv::EmptyDisk { capacity: cap.text.clone() })),
             Source::HostDisk { path, kind, capacity, shared } => {
-                volume.host_disk = Some(kv::HostDisk {
+                volume.host_disk = Some(Box::new(kv::HostDisk {
                     path: path.clone(),
                     kind: kind.kubevirt().into(),
                     capacity: capacity.as_ref().map(|c| c.text.clone()),
                     shared: shared.then_some(true),
-                })
+                }))
             }
             Source::Volume(v) => {
                 let dv_name = format!("{name}-{dn}");
                 map.record(|| format!("spec.dataVolumeTemplates[{dv_name}]"), d.source.span);
-                volume.data_volume = Some(kv::DataVolumeRef { name: dv_name.clone() });
+                volume.data_volume = Some(Box::new(kv::DataVolumeRef { name: dv_name.clone() }));
                 let source = match &v.import {
                     Import::Blank => kv::DataVolumeSource { blank: Some(kv::Empty {}), ..Default::default() },
                     Import::Http(url) => kv::DataVolumeSource { http: Some(kv::UrlSource { url: url.clone() }), ..Default::default() },
@@ -129,7 +132,7 @@ pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
                         source,
                         storage: kv::StorageSpec {
                             access_modes: v.access_mode.map(|a| a.kubevirt().to_string()).into_iter().collect(),
-                            resources: kv::StorageResources { requests: BTreeMap::from([("storage".into(), v.size.text.clone())]) },
+                            resources: kv::StorageResources { requests: [("storage", v.size.text.clone())].into_iter().collect() },
                             storage_class_name: v.storage_class.clone(),
                         },
                     },
@@ -147,7 +150,7 @@ pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
         });
         volumes.push(kv::Volume {
             name: CLOUD_INIT_DISK.into(),
-            cloud_init_no_cloud: Some(kv::CloudInitNoCloud { user_data: ci.value.user_data.clone(), network_data: ci.value.network_data.clone() }),
+            cloud_init_no_cloud: Some(Box::new(kv::CloudInitNoCloud { user_data: ci.value.user_data.clone(), network_data: ci.value.network_data.clone() })),
             ..Default::default()
         });
     }
@@ -183,11 +186,10 @@ pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
         });
     }
 
-    let mut node_selector = BTreeMap::new();
     for (k, v) in &vm.node_selector {
-        node_selector.insert(k.clone(), v.value.clone());
         map.record(|| format!("spec.template.spec.nodeSelector[{k}]"), v.span);
     }
+    let node_selector: kv::StringMap = vm.node_selector.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
     map.record(|| "spec.runStrategy".into(), vm.run_strategy.span);
     if let Some(e) = &vm.eviction {
         map.record(|| "spec.template.spec.evictionStrategy".into(), e.span);
@@ -204,7 +206,7 @@ pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
             run_strategy: vm.run_strategy.value.kubevirt().into(),
             data_volume_templates,
             template: kv::InstanceTemplate {
-                metadata: kv::TemplateMeta { labels, annotations: BTreeMap::new() },
+                metadata: kv::TemplateMeta { labels, annotations: kv::StringMap::new() },
                 spec: kv::InstanceSpec {
                     domain: kv::Domain { cpu, memory, machine, firmware, features, devices: kv::Devices { disks, interfaces } },
                     networks,
@@ -216,5 +218,5 @@ pub fn lower(vm: &Vm, source_map: bool) -> CompiledVm {
             },
         },
     };
-    CompiledVm { object, lifecycle: vm.lifecycle.clone(), span: vm.span, source_map: map.0.unwrap_or_default() }
+    CompiledVm { object, lifecycle: vm.lifecycle.clone(), span: vm.span, name_span: vm.name.span, source_map: map.0.unwrap_or_default() }
 }

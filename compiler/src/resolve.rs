@@ -31,7 +31,7 @@ pub struct Machine {
 /// are not what the user wrote, so further checks of them would only mislead.
 pub fn resolve(
     files: &[File],
-    vms: Vec<Vm>,
+    vms: Vec<Box<Vm>>,
     vars: &[(String, String)],
     sources: &Sources,
     diags: &mut Diagnostics,

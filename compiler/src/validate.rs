@@ -19,8 +19,6 @@ pub struct Validator<'a> {
     /// Strings whose `${…}` could not be expanded: already reported, and their value is
     /// not what the user wrote, so no further check of them is reported.
     pub failed_interpolations: &'a BTreeSet<Span>,
-    /// Every machine validated so far in this run, for the duplicate-name check.
-    pub seen: &'a mut BTreeMap<(String, String), Span>,
 }
 
 impl Validator<'_> {
@@ -38,29 +36,10 @@ impl Validator<'_> {
         })
     }
 
-    /// Validate one machine; a name already taken in its namespace earlier in the run is
-    /// reported here, at both places.
+    /// Validate one machine. (Names taken twice are found on the finished objects, in
+    /// `compile`, where they are sorted anyway.)
     pub fn validate(&mut self, m: &Machine) -> Option<Vm> {
-        let vm = self.machine(m)?;
-        let key = (vm.namespace.value.clone(), vm.name.value.clone());
-        match self.seen.get(&key) {
-            Some(first) => {
-                self.diags.push(
-                        Diagnostic::new(
-                            Code::DuplicateMachine,
-                            format!("two machines are named `{}` in namespace `{}`", key.1, key.0),
-                        )
-                        .at(vm.name.span, "second machine of this name")
-                        .also(*first, "first machine of this name")
-                        .help("machine names must be unique per namespace across every file of a run; with count=N, NAME-0 … NAME-(N-1) are taken"),
-                );
-                None
-            }
-            None => {
-                self.seen.insert(key, vm.name.span);
-                Some(vm)
-            }
-        }
+        self.machine(m)
     }
 
     fn choice<T: Copy>(&mut self, s: &Str, what: &str, parse: fn(&str) -> Option<T>, spellings: &[&str]) -> Option<T> {
