@@ -115,14 +115,14 @@ impl fmt::Display for Code {
 }
 
 /// A span with the text shown beside it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Label {
     pub span: Span,
     pub text: String,
 }
 
 /// One problem found in the specs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Diagnostic {
     pub code: Code,
     pub message: String,
@@ -197,7 +197,8 @@ impl Diagnostics {
     /// Invariant: diagnostics print in the same order whichever stage or thread found them.
     pub fn sorted(&self) -> Vec<&Diagnostic> {
         let mut v: Vec<&Diagnostic> = self.items.iter().collect();
-        v.sort_by(|a, b| (a.severity(), a.sort_key()).cmp(&(b.severity(), b.sort_key())));
+        // The whole diagnostic breaks ties, so equal copies end up adjacent for dedup.
+        v.sort_by(|a, b| (a.severity(), a.sort_key(), *a).cmp(&(b.severity(), b.sort_key(), *b)));
         v.dedup_by(|a, b| a == b);
         v
     }

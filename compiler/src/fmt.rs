@@ -109,36 +109,30 @@ fn write_node(node: &KdlNode, depth: usize, out: &mut String) {
     }
     let fmt = node.format();
     if let Some(children) = node.children() {
-        let before = fmt.map(|f| inline_decor(&f.before_children)).unwrap_or_default();
-        if !before.is_empty() {
-            out.push(' ');
-            out.push_str(&before);
-        }
-        out.push_str(" {\n");
+        write_decor(fmt.map_or("", |f| f.before_children.as_str()), out);
+        out.push_str("{\n");
         write_nodes(children, depth + 1, out);
         push_indent(out, depth);
         out.push('}');
     }
     // A comment after the node on its line is parsed into its terminator.
     if let Some(f) = fmt {
-        for part in [&f.before_terminator, &f.terminator, &f.trailing] {
-            let c = part.trim().trim_start_matches(';').trim();
-            if !c.is_empty() {
-                out.push(' ');
-                out.push_str(c);
-            }
+        // The node ends at our newline, so a continuation or `;` here has no work left.
+        let end = format!("{}{}{}", f.before_terminator, f.terminator.trim_start_matches(';'), f.trailing);
+        let comment = match decor(&end) {
+            Decor::Inline(d) => d,
+            Decor::Raw(raw) => raw.replace('\\', " ").split_whitespace().collect::<Vec<_>>().join(" "),
+        };
+        if !comment.is_empty() {
+            out.push(' ');
+            out.push_str(&comment);
         }
     }
     out.push('\n');
 }
 
 fn write_entry(e: &KdlEntry, out: &mut String) {
-    let decor = e.format().map(|f| inline_decor(&f.leading)).unwrap_or_default();
-    out.push(' ');
-    if !decor.is_empty() {
-        out.push_str(&decor);
-        out.push(' ');
-    }
+    write_decor(e.format().map_or("", |f| f.leading.as_str()), out);
     if let Some(key) = e.name() {
         out.push_str(&ident(key));
         out.push('=');
@@ -152,17 +146,74 @@ fn write_entry(e: &KdlEntry, out: &mut String) {
     out.push_str(&value(e.value(), repr));
 }
 
-/// Comments and slashdashed entries written between entries, on one line. A line
-/// continuation (`\` and newline) becomes a space.
-fn inline_decor(s: &str) -> String {
-    let mut parts = vec![];
-    for line in s.split('\n') {
-        let l = line.trim().trim_end_matches('\\').trim();
-        if !l.is_empty() {
-            parts.push(l);
+/// What stands between the parts of one node: comments, slashdashed entries, line
+/// continuations.
+enum Decor {
+    /// Can go on one line: continuations (`\` and newline) removed, whitespace collapsed.
+    Inline(String),
+    /// Holds a `//` comment, which ends its line: kept exactly as written, continuation
+    /// and all, or the comment would swallow what follows it.
+    Raw(String),
+}
+
+fn decor(s: &str) -> Decor {
+    let mut out = String::with_capacity(s.len());
+    let (mut chars, mut comment_depth, mut line_comment) = (s.chars().peekable(), 0usize, false);
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'*') => {
+                comment_depth += 1;
+                out.push('/');
+                out.push(chars.next().unwrap_or('*'));
+            }
+            '*' if comment_depth > 0 && chars.peek() == Some(&'/') => {
+                comment_depth -= 1;
+                out.push('*');
+                out.push(chars.next().unwrap_or('/'));
+            }
+            '/' if comment_depth == 0 && chars.peek() == Some(&'/') => {
+                line_comment = true;
+                out.push(c);
+            }
+            // A quoted string inside a slashdashed entry: copied as is, escapes included.
+            '"' if comment_depth == 0 => {
+                out.push(c);
+                while let Some(c) = chars.next() {
+                    out.push(c);
+                    match c {
+                        '\\' => out.extend(chars.next()),
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\\' if comment_depth == 0 => out.push(' '),
+            c if c.is_whitespace() => out.push(' '),
+            c => out.push(c),
         }
     }
-    parts.join(" ")
+    if line_comment {
+        return Decor::Raw(s.to_string());
+    }
+    Decor::Inline(out.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "))
+}
+
+/// Write decor between two parts of a node; `sep` is written when there is nothing else.
+fn write_decor(s: &str, out: &mut String) {
+    match decor(s) {
+        Decor::Inline(d) if d.is_empty() => out.push(' '),
+        Decor::Inline(d) => {
+            out.push(' ');
+            out.push_str(&d);
+            out.push(' ');
+        }
+        Decor::Raw(raw) => {
+            out.push_str(&raw);
+            if !raw.ends_with(char::is_whitespace) {
+                out.push(' ');
+            }
+        }
+    }
 }
 
 fn value(v: &KdlValue, repr: &str) -> String {

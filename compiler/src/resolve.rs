@@ -40,7 +40,7 @@ pub fn resolve(
     let mut params: BTreeMap<&str, &Param> = BTreeMap::new();
     let mut templates: BTreeMap<&str, &Template> = BTreeMap::new();
     let mut instancetypes: BTreeMap<&str, &Instancetype> = BTreeMap::new();
-    let mut defaults = Body::default();
+    let mut defaults_blocks: Vec<(&std::path::Path, &Body)> = vec![];
     for file in files {
         for item in &file.items {
             match item {
@@ -52,11 +52,19 @@ pub fn resolve(
                 Item::Instancetype(i) => define(&mut instancetypes, &i.name, i, "instancetype", diags),
                 Item::Defaults(b) => {
                     check_unique_children(b, diags);
-                    defaults = merge_defaults(defaults, b, diags)
+                    defaults_blocks.push((&sources.get(file.id).path, b));
                 }
                 Item::Vm(_) | Item::Include(_) => {}
             }
         }
+    }
+
+    // Several defaults blocks combine in the order of their files' paths, not of the
+    // command line, so `vmform build a.kdl b.kdl` and `b.kdl a.kdl` emit the same objects.
+    defaults_blocks.sort_by_key(|(path, _)| *path);
+    let mut defaults = Body::default();
+    for (_, b) in defaults_blocks {
+        defaults = merge_defaults(defaults, b, diags);
     }
 
     // Param values: --var wins over the declared default.
@@ -289,14 +297,44 @@ fn merge_defaults(acc: Body, next: &Body, diags: &mut Diagnostics) -> Body {
             ("lifecycle", b.lifecycle.as_ref().map(|x| x.span)),
         ]
     };
+    let mut twice = |what: String, first: Span, again: Span| {
+        diags.push(
+            Diagnostic::new(Code::Duplicate, format!("{what} is set in two defaults blocks"))
+                .at(again, "set again here")
+                .also(first, "first set here")
+                .help("defaults apply to the whole run; set each one once"),
+        );
+    };
     for ((what, a), (_, b)) in spans(&acc).into_iter().zip(spans(next)) {
         if let (Some(a), Some(b)) = (a, b) {
-            diags.push(
-                Diagnostic::new(Code::Duplicate, format!("`{what}` is set in two defaults blocks"))
-                    .at(b, "set again here")
-                    .also(a, "first set here")
-                    .help("defaults apply to the whole run; set each one once"),
-            );
+            twice(format!("`{what}`"), a, b);
+        }
+    }
+    // Keys and named items too: otherwise the block read last would silently win.
+    for (kind, a, b) in [
+        ("label", &acc.labels, &next.labels),
+        ("annotation", &acc.annotations, &next.annotations),
+        ("node-selector key", &acc.node_selector, &next.node_selector),
+    ] {
+        for (k, _) in b {
+            if let Some((first, _)) = a.iter().find(|(x, _)| x.value == k.value) {
+                twice(format!("{kind} `{}`", k.value), first.span, k.span);
+            }
+        }
+    }
+    let named = |names: Vec<&Str>, others: Vec<&Str>| -> Vec<(Span, Span, String)> {
+        others
+            .into_iter()
+            .filter_map(|o| names.iter().find(|n| n.value == o.value).map(|n| (n.span, o.span, o.value.clone())))
+            .collect()
+    };
+    for (kind, pairs) in [
+        ("disk", named(acc.disks.iter().map(|d| &d.name).collect(), next.disks.iter().map(|d| &d.name).collect())),
+        ("network", named(acc.networks.iter().map(|n| &n.name).collect(), next.networks.iter().map(|n| &n.name).collect())),
+        ("port", named(acc.ports.iter().map(|p| &p.name).collect(), next.ports.iter().map(|p| &p.name).collect())),
+    ] {
+        for (first, again, name) in pairs {
+            twice(format!("{kind} `{name}`"), first, again);
         }
     }
     merge(&acc, next)
