@@ -38,6 +38,28 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Show what changes between two versions of the specs, and what each change does to
+    /// a running VM
+    #[command(after_help = "Examples:\n  vmform diff old/ new/\n  vmform diff --base origin/main examples/shop   # in a pull-request job")]
+    Diff {
+        /// OLD NEW (files or directories), or with --base the PATHS to compare with the
+        /// same paths at that git revision
+        #[arg(required = true, value_name = "PATHS")]
+        paths: Vec<PathBuf>,
+        /// Compare PATHS in the work tree with PATHS as they were at this git revision
+        /// (read through git, includes too)
+        #[arg(long, value_name = "REV")]
+        base: Option<String>,
+        /// Set a declared param on both sides (repeatable)
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
+        format: DiffFormat,
+        /// Exit 0 when nothing changes, 2 when something does (1 stays an error)
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
     /// Rewrite spec files in the canonical layout, keeping comments
     Fmt {
         /// Files, or directories whose .kdl files to format
@@ -87,6 +109,16 @@ pub enum OutputFormat {
     /// Multi-document YAML, sorted by namespace and name
     Yaml,
     /// A JSON v1 List
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// Terraform-style plan text
+    Human,
+    /// A pull-request comment: summary first, data loss and replacements first
+    Markdown,
+    /// The changes as JSON (schema in specs/diff-json.md)
     Json,
 }
 

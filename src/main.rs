@@ -1,13 +1,15 @@
 //! `vmform`: the one command-line binary.
 
 mod cli;
+mod diff_output;
 mod fs_loader;
+mod git_loader;
 mod report;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, DiagnosticFormat, Input, OutputFormat};
 use fs_loader::FsLoader;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vmform_compiler::{compile, emit, Compilation, Options};
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Command::Validate { input } => validate(&input),
         Command::Build { input, output, out_dir } => build(&input, output, out_dir.as_deref()),
         Command::Fmt { paths, check, diff, recursive, format } => fmt(&paths, check, diff, recursive, format),
+        Command::Diff { paths, base, vars, format, detailed_exitcode } => diff(&paths, base.as_deref(), vars, format, detailed_exitcode),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vmform", &mut std::io::stdout());
             EXIT_OK
@@ -95,6 +98,51 @@ fn build(input: &Input, output: OutputFormat, out_dir: Option<&Path>) -> u8 {
         }
     }
     EXIT_OK
+}
+
+fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, format: cli::DiffFormat, detailed_exitcode: bool) -> u8 {
+    let options = Options { vars, ..Options::default() };
+    let (a, b) = match (base, paths) {
+        (Some(rev), paths) => match git_loader::GitLoader::new(rev) {
+            Ok(git) => (compile(&git, paths, &options), compile(&FsLoader, paths, &options)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        (None, [old, new]) => (compile(&FsLoader, &[old.clone()], &options), compile(&FsLoader, &[new.clone()], &options)),
+        (None, _) => {
+            eprintln!("error: give OLD and NEW, or --base REV and the paths to compare");
+            return EXIT_USAGE;
+        }
+    };
+    for c in [&a, &b] {
+        report::print(&c.diagnostics, &c.sources, cli::DiagnosticFormat::Human);
+    }
+    if a.has_errors() || b.has_errors() {
+        return exit_for(&a).max(exit_for(&b)).max(EXIT_SPEC_ERRORS);
+    }
+    let changes = vmform_compiler::diff::diff(&a.objects, &b.objects);
+    let text = match format {
+        cli::DiffFormat::Human => diff_output::human(&changes, report::use_colour(std::io::stdout().is_terminal())),
+        cli::DiffFormat::Json => diff_output::json(&changes),
+        cli::DiffFormat::Markdown => diff_output::markdown(&changes, diff_output::MARKDOWN_LIMIT),
+    };
+    print_stdout(&text);
+    let blocked: Vec<_> = changes.iter().filter(|c| c.blocked).collect();
+    if !blocked.is_empty() {
+        for c in blocked {
+            eprintln!(
+                "error: {}/{} has lifecycle prevent-destroy=#true, and this change loses data: {}",
+                c.namespace, c.name, c.reason
+            );
+        }
+        return EXIT_SPEC_ERRORS;
+    }
+    match (detailed_exitcode, changes.is_empty()) {
+        (true, false) => EXIT_USAGE, // 2: changes present, as `terraform plan -detailed-exitcode`
+        _ => EXIT_OK,
+    }
 }
 
 fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: DiagnosticFormat) -> u8 {

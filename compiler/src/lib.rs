@@ -18,6 +18,8 @@
 pub mod ast;
 pub mod decode;
 pub mod diagnostic;
+pub mod diff;
+pub mod effects;
 pub mod emit;
 pub mod fmt;
 pub mod kubevirt;
