@@ -145,6 +145,11 @@ fn owns_volumes(o: &CompiledVm) -> bool {
 }
 
 fn update(old: &CompiledVm, new: &CompiledVm) -> Option<ObjectChange> {
+    // Most objects of a fleet are unchanged: compare the typed objects before building
+    // JSON trees to walk.
+    if old.object == new.object {
+        return None;
+    }
     let a = serde_json::to_value(&old.object).expect("objects serialise");
     let b = serde_json::to_value(&new.object).expect("objects serialise");
     let mut fields = vec![];

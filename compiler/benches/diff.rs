@@ -1,0 +1,53 @@
+//! Diff benchmark: two 10,000-VM fleets that differ in 1% of their VMs.
+//!
+//! Reports the time of `diff::diff` alone (compiling both sides is measured by the
+//! `compile` bench). Run: `cargo bench -p vmform-compiler --bench diff`; figures are in
+//! book/src/benchmarks.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vmform_compiler::{compile, diff, Loader, Options};
+
+struct MemLoader(BTreeMap<PathBuf, Vec<u8>>);
+
+impl Loader for MemLoader {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.0.get(path).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+    fn read_dir(&self, _: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
+        Ok(None)
+    }
+}
+
+/// `vms` explicit VMs; those with `i % 100 == 0` get `changed` applied.
+fn fleet(vms: usize, changed: bool) -> MemLoader {
+    let mut s = String::new();
+    for i in 0..vms {
+        let touched = changed && i % 100 == 0;
+        let memory = if touched { "8Gi" } else { "4Gi" };
+        let extra = if touched { " owner=\"team-b\"" } else { "" };
+        s.push_str(&format!(
+            "vm \"svc-{i}\" {{\n    namespace \"fleet\"\n    labels app=\"svc\"{extra}\n    cpu sockets=1 cores=2\n    memory \"{memory}\"\n    disk \"root\" {{ image \"quay.io/containerdisks/fedora:41\"; boot-order 1 }}\n    disk \"data\" {{ volume size=\"20Gi\" storage-class=\"ssd\" access-mode=\"ReadWriteMany\" }}\n    network \"default\" masquerade=#true\n    port \"http\" 8080\n    node-selector zone=\"a\"\n}}\n"
+        ));
+    }
+    MemLoader(BTreeMap::from([(PathBuf::from("fleet.kdl"), s.into_bytes())]))
+}
+
+fn main() {
+    let vms = 10_000;
+    let paths = [PathBuf::from("fleet.kdl")];
+    let old = compile(&fleet(vms, false), &paths, &Options::default());
+    let new = compile(&fleet(vms, true), &paths, &Options::default());
+    assert!(!old.has_errors() && !new.has_errors());
+    let mut best = Duration::MAX;
+    let mut changed = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let changes = diff::diff(&old.objects, &new.objects);
+        best = best.min(started.elapsed());
+        changed = changes.len();
+    }
+    assert_eq!(changed, vms / 100);
+    println!("diff of two {vms}-VM fleets, {changed} VMs changed: {:.1} ms (best of 5)", best.as_secs_f64() * 1000.0);
+}
