@@ -60,6 +60,31 @@ pub enum Command {
         #[arg(long)]
         detailed_exitcode: bool,
     },
+    /// Check compiled VMs against policy rules (built-in and your own, CEL over the objects)
+    #[command(after_help = "Examples:\n  vmform check examples/shop\n  vmform check specs/ --policy policies/ --format sarif > vmform.sarif\n  vmform check --test policies/tests --policy policies/")]
+    Check {
+        /// Spec files or directories (not needed with --test)
+        #[arg(value_name = "PATHS", required_unless_present = "test")]
+        paths: Vec<PathBuf>,
+        /// A policy file, or a directory of them (repeatable)
+        #[arg(long, value_name = "FILE|DIR")]
+        policy: Vec<PathBuf>,
+        /// Run only these built-in rules (comma-separated ids); `none` runs none
+        #[arg(long, value_name = "IDS", value_delimiter = ',')]
+        rules: Option<Vec<String>>,
+        /// Fail (exit 1) on findings at or above this level
+        #[arg(long, value_enum, default_value_t = FailOn::Error)]
+        fail_on: FailOn,
+        #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
+        format: CheckFormat,
+        /// Set a declared param (repeatable)
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Run the policy test cases in DIR: each *.kdl file is a spec whose
+        /// `// expect: RULE NAMESPACE/NAME` lines list the findings it must produce
+        #[arg(long, value_name = "DIR")]
+        test: Option<PathBuf>,
+    },
     /// Rewrite spec files in the canonical layout, keeping comments
     Fmt {
         /// Files, or directories whose .kdl files to format
@@ -110,6 +135,27 @@ pub enum OutputFormat {
     Yaml,
     /// A JSON v1 List
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Error,
+    Warning,
+    Note,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Findings with their place in the specs
+    Human,
+    /// One JSON document (schema in specs/check-json.md)
+    Json,
+    /// SARIF 2.1.0, for code-scanning tools
+    Sarif,
+    /// GitHub Actions workflow commands (annotations on the pull request)
+    Github,
+    /// JUnit XML, one test case per VM and rule
+    Junit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
 //! `vmform`: the one command-line binary.
 
+mod check;
 mod cli;
 mod diff_output;
 mod fs_loader;
@@ -15,9 +16,9 @@ use std::process::ExitCode;
 use vmform_compiler::{compile, emit, Compilation, Options};
 
 /// Documented exit codes (README, book/src/cli-reference.md).
-const EXIT_OK: u8 = 0;
-const EXIT_SPEC_ERRORS: u8 = 1;
-const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_SPEC_ERRORS: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
         Command::Validate { input } => validate(&input),
         Command::Build { input, output, out_dir } => build(&input, output, out_dir.as_deref()),
         Command::Fmt { paths, check, diff, recursive, format } => fmt(&paths, check, diff, recursive, format),
+        Command::Check { paths, policy, rules, fail_on, format, vars, test } => {
+            check::run(&check::Args { paths, policies: policy, rules, fail_on, format, vars, test })
+        }
         Command::Diff { paths, base, vars, format, detailed_exitcode } => diff(&paths, base.as_deref(), vars, format, detailed_exitcode),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vmform", &mut std::io::stdout());
@@ -40,7 +44,7 @@ fn run_compile(input: &Input) -> Compilation {
 }
 
 /// 2 for problems with the paths given, 1 for errors in the specs, else 0.
-fn exit_for(c: &Compilation) -> u8 {
+pub(crate) fn exit_for(c: &Compilation) -> u8 {
     if c.diagnostics.errors().any(|d| d.is_input_error()) {
         EXIT_USAGE
     } else if c.has_errors() {
@@ -246,7 +250,7 @@ fn man(out_dir: Option<&Path>) -> u8 {
     EXIT_OK
 }
 
-fn print_stdout(s: &str) {
+pub(crate) fn print_stdout(s: &str) {
     // A closed pipe (`vmform build | head`) is not an error worth a panic.
     let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }

@@ -231,7 +231,7 @@ fn cli_reference_in_the_book_matches_the_help() {
     md.push_str("Colour is used only when the output is a terminal and `NO_COLOR` is unset.\n\n");
     let help = |args: &[&str]| stdout(&vmform(args));
     md.push_str(&format!("## vmform\n\n```text\n{}```\n", help(&["--help"])));
-    for sub in ["validate", "build", "diff", "fmt", "completions", "man"] {
+    for sub in ["validate", "build", "diff", "check", "fmt", "completions", "man"] {
         md.push_str(&format!("\n## vmform {sub}\n\n```text\n{}```\n", help(&[sub, "--help"])));
     }
     let path = root().join("book/src/cli-reference.md");

@@ -315,6 +315,14 @@ impl Decoder<'_> {
                 }
                 Some(Item::Include(Include { path }))
             }
+            "exception" | "rule" => {
+                self.err(
+                    Diagnostic::new(Code::UnknownNode, format!("unknown node `{}` in a spec file", n.name))
+                        .at(n.name_span(), "policy node in a spec")
+                        .help("rules and exceptions belong in a policy file, given to `vmform check --policy`, never in the specs under check"),
+                );
+                None
+            }
             _ => {
                 self.unknown_node(&n, TOP, "the top level");
                 None

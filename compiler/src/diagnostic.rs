@@ -87,6 +87,10 @@ codes! {
     NoMemory = "E0413", Error, "a vm has no memory";
     EmptyCloudInit = "E0414", Error, "a cloud-init block has no data";
     DuplicatePort = "E0415", Error, "two ports of one vm have the same number and protocol";
+    // Policy files (vmform check).
+    BadPolicy = "E0501", Error, "a policy rule or exception is malformed";
+    BadCel = "E0502", Error, "a policy's CEL expression does not parse or evaluate";
+    UnknownPolicyRule = "E0503", Error, "an exception names a rule that does not exist";
     // Warnings: the specs compile, but probably not to what was meant.
     EvictionCannotMigrate = "W0001", Warning, "eviction live-migrate on a vm whose storage cannot move";
     UnusedDefinition = "W0002", Warning, "a param, template or instancetype is never used";

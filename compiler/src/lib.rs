@@ -26,6 +26,7 @@ pub mod kubevirt;
 pub mod load;
 pub mod lower;
 pub mod model;
+pub mod policy;
 pub mod resolve;
 pub mod source;
 pub mod validate;

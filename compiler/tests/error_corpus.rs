@@ -339,7 +339,10 @@ fn every_case_states_its_expectations() {
 }
 
 /// Codes tested below through the API rather than by a file in the corpus.
-const API_TESTED: &[Code] = &[Code::FileTooLarge, Code::InputUnreadable, Code::NoSpecFiles];
+const API_TESTED: &[Code] = &[Code::FileTooLarge, Code::InputUnreadable, Code::NoSpecFiles, POLICY_CODES[0], POLICY_CODES[1], POLICY_CODES[2]];
+
+/// Codes of policy files, not specs: tested in compiler/tests/policy.rs.
+const POLICY_CODES: [Code; 3] = [Code::BadPolicy, Code::BadCel, Code::UnknownPolicyRule];
 
 #[test]
 fn every_code_is_covered() {
