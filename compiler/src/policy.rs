@@ -247,7 +247,7 @@ fn rule(node: &KdlNode, id: FileId, builtin: bool, diags: &mut Diagnostics) -> O
                     diags.push(policy_error(id, child, "deny needs a CEL expression".into(), "write `deny \"object.metadata.namespace == 'default'\" message=\"…\"`"));
                     continue;
                 };
-                match cel::Program::compile(expr) {
+                match cel_env().compile(expr) {
                     Ok(program) => r.denies.push(Deny {
                         expression: expr.to_string(),
                         program,
@@ -306,10 +306,22 @@ pub fn parse_date(s: &str) -> Option<(u32, u32, u32)> {
     (it.next().is_none() && s.len() == 10 && (1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
 }
 
+/// CEL's standard library with the strings extension (`lowerAscii`, `split`,
+/// `lastIndexOf`, `substring` …), as Kubernetes enables it for admission policies.
+fn cel_env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = cel::Env::stdlib();
+        env.add_extension(cel::extensions::strings).expect("the strings extension registers");
+        Arc::new(env)
+    })
+    .clone()
+}
+
 /// A CEL context with vmform's functions: `quantity(s)` is a size in bytes, with the
 /// Kubernetes quantity library's `isGreaterThan`, `isLessThan` and `asInteger` methods.
 fn context() -> cel::Context<'static, 'static> {
-    let mut ctx = cel::Context::default();
+    let mut ctx = cel::Context::with_env(cel_env());
     let registered = [
         ctx.add_function("quantity", |s: Arc<String>| -> i64 {
             crate::values::parse_quantity(&s).map_or(-1, |q| i64::try_from(q.bytes).unwrap_or(i64::MAX))
@@ -325,7 +337,30 @@ fn context() -> cel::Context<'static, 'static> {
 /// Evaluate every rule on every object. `today` decides which exceptions have expired.
 /// `selected` limits the built-in rules to those ids (user rules always run).
 pub fn check(policy: &Policy, objects: &[CompiledVm], selected: Option<&[String]>, today: (u32, u32, u32), diags: &mut Diagnostics) -> Vec<Finding> {
+    // Objects are independent: evaluate them on all cores, each thread with its own
+    // context; the findings are sorted at the end, so the result never depends on timing.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(objects.len().max(1));
+    let chunk = objects.len().div_ceil(threads).max(1);
+    let results: Vec<(Vec<Finding>, Diagnostics)> = std::thread::scope(|s| {
+        let handles: Vec<_> = objects
+            .chunks(chunk)
+            .map(|part| s.spawn(move || check_objects(policy, part, selected, today)))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a policy thread panicked")).collect()
+    });
     let mut findings = vec![];
+    for (f, d) in results {
+        findings.extend(f);
+        diags.extend(d);
+    }
+    findings.extend(expired_exceptions(policy, today));
+    findings.sort_by(|a, b| (&a.namespace, &a.name, &a.rule).cmp(&(&b.namespace, &b.name, &b.rule)));
+    findings
+}
+
+fn check_objects(policy: &Policy, objects: &[CompiledVm], selected: Option<&[String]>, today: (u32, u32, u32)) -> (Vec<Finding>, Diagnostics) {
+    let mut findings = vec![];
+    let mut diags = Diagnostics::default();
     let base = context();
     for vm in objects {
         let meta = &vm.object.metadata;
@@ -385,7 +420,12 @@ pub fn check(policy: &Policy, objects: &[CompiledVm], selected: Option<&[String]
             }
         }
     }
-    // An expired exception is itself a finding: someone promised to fix something.
+    (findings, diags)
+}
+
+/// An expired exception is itself a finding: someone promised to fix something.
+fn expired_exceptions(policy: &Policy, today: (u32, u32, u32)) -> Vec<Finding> {
+    let mut findings = vec![];
     for e in &policy.exceptions {
         if let Some(d) = e.expires.as_deref().and_then(parse_date) {
             if d < today {
@@ -402,7 +442,6 @@ pub fn check(policy: &Policy, objects: &[CompiledVm], selected: Option<&[String]
             }
         }
     }
-    findings.sort_by(|a, b| (&a.namespace, &a.name, &a.rule).cmp(&(&b.namespace, &b.name, &b.rule)));
     findings
 }
 
