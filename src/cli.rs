@@ -148,7 +148,7 @@ pub enum FailOn {
 pub enum CheckFormat {
     /// Findings with their place in the specs
     Human,
-    /// One JSON document (schema in specs/check-json.md)
+    /// One JSON document (schema in specs/policy.md)
     Json,
     /// SARIF 2.1.0, for code-scanning tools
     Sarif,

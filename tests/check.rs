@@ -43,7 +43,9 @@ fn every_builtin_rule_has_a_passing_and_a_failing_case() {
     let builtin = fs::read_to_string(root().join("compiler/policies/builtin.kdl")).unwrap();
     let ids: Vec<&str> = builtin.lines().filter_map(|l| l.strip_prefix("rule \"")).map(|l| &l[..l.find('"').unwrap()]).collect();
     assert!(ids.len() >= 12, "at least 12 built-in rules, found {}", ids.len());
+    let doc = fs::read_to_string(root().join("specs/policy.md")).unwrap();
     for id in ids {
+        assert!(doc.contains(&format!("| `{id}` |")), "specs/policy.md documents {id}");
         assert!(dir.join(format!("{id}-pass.kdl")).is_file(), "{id} has a passing case");
         // secure-boot-needs-efi cannot fail on compiled specs (the compiler refuses them);
         // its failing case is the object test below.
