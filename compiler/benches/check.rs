@@ -7,18 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vmform_compiler::{compile, policy, Diagnostics, Loader, Options};
+use vmform_compiler::{compile, policy, Diagnostics, MemoryLoader, Options};
 
-struct MemLoader(BTreeMap<PathBuf, Vec<u8>>);
-
-impl Loader for MemLoader {
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        self.0.get(path).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
-    }
-    fn read_dir(&self, _: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
-        Ok(None)
-    }
-}
 
 fn main() {
     let vms = 10_000;
@@ -29,7 +19,7 @@ fn main() {
             "vm \"svc-{i}\" {{\n    namespace \"{ns}\"\n    labels app=\"svc\"\n    cpu sockets=1 cores=2\n    memory \"4Gi\"\n    disk \"root\" {{ image \"quay.io/containerdisks/fedora:41\"; boot-order 1 }}\n    disk \"data\" {{ volume size=\"20Gi\" storage-class=\"ssd\" access-mode=\"ReadWriteMany\" }}\n    network \"default\" masquerade=#true\n    port \"http\" 8080\n    eviction \"live-migrate\"\n    cloud-init {{ user-data \"#cloud-config\\npackages: [nginx]\\n\" }}\n}}\n"
         ));
     }
-    let loader = MemLoader(BTreeMap::from([(PathBuf::from("fleet.kdl"), s.into_bytes())]));
+    let loader = MemoryLoader::new().with("fleet.kdl", s);
     let mut c = compile(&loader, &[PathBuf::from("fleet.kdl")], &Options { source_maps: true, ..Options::default() });
     assert!(!c.has_errors());
     let builtin = c.sources.add(policy::BUILTIN_PATH.into(), policy::BUILTIN.into());

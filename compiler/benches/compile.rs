@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vmform_compiler::{compile, emit, Loader, Options};
+use vmform_compiler::{compile, emit, MemoryLoader, Options};
 
 /// Counts live heap bytes and their peak: the compiler's own memory, free of the
 /// allocator's retention that RSS also shows.
@@ -62,25 +62,12 @@ const RUNS: usize = 5;
 // full instead of expanding a template; BENCH_LOAD_PEAK=1 measures loading alone
 // (and nothing else, so each measurement starts from a fresh process).
 
-struct MemLoader(BTreeMap<PathBuf, Vec<u8>>);
-
-impl Loader for MemLoader {
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        self.0.get(path).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
-        if self.0.contains_key(path) {
-            return Ok(None);
-        }
-        Ok(Some(self.0.keys().filter(|p| p.parent() == Some(path)).cloned().collect()))
-    }
-}
 
 /// A realistic fleet: shared definitions in one file, VMs spread over the rest. With
 /// `explicit`, every VM spells out what the template and instancetype would give it, so
 /// the output is about as large as the input (no expansion).
-fn fleet(vms: usize, explicit: bool) -> MemLoader {
-    let mut files = BTreeMap::new();
+fn fleet(vms: usize, explicit: bool) -> MemoryLoader {
+    let mut files = MemoryLoader::new();
     let common = r##"param "env" default="staging"
 defaults {
     namespace "fleet-${env}"
@@ -105,7 +92,7 @@ template "linux" {
     }
 }
 "##;
-    files.insert(PathBuf::from("fleet/common.kdl"), common.as_bytes().to_vec());
+    files = files.with("fleet/common.kdl", common);
     let per_file = vms / (FILES - 1) + 1;
     let mut made = 0;
     for f in 1..FILES {
@@ -136,9 +123,9 @@ vm "svc-{f}-{i}"{header} {{
                 zone = f % 3
             ));
         }
-        files.insert(PathBuf::from(format!("fleet/svc-{f:03}.kdl")), s.into_bytes());
+        files = files.with(format!("fleet/svc-{f:03}.kdl"), s);
     }
-    MemLoader(files)
+    files
 }
 
 /// What `template "linux"` and `instancetype "small"` give a VM, written out.
@@ -178,7 +165,7 @@ fn main() {
     println!("fleet: {}", if explicit { "explicit (every VM written out)" } else { "template-expanded" });
     for vms in sizes {
         let loader = fleet(vms, explicit);
-        let input: usize = loader.0.values().map(Vec::len).sum();
+        let input: usize = loader.size();
         let paths = [PathBuf::from("fleet")];
         if std::env::var_os("BENCH_LOAD_PEAK").is_some() {
             let _ = std::fs::write("/proc/self/clear_refs", "5");

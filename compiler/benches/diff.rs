@@ -7,21 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vmform_compiler::{compile, diff, Loader, Options};
+use vmform_compiler::{compile, diff, MemoryLoader, Options};
 
-struct MemLoader(BTreeMap<PathBuf, Vec<u8>>);
-
-impl Loader for MemLoader {
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        self.0.get(path).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
-    }
-    fn read_dir(&self, _: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
-        Ok(None)
-    }
-}
 
 /// `vms` explicit VMs; those with `i % 100 == 0` get `changed` applied.
-fn fleet(vms: usize, changed: bool) -> MemLoader {
+fn fleet(vms: usize, changed: bool) -> MemoryLoader {
     let mut s = String::new();
     for i in 0..vms {
         let touched = changed && i % 100 == 0;
@@ -31,7 +21,7 @@ fn fleet(vms: usize, changed: bool) -> MemLoader {
             "vm \"svc-{i}\" {{\n    namespace \"fleet\"\n    labels app=\"svc\"{extra}\n    cpu sockets=1 cores=2\n    memory \"{memory}\"\n    disk \"root\" {{ image \"quay.io/containerdisks/fedora:41\"; boot-order 1 }}\n    disk \"data\" {{ volume size=\"20Gi\" storage-class=\"ssd\" access-mode=\"ReadWriteMany\" }}\n    network \"default\" masquerade=#true\n    port \"http\" 8080\n    node-selector zone=\"a\"\n}}\n"
         ));
     }
-    MemLoader(BTreeMap::from([(PathBuf::from("fleet.kdl"), s.into_bytes())]))
+    MemoryLoader::new().with("fleet.kdl", s)
 }
 
 fn main() {

@@ -33,7 +33,7 @@ pub mod validate;
 pub mod values;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
-pub use load::Loader;
+pub use load::{Loader, MemoryLoader};
 pub use lower::CompiledVm;
 pub use source::{FileId, Sources, Span};
 

@@ -23,6 +23,45 @@ pub trait Loader: Sync {
     }
 }
 
+/// A [`Loader`] over files held in memory: for tests, benchmarks, fuzzing and tools that
+/// have the specs already (an editor buffer, a request body). A directory is every file
+/// whose path starts with it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLoader {
+    files: std::collections::BTreeMap<PathBuf, Vec<u8>>,
+}
+
+impl MemoryLoader {
+    pub fn new() -> Self {
+        MemoryLoader::default()
+    }
+    /// Add (or replace) a file.
+    pub fn with(mut self, path: impl Into<PathBuf>, content: impl Into<Vec<u8>>) -> Self {
+        self.files.insert(path.into(), content.into());
+        self
+    }
+    /// Total size of the files, in bytes.
+    pub fn size(&self) -> usize {
+        self.files.values().map(Vec::len).sum()
+    }
+}
+
+impl Loader for MemoryLoader {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.files.get(path).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
+        if self.files.contains_key(path) {
+            return Ok(None);
+        }
+        let entries: Vec<PathBuf> = self.files.keys().filter(|p| p.parent() == Some(path)).cloned().collect();
+        if entries.is_empty() && !self.files.keys().any(|p| p.starts_with(path)) {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        Ok(Some(entries))
+    }
+}
+
 /// Files larger than this are refused: no real spec is near it, and it bounds memory.
 pub const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
 

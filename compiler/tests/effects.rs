@@ -7,21 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vmform_compiler::diff::{diff, Action, ObjectChange};
 use vmform_compiler::effects::{classify, Change, Effect, TABLE};
-use vmform_compiler::{compile, CompiledVm, Loader, Options};
+use vmform_compiler::{compile, CompiledVm, MemoryLoader, Options};
 
-struct Mem(BTreeMap<PathBuf, Vec<u8>>);
-
-impl Loader for Mem {
-    fn read(&self, p: &Path) -> std::io::Result<Vec<u8>> {
-        self.0.get(p).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
-    }
-    fn read_dir(&self, _: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
-        Ok(None)
-    }
-}
 
 fn objects(spec: &str) -> Vec<CompiledVm> {
-    let loader = Mem(BTreeMap::from([(PathBuf::from("a.kdl"), spec.as_bytes().to_vec())]));
+    let loader = MemoryLoader::new().with("a.kdl", spec);
     let c = compile(&loader, &[PathBuf::from("a.kdl")], &Options::default());
     assert!(!c.has_errors(), "{spec}\n{:?}", c.diagnostics.sorted());
     c.objects

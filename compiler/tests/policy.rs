@@ -3,25 +3,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vmform_compiler::policy::{self, Level};
-use vmform_compiler::{compile, Diagnostics, Loader, Options};
+use vmform_compiler::{compile, Diagnostics, MemoryLoader, Options};
 
-struct Mem(BTreeMap<PathBuf, Vec<u8>>);
-
-impl Loader for Mem {
-    fn read(&self, p: &Path) -> std::io::Result<Vec<u8>> {
-        self.0.get(p).cloned().ok_or_else(|| std::io::ErrorKind::NotFound.into())
-    }
-    fn read_dir(&self, _: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
-        Ok(None)
-    }
-}
 
 /// The compiler always pairs secure boot with SMM, so the rule's failing case is an object
 /// changed by hand, as one from another tool could be.
 #[test]
 fn secure_boot_without_smm_is_denied() {
     let spec = "vm \"win\" {\n    namespace \"apps\"\n    memory \"4Gi\"\n    firmware \"efi\" secure-boot=#true\n}\n";
-    let loader = Mem(BTreeMap::from([(PathBuf::from("w.kdl"), spec.as_bytes().to_vec())]));
+    let loader = MemoryLoader::new().with("w.kdl", spec);
     let mut c = compile(&loader, &[PathBuf::from("w.kdl")], &Options { source_maps: true, ..Options::default() });
     assert!(!c.has_errors());
     let builtin = c.sources.add(policy::BUILTIN_PATH.into(), policy::BUILTIN.into());
