@@ -53,6 +53,9 @@ pub enum Rule {
     BySize { grow: Effect, shrink: Effect },
     /// Removing the item is `removed`, anything else is `otherwise`.
     ByRemoval { removed: Effect, otherwise: Effect },
+    /// A volume marked `hotpluggable` (on its dataVolume or persistentVolumeClaim) is
+    /// attached or detached live; any other volume changes at the next restart.
+    ByHotplug,
 }
 
 pub struct Row {
@@ -108,8 +111,8 @@ pub const TABLE: &[Row] = &[
     Row { pattern: "spec.template.spec.tolerations", rule: Fixed(Live), reason: "applied to the running VM" },
     Row {
         pattern: "spec.template.spec.volumes[*]",
-        rule: ByRemoval { removed: Restart, otherwise: Restart },
-        reason: "volumes of these kinds are not hotpluggable: the guest sees the change at its next restart",
+        rule: ByHotplug,
+        reason: "hotpluggable volumes attach and detach live; others change at the next restart",
     },
     Row {
         pattern: "spec.template.spec.domain.devices.disks[*]",
@@ -133,6 +136,16 @@ pub fn classify(path: &str, change: Change, old: Option<&Value>, new: Option<&Va
             Fixed(e) => e,
             ByRemoval { removed, otherwise } => {
                 if change == Change::Removed { removed } else { otherwise }
+            }
+            ByHotplug => {
+                let hot = |v: Option<&Value>| {
+                    v.is_some_and(|v| {
+                        ["/dataVolume/hotpluggable", "/persistentVolumeClaim/hotpluggable"]
+                            .iter()
+                            .any(|p| v.pointer(p) == Some(&Value::Bool(true)))
+                    })
+                };
+                if hot(old) || hot(new) { Live } else { Restart }
             }
             BySize { grow, shrink } => match (old.and_then(quantity_bytes), new.and_then(quantity_bytes)) {
                 (Some(a), Some(b)) if b < a => shrink,

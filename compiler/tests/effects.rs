@@ -124,6 +124,10 @@ fn disks_and_volumes_change_at_restart() {
     assert_eq!(f["spec.template.spec.volumes[scratch]"], Effect::Restart);
     assert_eq!(f["spec.template.spec.domain.devices.disks[scratch]"], Effect::Restart);
     assert_eq!(c[0].effect, Effect::Restart);
+    // A hotpluggable volume (vmform emits none, a live cluster object may have one).
+    let hot = json!({"name": "extra", "persistentVolumeClaim": {"claimName": "x", "hotpluggable": true}});
+    assert_eq!(classify("spec.template.spec.volumes[extra]", Change::Added, None, Some(&hot)).0, Effect::Live);
+    assert_eq!(classify("spec.template.spec.volumes[extra]", Change::Removed, Some(&hot), None).0, Effect::Live);
 }
 
 #[test]
