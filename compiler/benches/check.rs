@@ -40,6 +40,16 @@ fn main() {
             println!("  {r}: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
         }
         let started = Instant::now();
+        for o in &c.objects {
+            std::hint::black_box(cel::to_value(&o.object).unwrap());
+        }
+        println!("  cel::to_value alone, one thread: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        for o in &c.objects {
+            std::hint::black_box(serde_json::to_value(&o.object).unwrap());
+        }
+        println!("  serde_json::to_value alone, one thread: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
         policy::check(&pol, &c.objects, Some(&[]), (2026, 11, 25), &mut diags);
         println!("  (no rule: object conversion only): {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     }

@@ -5,9 +5,8 @@
 //! Figures are recorded in book/src/benchmarks.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vmform_compiler::{compile, emit, MemoryLoader, Options};
 
