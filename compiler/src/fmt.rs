@@ -65,6 +65,15 @@ fn write_comments(text: &str, depth: usize, at_block_start: bool, out: &mut Stri
         if block.is_empty() {
             return;
         }
+        // A slashdashed node holding a multi-line string stays exactly as written: the
+        // string's lines must keep the indentation of its closing quotes to parse.
+        if block.iter().any(|l| l.contains("\"\"\"")) {
+            for l in block.drain(..) {
+                out.push_str(l);
+                out.push('\n');
+            }
+            return;
+        }
         // Keep the relative indentation inside a multi-line comment or slashdashed node.
         let min = block.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
         for l in block.drain(..) {
@@ -281,6 +290,14 @@ mod tests {
         let got = format_source(src).unwrap();
         assert_eq!(got, want);
         assert_eq!(format_source(&got).unwrap(), got, "formatting is idempotent");
+    }
+
+    #[test]
+    fn slashdashed_multiline_strings_keep_their_indentation() {
+        let src = "a {\n  /- b \"\"\"\n\t  x\n\t  \"\"\"\n  c 1\n}\n";
+        let once = format_source(src).unwrap();
+        assert!(once.contains("\t  x\n\t  \"\"\""), "kept as written:\n{once}");
+        assert_eq!(format_source(&once).unwrap(), once);
     }
 
     #[test]
