@@ -9,10 +9,10 @@ use kdl::{KdlDocument, KdlEntry, KdlIdentifier, KdlNode, KdlValue};
 
 const INDENT: &str = "    ";
 
-/// Format a parsed document.
-pub fn format_document(doc: &KdlDocument) -> String {
+/// Format a parsed document; `source` is the text it was parsed from.
+pub fn format_document(doc: &KdlDocument, source: &str) -> String {
     let mut out = String::new();
-    write_nodes(doc, 0, &mut out);
+    write_nodes(doc, 0, source, &mut out);
     let trimmed = out.trim_end();
     let mut s = String::with_capacity(trimmed.len() + 1);
     s.push_str(trimmed);
@@ -38,14 +38,17 @@ pub fn format_source(text: &str) -> Result<String, kdl::KdlError> {
             }],
         });
     }
-    Ok(format_document(&text.parse::<KdlDocument>()?))
+    Ok(format_document(&text.parse::<KdlDocument>()?, text))
 }
 
-fn write_nodes(doc: &KdlDocument, depth: usize, out: &mut String) {
+fn write_nodes(doc: &KdlDocument, depth: usize, source: &str, out: &mut String) {
+    // Comments before the first node, or in a document or block with no node at all.
+    let leading = doc.format().map(|f| f.leading.as_str()).unwrap_or("");
+    write_comments(leading, depth, true, out);
     for (i, node) in doc.nodes().iter().enumerate() {
         let leading = node.format().map(|f| f.leading.as_str()).unwrap_or("");
         write_comments(leading, depth, i == 0, out);
-        write_node(node, depth, out);
+        write_node(node, depth, source, out);
     }
     let trailing = doc.format().map(|f| f.trailing.as_str()).unwrap_or("");
     write_comments(trailing, depth, doc.nodes().is_empty(), out);
@@ -105,7 +108,7 @@ fn write_comments(text: &str, depth: usize, at_block_start: bool, out: &mut Stri
     }
 }
 
-fn write_node(node: &KdlNode, depth: usize, out: &mut String) {
+fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
     push_indent(out, depth);
     if let Some(ty) = node.ty() {
         out.push('(');
@@ -120,9 +123,25 @@ fn write_node(node: &KdlNode, depth: usize, out: &mut String) {
     if let Some(children) = node.children() {
         write_decor(fmt.map_or("", |f| f.before_children.as_str()), out);
         out.push_str("{\n");
-        write_nodes(children, depth + 1, out);
+        write_nodes(children, depth + 1, source, out);
         push_indent(out, depth);
         out.push('}');
+        // The kdl crate keeps no trace of a comment after a block's `}` on its line, so it
+        // is read back from the source.
+        let end = (node.span().offset() + node.span().len()).min(source.len());
+        if let Some(rest) = source.get(end..) {
+            let line = rest.split('\n').next().unwrap_or("").trim().trim_start_matches(';').trim();
+            // A block comment counts only when nothing follows it on the line (a node after
+            // it is written in its own place).
+            let whole_block_comment = line.starts_with("/*") && line.ends_with("*/") && line.find("*/") == Some(line.len() - 2);
+            if line.starts_with("//") || whole_block_comment {
+                let t = node.format().map(|f| format!("{}{}", f.before_terminator, f.terminator)).unwrap_or_default();
+                if !t.contains(line) {
+                    out.push(' ');
+                    out.push_str(line);
+                }
+            }
+        }
     }
     // A comment after the node on its line is parsed into its terminator.
     if let Some(f) = fmt {
@@ -293,6 +312,16 @@ mod tests {
     }
 
     #[test]
+    fn comments_after_a_brace_and_in_empty_documents_are_kept() {
+        assert_eq!(format_source("// only a comment\n").unwrap(), "// only a comment\n");
+        let src = "a {\n  b 1\n} // after\nc {\n  // alone\n}\nd { }; /* x */ e 1\n";
+        let want = "a {\n    b 1\n} // after\nc {\n    // alone\n}\nd {\n}\n/* x */\ne 1\n";
+        let got = format_source(src).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(format_source(&got).unwrap(), got);
+    }
+
+    #[test]
     fn slashdashed_multiline_strings_keep_their_indentation() {
         let src = "a {\n  /- b \"\"\"\n\t  x\n\t  \"\"\"\n  c 1\n}\n";
         let once = format_source(src).unwrap();
@@ -316,8 +345,17 @@ pub fn format_file(
     let parsed = crate::load::parse_bytes(path, bytes, crate::FileId(0));
     let mut sources = crate::Sources::default();
     sources.add(path.to_path_buf(), parsed.text.clone());
+    // Only what stops parsing stops formatting: a file with an unknown node or a bad value
+    // is still laid out (as gofmt and rustfmt do); `vmform validate` reports those.
+    let syntax = |d: &crate::Diagnostic| matches!(d.code, crate::Code::KdlSyntax | crate::Code::NotUtf8 | crate::Code::FileTooLarge);
     match parsed.document {
-        Some(doc) if !parsed.diags.has_errors() => Ok((parsed.text.to_string(), format_document(&doc))),
-        _ => Err((parsed.diags, sources)),
+        Some(doc) if !parsed.diags.errors().any(syntax) => Ok((parsed.text.to_string(), format_document(&doc, &parsed.text))),
+        _ => {
+            let mut diags = crate::Diagnostics::default();
+            for d in parsed.diags.errors().filter(|d| syntax(d)) {
+                diags.push(d.clone());
+            }
+            Err((diags, sources))
+        }
     }
 }
