@@ -135,7 +135,7 @@ fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
             // it is written in its own place).
             let whole_block_comment = line.starts_with("/*") && line.ends_with("*/") && line.find("*/") == Some(line.len() - 2);
             if line.starts_with("//") || whole_block_comment {
-                let t = node.format().map(|f| format!("{}{}", f.before_terminator, f.terminator)).unwrap_or_default();
+                let t = node.format().map(|f| format!("{}{}{}", f.before_terminator, f.terminator, f.trailing)).unwrap_or_default();
                 if !t.contains(line) {
                     out.push(' ');
                     out.push_str(line);
