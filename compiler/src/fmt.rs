@@ -127,19 +127,28 @@ fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
         push_indent(out, depth);
         out.push('}');
         // The kdl crate keeps no trace of a comment after a block's `}` on its line, so it
-        // is read back from the source.
-        let end = (node.span().offset() + node.span().len()).min(source.len());
-        if let Some(rest) = source.get(end..) {
-            let line = rest.split('\n').next().unwrap_or("").trim().trim_start_matches(';').trim();
-            // A block comment counts only when nothing follows it on the line (a node after
-            // it is written in its own place).
-            let whole_block_comment = line.starts_with("/*") && line.ends_with("*/") && line.find("*/") == Some(line.len() - 2);
-            if line.starts_with("//") || whole_block_comment {
-                let t = node.format().map(|f| format!("{}{}{}", f.before_terminator, f.terminator, f.trailing)).unwrap_or_default();
-                if !t.contains(line) {
-                    out.push(' ');
-                    out.push_str(line);
-                }
+        // is read back from the source: a block comment there ends the node's span, a line
+        // comment follows it. After `};` the comment belongs to the next node and is kept
+        // there.
+        let (start, end) = (node.span().offset(), (node.span().offset() + node.span().len()).min(source.len()));
+        let in_span = source.get(start..end).unwrap_or("").trim_end();
+        let block_comment = in_span
+            .ends_with("*/")
+            .then(|| in_span.rfind("/*"))
+            .flatten()
+            .filter(|&i| in_span[..i].trim_end().ends_with('}'))
+            .map(|i| &in_span[i..]);
+        let line = source.get(end..).and_then(|r| r.split('\n').next()).unwrap_or("").trim();
+        let comment = match block_comment {
+            Some(c) => Some(c),
+            None if line.starts_with("//") => Some(line),
+            None => None,
+        };
+        if let Some(c) = comment {
+            let t = node.format().map(|f| format!("{}{}{}", f.before_terminator, f.terminator, f.trailing)).unwrap_or_default();
+            if !t.contains(c) {
+                out.push(' ');
+                out.push_str(c);
             }
         }
     }
