@@ -158,8 +158,7 @@ pub fn parse(sources: &Sources, files: &[FileId], builtin: Option<FileId>, diags
             match node.name().value() {
                 "rule" => {
                     if let Some(r) = rule(node, id, Some(id) == builtin, diags) {
-                        if let Some(first) = policy.rules.iter().find(|x| x.id == r.id) {
-                            let _ = first;
+                        if policy.rules.iter().any(|x| x.id == r.id) {
                             diags.push(
                                 Diagnostic::new(Code::DuplicateDefinition, format!("rule `{}` is defined twice", r.id))
                                     .at(span, "defined again here")

@@ -36,12 +36,6 @@ impl Validator<'_> {
         })
     }
 
-    /// Validate one machine. (Names taken twice are found on the finished objects, in
-    /// `compile`, where they are sorted anyway.)
-    pub fn validate(&mut self, m: &Machine) -> Option<Vm> {
-        self.machine(m)
-    }
-
     fn choice<T: Copy>(&mut self, s: &Str, what: &str, parse: fn(&str) -> Option<T>, spellings: &[&str]) -> Option<T> {
         if let Some(v) = parse(&s.value) {
             return Some(v);
@@ -149,7 +143,9 @@ impl Validator<'_> {
         }
     }
 
-    fn machine(&mut self, m: &Machine) -> Option<Vm> {
+    /// Validate one machine. (Names taken twice are found on the finished objects, in
+    /// `compile`, where they are sorted anyway.)
+    pub fn validate(&mut self, m: &Machine) -> Option<Vm> {
         let errors_before = self.diags.errors().count();
         let b = &m.body;
         self.dns_label(&m.name, "vm name");
