@@ -4,8 +4,7 @@
 //! bench). Run: `cargo bench -p vmform-compiler --bench check`; figures are in
 //! book/src/benchmarks.md.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vmform_compiler::{compile, policy, Diagnostics, MemoryLoader, Options};
 
