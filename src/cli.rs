@@ -102,6 +102,37 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
         format: DiagnosticFormat,
     },
+    /// Start the local control plane: a Kubernetes-compatible API server on this machine
+    #[command(after_help = "Examples:\n  vmform up                      # in the foreground; Ctrl-C stops it\n  vmform up --detach             # in the background; `vmform down` stops it\n  KUBECONFIG=$(vmform status --kubeconfig) kubectl get vm -A")]
+    Up {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// Address to listen on (loopback by default; port 0 picks a free port)
+        #[arg(long, value_name = "ADDR", default_value = vmform_runtime::local::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Run in the background, with a pid file and a log file in the data dir
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop the local control plane cleanly
+    Down {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Say whether the local control plane runs, where, its version and object counts
+    /// (exit 0 running, 1 not running)
+    Status {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// Print only the path of the kubeconfig
+        #[arg(long)]
+        kubeconfig: bool,
+    },
+    /// Manage the local control plane's bearer tokens
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -113,6 +144,35 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a bearer token for the local control plane and print it (it is shown once)
+    Create {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// A viewer token: get, list and watch only; writes are refused with 403
+        #[arg(long)]
+        read_only: bool,
+        /// A name for the token, shown as the user in errors
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
+}
+
+/// Where the local control plane keeps its state.
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// The data dir [default: $VMFORM_HOME, else ~/.local/share/vmform]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    pub fn resolve(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(vmform_runtime::local::default_data_dir)
+    }
 }
 
 /// What to compile, shared by every command that compiles.

@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod control_plane;
 mod diff_output;
 mod fs_loader;
 mod git_loader;
@@ -35,6 +36,12 @@ fn main() -> ExitCode {
             EXIT_OK
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
+        Command::Up { data_dir, listen, detach } => control_plane::up(data_dir.resolve(), listen, detach),
+        Command::Down { data_dir } => control_plane::down(data_dir.resolve()),
+        Command::Status { data_dir, kubeconfig } => control_plane::status(data_dir.resolve(), kubeconfig),
+        Command::Token { command: cli::TokenCommand::Create { data_dir, read_only, name } } => {
+            control_plane::token_create(data_dir.resolve(), &name, read_only)
+        }
     };
     ExitCode::from(code)
 }

@@ -1,5 +1,10 @@
-//! vmform's runtime: the local control plane and the controller, handler and
-//! launcher that run VMs through libvirt.
+//! vmform's runtime: the local control plane (a Kubernetes-compatible API server with
+//! its store) and, later, the controller, handler and launcher that run VMs through
+//! libvirt.
 //!
-//! Nothing is built here yet; the crate exists so that the workspace has the
-//! shape ARCHITECTURE.md describes and the compiler's boundary is visible.
+//! The compiler stays free of tokio, kube and libvirt; everything that needs them
+//! lives here.
+
+pub mod apiserver;
+pub mod files;
+pub mod local;

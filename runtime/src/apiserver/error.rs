@@ -1,0 +1,115 @@
+//! The API server's one error type: a Kubernetes `Status` with its HTTP code.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One reason a request was refused, as `Status.details.causes[]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cause {
+    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`,
+    /// `FieldValueDuplicate`, `FieldManagerConflict`, …
+    pub reason: String,
+    pub message: String,
+    /// The offending field, as the API server spells it: `spec.template.spec.domain`.
+    pub field: String,
+}
+
+impl Cause {
+    pub fn new(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Cause { reason: reason.into(), message: message.into(), field: field.into() }
+    }
+}
+
+/// A refused request. Serialises as a `meta/v1` `Status` with `status: Failure`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    /// `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, `BadRequest`, `Gone`,
+    /// `Unauthorized`, `Forbidden`, `MethodNotAllowed`, `RequestEntityTooLarge`,
+    /// `UnsupportedMediaType`, `NotAcceptable`, `InternalError`.
+    pub reason: &'static str,
+    pub message: String,
+    /// `details.name`, `details.group`, `details.kind`.
+    pub name: Option<String>,
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub causes: Vec<Cause>,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError { code, reason, message: message.into(), name: None, group: None, kind: None, causes: vec![] }
+    }
+    /// Fill `details` with the object this error is about.
+    pub fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
+        self.group = Some(group.to_string());
+        self.kind = Some(kind.to_string());
+        self.name = Some(name.to_string());
+        self
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(400, "BadRequest", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(404, "NotFound", message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::new(409, "Conflict", message)
+    }
+    pub fn gone(message: impl Into<String>) -> Self {
+        ApiError::new(410, "Expired", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(500, "InternalError", message)
+    }
+    /// 422 Invalid, as the API server answers an object that fails validation:
+    /// `VirtualMachine.kubevirt.io "x" is invalid: [spec.template: Required value, …]`.
+    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let joined = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let mut e = ApiError::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {joined}")).about(group, kind, name);
+        e.causes = causes;
+        e
+    }
+
+    /// The `Status` body.
+    pub fn to_status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if self.name.is_some() || self.kind.is_some() || !self.causes.is_empty() {
+            let mut details = serde_json::Map::new();
+            if let Some(n) = &self.name {
+                details.insert("name".into(), json!(n));
+            }
+            if let Some(g) = &self.group {
+                details.insert("group".into(), json!(g));
+            }
+            if let Some(k) = &self.kind {
+                // The API server puts the plural resource name here for most errors; the
+                // kind is what kubectl prints, and what clients match on.
+                details.insert("kind".into(), json!(k));
+            }
+            if !self.causes.is_empty() {
+                details.insert("causes".into(), serde_json::to_value(&self.causes).expect("causes serialise"));
+            }
+            status["details"] = Value::Object(details);
+        }
+        status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ApiError {}

@@ -1,0 +1,201 @@
+//! `vmform up`, `down`, `status` and `token create`: the local control plane's
+//! lifecycle on this machine.
+
+use crate::{EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vmform_runtime::local::{self, DataDir, UpConfig, CONTEXT};
+
+/// How long `up --detach` and `down` wait for the server.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
+}
+
+fn usage_hint(kubeconfig: &Path) -> String {
+    format!(
+        "kubeconfig: {k} (context {CONTEXT})\n\n  export KUBECONFIG={k}\n  kubectl get namespaces\n  kubectl get vm -A",
+        k = kubeconfig.display()
+    )
+}
+
+pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool) -> u8 {
+    if detach {
+        return up_detached(data_dir, listen);
+    }
+    runtime().block_on(async move {
+        let server = match local::up(UpConfig { data_dir, listen }).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        };
+        println!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
+        println!("{}", usage_hint(&server.data_dir.kubeconfig()));
+        wait_for_signal().await;
+        eprintln!("stopping");
+        server.stop().await;
+        EXIT_OK
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM can be caught");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Start `vmform up` again as a background process writing to the log file, and wait
+/// until it serves (or fails, showing the end of its log).
+fn up_detached(data_dir: PathBuf, listen: SocketAddr) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let dir = DataDir(data_dir.clone());
+    if dir.in_use() {
+        let pid = dir.read_server_info().map(|i| format!(" (pid {})", i.pid)).unwrap_or_default();
+        eprintln!("error: the data dir {} is in use by another vmform server{pid}; stop it with `vmform down`", data_dir.display());
+        return EXIT_USAGE;
+    }
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        eprintln!("error: the data dir {} cannot be used: {e}", data_dir.display());
+        return EXIT_USAGE;
+    }
+    let log = match std::fs::OpenOptions::new().create(true).append(true).open(dir.log_file()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot open the log file {}: {e}", dir.log_file().display());
+            return EXIT_USAGE;
+        }
+    };
+    let exe = std::env::current_exe().expect("the running binary has a path");
+    let mut child = match std::process::Command::new(exe)
+        .args(["up", "--listen", &listen.to_string(), "--data-dir"])
+        .arg(&data_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("the log file handle clones"))
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal does not reach it.
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot start the server: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("error: the server exited ({status}); the end of {}:", dir.log_file().display());
+            let log = std::fs::read_to_string(dir.log_file()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+            return EXIT_USAGE;
+        }
+        if let Some(info) = dir.read_server_info().filter(|i| i.pid == child.id()) {
+            println!("vmform control plane running in the background on {} (pid {}, data dir {})", info.address, info.pid, data_dir.display());
+            println!("log: {}; stop it with `vmform down`", dir.log_file().display());
+            println!("{}", usage_hint(&dir.kubeconfig()));
+            return EXIT_OK;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("error: the server did not start within {} s; see {}", WAIT.as_secs(), dir.log_file().display());
+    EXIT_USAGE
+}
+
+fn read_pid(dir: &DataDir) -> Option<i32> {
+    std::fs::read_to_string(dir.pid_file()).ok()?.trim().parse().ok()
+}
+
+pub fn down(data_dir: PathBuf) -> u8 {
+    let dir = DataDir(data_dir.clone());
+    if !dir.in_use() {
+        println!("the local control plane is not running (data dir {})", data_dir.display());
+        return EXIT_OK;
+    }
+    let Some(pid) = read_pid(&dir) else {
+        eprintln!("error: a server holds {} but its pid file {} is missing", data_dir.display(), dir.pid_file().display());
+        return EXIT_USAGE;
+    };
+    // SAFETY: kill(2) with a pid read from our own pid file and a plain signal number.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        eprintln!("error: cannot signal the server (pid {pid}): {}", std::io::Error::last_os_error());
+        return EXIT_USAGE;
+    }
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        if !dir.in_use() {
+            println!("stopped the local control plane (pid {pid})");
+            return EXIT_OK;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("error: the server (pid {pid}) did not stop within {} s", WAIT.as_secs());
+    EXIT_USAGE
+}
+
+pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
+    let dir = DataDir(data_dir.clone());
+    if kubeconfig_only {
+        println!("{}", dir.kubeconfig().display());
+        return if dir.in_use() { EXIT_OK } else { EXIT_SPEC_ERRORS };
+    }
+    let Some(info) = dir.read_server_info().filter(|_| dir.in_use()) else {
+        println!("not running (data dir {})", data_dir.display());
+        return EXIT_SPEC_ERRORS;
+    };
+    println!("running: pid {}, {} since {}", info.pid, info.address, info.started);
+    println!("version: vmform {}", info.version);
+    println!("data dir: {}", data_dir.display());
+    println!("kubeconfig: {} (context {CONTEXT})", dir.kubeconfig().display());
+    match runtime().block_on(counts(&dir.kubeconfig())) {
+        Ok(counts) => {
+            println!("objects:");
+            for (kind, n) in counts {
+                println!("  {kind:<32} {n}");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: the server does not answer: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Object counts per resource, read through the API as any client would.
+async fn counts(kubeconfig: &Path) -> Result<Vec<(String, usize)>, Box<dyn std::error::Error>> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let mut out = vec![];
+    for r in vmform_runtime::apiserver::resources::ALL {
+        let gvk = GroupVersionKind::gvk(r.group, r.version, r.kind);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk_with_plural(&gvk, r.plural));
+        out.push((r.qualified(), api.list_metadata(&ListParams::default()).await?.items.len()));
+    }
+    Ok(out)
+}
+
+pub fn token_create(data_dir: PathBuf, name: &str, read_only: bool) -> u8 {
+    match local::create_token(&data_dir, name, read_only) {
+        Ok(token) => {
+            println!("{token}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot record the token in {}: {e}", data_dir.display());
+            EXIT_USAGE
+        }
+    }
+}
