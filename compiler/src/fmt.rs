@@ -368,3 +368,22 @@ pub fn format_file(
         }
     }
 }
+
+#[cfg(test)]
+mod scratch_debug {
+    #[test]
+    fn scratch() {
+        for src in [
+            "vm \"x\" {\n    a 1\n} /-{ junk 1 } /* c  two */\nb 2\n",
+            "vm \"x\" {\n    a 1\n} /* c  two */\nb 2\n",
+            "vm \"x\" {\n    a 1\n} /* c  two */ /-{ junk 1 }\nb 2\n",
+        ] {
+            let doc: kdl::KdlDocument = src.parse().unwrap();
+            let n = &doc.nodes()[0];
+            eprintln!("SRC {src:?}\nspan {:?} {:?}\nfmt {:?}", n.span(), &src[n.span().offset()..n.span().offset()+n.span().len()], n.format());
+            let once = super::format_source(src).unwrap();
+            let twice = super::format_source(&once).unwrap();
+            eprintln!("ONCE {once:?}\nTWICE {twice:?}");
+        }
+    }
+}

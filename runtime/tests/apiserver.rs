@@ -391,3 +391,97 @@ async fn concurrent_updates_from_a_stale_read_get_one_409_each_and_lose_nothing(
     assert_eq!(api.get("counter").await.unwrap().metadata.annotations.unwrap()["writer"], winner);
     h.server.stop().await;
 }
+
+#[tokio::test]
+async fn watches_end_on_time_send_bookmarks_and_follow_selectors() {
+    let h = start().await;
+    let api = vms(&h.client, "default");
+    api.create(&PostParams::default(), &vm("web", json!({ "app": "web" }))).await.unwrap();
+
+    // The streaming-list protocol: the current objects, then the end-of-initial-events bookmark.
+    let mut events = api.watch(&kube::api::WatchParams::default().initial_events(), "").await.unwrap().boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(&first, kube::core::WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("web")), "{first:?}");
+    match tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap() {
+        kube::core::WatchEvent::Bookmark(b) => assert_eq!(b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str), Some("true")),
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+    drop(events);
+
+    // timeoutSeconds ends the stream.
+    let started = std::time::Instant::now();
+    let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut events = api.watch(&kube::api::WatchParams::default().timeout(1), &rv).await.unwrap().boxed();
+    assert!(tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().is_none());
+    assert!(started.elapsed() >= Duration::from_millis(900), "ended after {:?}", started.elapsed());
+
+    // A selective watch sees an object leave its selection as DELETED, and enter it as ADDED.
+    let mut events = api.watch(&kube::api::WatchParams::default().labels("app=web"), &rv).await.unwrap().boxed();
+    let relabel = |value: &str| json!({ "metadata": { "labels": { "app": value } } });
+    api.patch("web", &PatchParams::default(), &Patch::Merge(&relabel("db"))).await.unwrap();
+    api.patch("web", &PatchParams::default(), &Patch::Merge(&relabel("web"))).await.unwrap();
+    let mut kinds = vec![];
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap() {
+            kube::core::WatchEvent::Deleted(_) => kinds.push("DELETED"),
+            kube::core::WatchEvent::Added(_) => kinds.push("ADDED"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["DELETED", "ADDED"]);
+    h.server.stop().await;
+}
+
+#[tokio::test]
+async fn json_patch_and_merge_patch_edit_objects() {
+    let h = start().await;
+    let api = vms(&h.client, "default");
+    api.create(&PostParams::default(), &vm("web", json!({ "app": "web" }))).await.unwrap();
+    let json_patch = |ops: Value| {
+        let client = h.client.clone();
+        async move {
+            let request = http::Request::patch("/apis/kubevirt.io/v1/namespaces/default/virtualmachines/web")
+                .header("content-type", "application/json-patch+json")
+                .body(serde_json::to_vec(&ops).unwrap())
+                .unwrap();
+            client.request::<DynamicObject>(request).await
+        }
+    };
+    let patched = json_patch(json!([
+        { "op": "replace", "path": "/spec/runStrategy", "value": "Always" },
+        { "op": "add", "path": "/metadata/labels/tier", "value": "front" },
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(patched.data["spec"]["runStrategy"], "Always");
+    assert_eq!(patched.metadata.labels.as_ref().unwrap()["tier"], "front");
+    // A failing `test` operation changes nothing.
+    let failing = json!([
+        { "op": "test", "path": "/spec/runStrategy", "value": "Halted" },
+        { "op": "replace", "path": "/spec/runStrategy", "value": "Manual" },
+    ]);
+    assert_eq!(status_code(json_patch(failing).await.unwrap_err()), 422);
+    assert_eq!(api.get("web").await.unwrap().data["spec"]["runStrategy"], "Always");
+    // A patch that would make the object invalid is refused with the field.
+    let broken = json!({ "spec": { "template": { "spec": { "domain": { "cpu": { "cores": "two" } } } } } });
+    let e = api_error(api.patch("web", &PatchParams::default(), &Patch::Merge(&broken)).await.unwrap_err());
+    assert_eq!(e.code, 422);
+    assert!(e.message.contains("spec.template.spec.domain.cpu.cores"), "{}", e.message);
+    h.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_that_cannot_be_used_is_a_clear_startup_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let under_a_file = file.path().join("data");
+    let e = local::up(UpConfig { data_dir: under_a_file, listen: "127.0.0.1:0".parse().unwrap() }).await.err().expect("startup fails");
+    assert!(e.to_string().contains("cannot be used"), "{e}");
+
+    // Two servers on one data dir: the second is refused, the first keeps its data.
+    let h = start().await;
+    vms(&h.client, "default").create(&PostParams::default(), &vm("kept", json!({}))).await.unwrap();
+    let e = local::up(UpConfig { data_dir: h.server.data_dir.0.clone(), listen: "127.0.0.1:0".parse().unwrap() }).await.err().expect("locked");
+    assert!(e.to_string().contains("in use by another vmform server"), "{e}");
+    vms(&h.client, "default").get("kept").await.unwrap();
+    h.server.stop().await;
+}

@@ -22,6 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot};
 
@@ -175,6 +176,7 @@ pub struct Subscription {
 pub struct Store {
     state: Arc<Mutex<State>>,
     writes: mpsc::Sender<WriteRequest>,
+    commits: Arc<AtomicU64>,
 }
 
 /// Errors opening the store, reported at startup.
@@ -235,11 +237,19 @@ impl Store {
         }));
         let (writes, queue) = mpsc::channel();
         let writer_state = Arc::clone(&state);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = Arc::clone(&commits);
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || Writer { db, state: writer_state }.run(queue))
+            .spawn(move || Writer { db, state: writer_state, commits: writer_commits }.run(queue))
             .expect("the store writer thread starts");
-        Ok(Store { state, writes })
+        Ok(Store { state, writes, commits })
+    }
+
+    /// How many transactions the writer has committed: with the revision, the mean
+    /// group-commit batch.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// The committed state, for reads. Hold it briefly: the writer needs it to publish.
@@ -279,6 +289,7 @@ impl Store {
 struct Writer {
     db: Connection,
     state: Arc<Mutex<State>>,
+    commits: Arc<AtomicU64>,
 }
 
 /// A write the batch has decided on, waiting for its commit.
@@ -364,6 +375,7 @@ impl Writer {
                 }
                 return;
             }
+            self.commits.fetch_add(1, Ordering::Relaxed);
             self.publish(pending, revision);
         }
         for (reply, outcome, _) in replies {
