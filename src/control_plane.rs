@@ -161,7 +161,7 @@ pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
         Ok(counts) => {
             println!("objects:");
             for (kind, n) in counts {
-                println!("  {kind:<32} {n}");
+                println!("  {kind:<46} {n}");
             }
             EXIT_OK
         }

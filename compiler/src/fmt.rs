@@ -126,44 +126,19 @@ fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
         write_nodes(children, depth + 1, source, out);
         push_indent(out, depth);
         out.push('}');
-        // The kdl crate keeps no trace of a comment after a block's `}` on its line, so it
-        // is read back from the source: a block comment there ends the node's span, a line
-        // comment follows it. After `};` the comment belongs to the next node and is kept
-        // there.
-        let (start, end) = (node.span().offset(), (node.span().offset() + node.span().len()).min(source.len()));
-        let in_span = source.get(start..end).unwrap_or("").trim_end();
-        let block_comment = in_span
-            .ends_with("*/")
-            .then(|| in_span.rfind("/*"))
-            .flatten()
-            .filter(|&i| in_span[..i].trim_end().ends_with('}'))
-            .map(|i| &in_span[i..]);
-        let line = source.get(end..).and_then(|r| r.split('\n').next()).unwrap_or("").trim();
-        let comment = match block_comment {
-            Some(c) => Some(c),
-            None if line.starts_with("//") => Some(line),
-            None => None,
-        };
-        if let Some(c) = comment {
-            let t = node.format().map(|f| format!("{}{}{}", f.before_terminator, f.terminator, f.trailing)).unwrap_or_default();
-            if !t.contains(c) {
-                out.push(' ');
-                out.push_str(c);
-            }
-        }
     }
-    // A comment after the node on its line is parsed into its terminator.
-    if let Some(f) = fmt {
-        // The node ends at our newline, so a continuation or `;` here has no work left.
-        let end = format!("{}{}{}", f.before_terminator, f.terminator.trim_start_matches(';'), f.trailing);
-        let comment = match decor(&end) {
-            Decor::Inline(d) => d,
-            Decor::Raw(raw) => raw.replace('\\', " ").split_whitespace().collect::<Vec<_>>().join(" "),
-        };
-        if !comment.is_empty() {
-            out.push(' ');
-            out.push_str(&comment);
-        }
+    // What follows the node on its line (slashdashed entries or blocks, comments) is kept
+    // there, on one line: the node ends at our newline, so a continuation or `;` here has
+    // no work left.
+    let end = match fmt {
+        _ if node.children().is_some() => after_children(node, source),
+        Some(f) => format!("{}{}{}", f.before_terminator, f.terminator.trim_start_matches(';'), f.trailing),
+        None => String::new(),
+    };
+    let (end, _) = one_line(&end);
+    if !end.is_empty() {
+        out.push(' ');
+        out.push_str(&end);
     }
     out.push('\n');
 }
@@ -183,10 +158,28 @@ fn write_entry(e: &KdlEntry, out: &mut String) {
     out.push_str(&value(e.value(), repr));
 }
 
+/// The text after a children block's `}` to the end of its line, as written. The kdl crate
+/// keeps only the slashdashed blocks there (`before_terminator`): it drops the comments
+/// and continuations after them, though they are in the node's span, and a `//` comment
+/// ending the line is its terminator only when nothing comes between it and the `}`. Both
+/// are read back from the source, in their order.
+fn after_children(node: &KdlNode, source: &str) -> String {
+    let before_terminator = node.format().map_or("", |f| f.before_terminator.as_str());
+    let start = node.span().offset();
+    let end = (start + node.span().len()).min(source.len());
+    let text = source.get(start..end).unwrap_or("");
+    // The node's span ends with its last block (children or slashdashed), then the rest.
+    let rest = after_last_block(text).map_or("", |i| &text[i..]);
+    let rest = if is_node_space(rest) { rest } else { "" };
+    let next = source.get(end..).unwrap_or("");
+    let line_comment = if next.starts_with("//") { &next[..line_end(next)] } else { "" };
+    format!("{before_terminator}{rest}{line_comment}")
+}
+
 /// What stands between the parts of one node: comments, slashdashed entries, line
 /// continuations.
 enum Decor {
-    /// Can go on one line: continuations (`\` and newline) removed, whitespace collapsed.
+    /// Needs no line break of its own: laid out by `one_line`.
     Inline(String),
     /// Holds a `//` comment, which ends its line: kept exactly as written, continuation
     /// and all, or the comment would swallow what follows it.
@@ -194,45 +187,142 @@ enum Decor {
 }
 
 fn decor(s: &str) -> Decor {
-    let mut out = String::with_capacity(s.len());
-    let (mut chars, mut comment_depth, mut line_comment) = (s.chars().peekable(), 0usize, false);
-    while let Some(c) = chars.next() {
-        match c {
-            '/' if chars.peek() == Some(&'*') => {
-                comment_depth += 1;
-                out.push('/');
-                out.push(chars.next().unwrap_or('*'));
-            }
-            '*' if comment_depth > 0 && chars.peek() == Some(&'/') => {
-                comment_depth -= 1;
-                out.push('*');
-                out.push(chars.next().unwrap_or('/'));
-            }
-            '/' if comment_depth == 0 && chars.peek() == Some(&'/') => {
-                line_comment = true;
-                out.push(c);
-            }
-            // A quoted string inside a slashdashed entry: copied as is, escapes included.
-            '"' if comment_depth == 0 => {
-                out.push(c);
-                while let Some(c) = chars.next() {
-                    out.push(c);
-                    match c {
-                        '\\' => out.extend(chars.next()),
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
-            '\\' if comment_depth == 0 => out.push(' '),
-            c if c.is_whitespace() => out.push(' '),
-            c => out.push(c),
+    match one_line(s) {
+        (_, true) => Decor::Raw(s.to_string()),
+        (d, false) => Decor::Inline(d),
+    }
+}
+
+/// Decor in its canonical layout: comments and strings exactly as written (a `//` comment
+/// without its trailing whitespace, a block comment with its line breaks, CRLF as LF), the
+/// whitespace and line continuations between them one space; also whether it holds a `//`
+/// comment. Written at the end of a node, whatever follows a `//` comment there (after a
+/// continuation) becomes part of it, and stays so.
+fn one_line(s: &str) -> (String, bool) {
+    let (mut out, mut line_comment, mut space, mut i) = (String::with_capacity(s.len()), false, false, 0);
+    while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
+        let c = r.chars().next().unwrap_or(' ');
+        if c.is_whitespace() || c == '\\' {
+            space = true;
+            i += c.len_utf8();
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        if r.starts_with("//") {
+            line_comment = true;
+            let n = line_end(r);
+            out.push_str(r[..n].trim_end());
+            i += n;
+        } else if r.starts_with("/*") {
+            let n = block_comment_len(r);
+            out.push_str(&r[..n].replace("\r\n", "\n"));
+            i += n;
+        } else if let Some(n) = string_len(r) {
+            out.push_str(&r[..n]);
+            i += n;
+        } else {
+            out.push(c);
+            i += c.len_utf8();
         }
     }
-    if line_comment {
-        return Decor::Raw(s.to_string());
+    (out, line_comment)
+}
+
+/// The length of the line `s` starts, without its newline (any of KDL's).
+fn line_end(s: &str) -> usize {
+    s.find(['\n', '\r', '\u{85}', '\u{b}', '\u{c}', '\u{2028}', '\u{2029}']).unwrap_or(s.len())
+}
+
+/// The length of the block comment `s` starts with (`/*`), nested ones included.
+fn block_comment_len(s: &str) -> usize {
+    let (mut depth, mut i) = (0usize, 0);
+    while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
+        if r.starts_with("/*") {
+            depth += 1;
+            i += 2;
+        } else if r.starts_with("*/") {
+            depth = depth.saturating_sub(1);
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += r.chars().next().map_or(1, char::len_utf8);
+        }
     }
-    Decor::Inline(out.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "))
+    s.len()
+}
+
+/// The length of the string `s` starts with, if it starts with one: quoted (escapes
+/// skipped), raw (`#"…"#`, any number of `#`) or multi-line (`"""…"""`, raw or not).
+fn string_len(s: &str) -> Option<usize> {
+    let hashes = s.len() - s.trim_start_matches('#').len();
+    let body = &s[hashes..];
+    if !body.starts_with('"') {
+        return None;
+    }
+    let quotes = if body.starts_with("\"\"\"") { "\"\"\"" } else { "\"" };
+    let close = format!("{quotes}{}", "#".repeat(hashes));
+    let mut i = hashes + quotes.len();
+    while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
+        if r.starts_with(&close) {
+            return Some(i + close.len());
+        }
+        let mut chars = r.chars();
+        let c = chars.next().map_or(1, char::len_utf8);
+        i += if hashes == 0 && r.starts_with('\\') { c + chars.next().map_or(0, char::len_utf8) } else { c };
+    }
+    Some(s.len())
+}
+
+/// Where the last block of a node's text ends: just after the last `}` at the node's own
+/// level (outside strings and comments), the `}` of its children or of a slashdashed block.
+fn after_last_block(text: &str) -> Option<usize> {
+    let (mut depth, mut i, mut last) = (0usize, 0, None);
+    while let Some(r) = text.get(i..).filter(|r| !r.is_empty()) {
+        i += if r.starts_with("//") {
+            line_end(r)
+        } else if r.starts_with("/*") {
+            block_comment_len(r)
+        } else if let Some(n) = string_len(r) {
+            n
+        } else {
+            match r.as_bytes()[0] {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        last = Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+            r.chars().next().map_or(1, char::len_utf8)
+        };
+    }
+    last
+}
+
+/// Whether `s` is only what may follow a node's last block before its terminator:
+/// whitespace, comments, line continuations.
+fn is_node_space(s: &str) -> bool {
+    let mut i = 0;
+    while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
+        let c = r.chars().next().unwrap_or(' ');
+        i += if r.starts_with("/*") {
+            block_comment_len(r)
+        } else if r.starts_with("//") {
+            line_end(r)
+        } else if c.is_whitespace() || c == '\\' {
+            c.len_utf8()
+        } else {
+            return false;
+        };
+    }
+    true
 }
 
 /// Write decor between two parts of a node; `sep` is written when there is nothing else.
@@ -375,15 +465,22 @@ mod scratch_debug {
     fn scratch() {
         for src in [
             "vm \"x\" {\n    a 1\n} /-{ junk 1 } /* c  two */\nb 2\n",
-            "vm \"x\" {\n    a 1\n} /* c  two */\nb 2\n",
             "vm \"x\" {\n    a 1\n} /* c  two */ /-{ junk 1 }\nb 2\n",
+            "vm \"x\" {\n    a 1\n} /* a /* n */ b */\nb 2\n",
+            "vm \"x\" {\n    a 1\n} /* a */ /* b */\nb 2\n",
+            "vm \"x\" {\n    a 1\n} /* a */ // line\nb 2\n",
+            "vm \"x\" {\n    a 1\n}// line\nb 2\n",
+            "vm \"x\" {\n    a 1\n}; // line\nb 2\n",
+            "vm \"x\" {\n    a 1\n} \\ // esc\n\nb 2\n",
+            "vm \"x\" {\n    a 1\n} /* a */ /-{ j } /* b */\nb 2\n",
+            "vm #\"}\"# /-{ j \"}\" } { a \"{\"; } /-{ k /* } */ } /* a */\nb 2\n",
+            "a 1 /* x\n  y */ 2 //  two  spaces \\\nb 2\n",
+            "a 1 /- #\"x\\\"# /* c  d */\nb 2\n",
         ] {
-            let doc: kdl::KdlDocument = src.parse().unwrap();
-            let n = &doc.nodes()[0];
-            eprintln!("SRC {src:?}\nspan {:?} {:?}\nfmt {:?}", n.span(), &src[n.span().offset()..n.span().offset()+n.span().len()], n.format());
             let once = super::format_source(src).unwrap();
             let twice = super::format_source(&once).unwrap();
-            eprintln!("ONCE {once:?}\nTWICE {twice:?}");
+            eprintln!("SRC   {src:?}\nONCE  {once:?}");
+            if once != twice { eprintln!("TWICE {twice:?} !!!!!!!!"); }
         }
     }
 }

@@ -393,6 +393,8 @@ fn next_object(resource: &'static Resource, name: &str, subresource: Option<&str
             (fieldmanager::apply(Some(current), &body, manager, force, subresource, &now)?, rv)
         }
     };
+    // Invariant: a stale update never wins — this runs on the store's writer thread, so
+    // `current` is exactly the state the write would replace.
     if let Some(rv) = precondition {
         if Some(rv.as_str()) != resource_version(current) {
             return Err(ApiError::conflict(format!(
