@@ -135,7 +135,7 @@ fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
         Some(f) => format!("{}{}{}", f.before_terminator, f.terminator.trim_start_matches(';'), f.trailing),
         None => String::new(),
     };
-    let (end, _) = one_line(&end);
+    let (end, _) = lay_out(&end);
     if !end.is_empty() {
         out.push(' ');
         out.push_str(&end);
@@ -179,7 +179,7 @@ fn after_children(node: &KdlNode, source: &str) -> String {
 /// What stands between the parts of one node: comments, slashdashed entries, line
 /// continuations.
 enum Decor {
-    /// Needs no line break of its own: laid out by `one_line`.
+    /// Needs no line break of its own: laid out by `lay_out`.
     Inline(String),
     /// Holds a `//` comment, which ends its line: kept exactly as written, continuation
     /// and all, or the comment would swallow what follows it.
@@ -187,7 +187,7 @@ enum Decor {
 }
 
 fn decor(s: &str) -> Decor {
-    match one_line(s) {
+    match lay_out(s) {
         (_, true) => Decor::Raw(s.to_string()),
         (d, false) => Decor::Inline(d),
     }
@@ -198,7 +198,7 @@ fn decor(s: &str) -> Decor {
 /// whitespace and line continuations between them one space; also whether it holds a `//`
 /// comment. Written at the end of a node, whatever follows a `//` comment there (after a
 /// continuation) becomes part of it, and stays so.
-fn one_line(s: &str) -> (String, bool) {
+fn lay_out(s: &str) -> (String, bool) {
     let (mut out, mut line_comment, mut space, mut i) = (String::with_capacity(s.len()), false, false, 0);
     while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
         let c = r.chars().next().unwrap_or(' ');
@@ -421,6 +421,30 @@ mod tests {
     }
 
     #[test]
+    fn comments_after_a_brace_are_kept_as_written_in_their_order() {
+        for src in [
+            "a {\n    b 1\n} /-{ junk 1 } /* two  spaces */\n",
+            "a {\n    b 1\n} /* two  spaces */ /-{ junk 1 }\n",
+            "a {\n    b 1\n} /* has /* nested */ comment */\n",
+            "a {\n    b 1\n} /* one */ /* two */\n",
+            "a {\n    b 1\n} /* one */ /-{ junk \"}\" } /* two */ // three\n",
+            "a {\n    b 1\n} /* block */ // line\n",
+            "a #\"}\"# /-{ x \"}\" } {\n    b \"{\"\n} /-{ y /* } */ } /* after */\n",
+            "a {\n    b 1\n} /* over\n   two lines */\n",
+        ] {
+            let got = format_source(src).unwrap();
+            assert_eq!(got, src, "kept as written");
+        }
+        // A comment after a continuation ends the line; the continuation goes.
+        let got = format_source("a {\n    b 1\n} \\ // after a continuation\n\nc 1\n").unwrap();
+        assert_eq!(got, "a {\n    b 1\n} // after a continuation\nc 1\n");
+        assert_eq!(format_source(&got).unwrap(), got);
+        // Inside a node, and at its end, comment text is kept as written too.
+        let src = "a 1 /* x  y\n   z */ 2 //  two  spaces \\\n";
+        assert_eq!(format_source(src).unwrap(), src);
+    }
+
+    #[test]
     fn slashdashed_multiline_strings_keep_their_indentation() {
         let src = "a {\n  /- b \"\"\"\n\t  x\n\t  \"\"\"\n  c 1\n}\n";
         let once = format_source(src).unwrap();
@@ -459,28 +483,3 @@ pub fn format_file(
     }
 }
 
-#[cfg(test)]
-mod scratch_debug {
-    #[test]
-    fn scratch() {
-        for src in [
-            "vm \"x\" {\n    a 1\n} /-{ junk 1 } /* c  two */\nb 2\n",
-            "vm \"x\" {\n    a 1\n} /* c  two */ /-{ junk 1 }\nb 2\n",
-            "vm \"x\" {\n    a 1\n} /* a /* n */ b */\nb 2\n",
-            "vm \"x\" {\n    a 1\n} /* a */ /* b */\nb 2\n",
-            "vm \"x\" {\n    a 1\n} /* a */ // line\nb 2\n",
-            "vm \"x\" {\n    a 1\n}// line\nb 2\n",
-            "vm \"x\" {\n    a 1\n}; // line\nb 2\n",
-            "vm \"x\" {\n    a 1\n} \\ // esc\n\nb 2\n",
-            "vm \"x\" {\n    a 1\n} /* a */ /-{ j } /* b */\nb 2\n",
-            "vm #\"}\"# /-{ j \"}\" } { a \"{\"; } /-{ k /* } */ } /* a */\nb 2\n",
-            "a 1 /* x\n  y */ 2 //  two  spaces \\\nb 2\n",
-            "a 1 /- #\"x\\\"# /* c  d */\nb 2\n",
-        ] {
-            let once = super::format_source(src).unwrap();
-            let twice = super::format_source(&once).unwrap();
-            eprintln!("SRC   {src:?}\nONCE  {once:?}");
-            if once != twice { eprintln!("TWICE {twice:?} !!!!!!!!"); }
-        }
-    }
-}
