@@ -102,6 +102,58 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
         format: DiagnosticFormat,
     },
+    /// Show what applying the specs would change on the cluster, and what each change does
+    /// to a running VM
+    #[command(after_help = "Exit codes: 0 success (no changes, with --detailed-exitcode), 1 error, 2 usage error or (with --detailed-exitcode) changes present.\n\nExamples:\n  vmform plan examples/shop\n  vmform plan examples/shop --out shop.plan && vmform apply shop.plan")]
+    Plan {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// Save the plan here, for `vmform apply FILE`
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when nothing changes, 2 when something does (1 stays an error)
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Only report drift: changes made outside vmform to fields the specs set
+        #[arg(long)]
+        refresh_only: bool,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// Apply the specs, or a saved plan, to the cluster
+    #[command(after_help = "Exit codes: 0 applied (or nothing to do), 1 error or refused, 2 usage error.\n\nExamples:\n  vmform apply examples/shop                 # plan, show, ask for yes\n  vmform apply examples/shop --auto-approve --wait\n  vmform apply shop.plan                     # exactly a saved plan")]
+    Apply {
+        #[command(flatten)]
+        project: ProjectArgs,
+        #[command(flatten)]
+        guards: ApplyArgs,
+        /// Wait until every touched VM is Running (run strategy always) or Stopped (halted)
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, as `90s` or `5m`
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Delete everything the project owns from the cluster
+    Destroy {
+        #[command(flatten)]
+        project: ProjectArgs,
+        #[command(flatten)]
+        guards: ApplyArgs,
+    },
+    /// Print a saved plan, or the project's VMs on the cluster now
+    Show {
+        /// A saved plan; without it, the project's live VMs
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The project whose VMs to show (without FILE)
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
     /// Start the local control plane: a Kubernetes-compatible API server on this machine
     #[command(after_help = "Examples:\n  vmform up                      # in the foreground; Ctrl-C stops it\n  vmform up --detach             # in the background; `vmform down` stops it\n  KUBECONFIG=$(vmform status --kubeconfig) kubectl get vm -A")]
     Up {
@@ -159,6 +211,82 @@ pub enum TokenCommand {
         #[arg(long, default_value = "token")]
         name: String,
     },
+}
+
+/// Which cluster: as kubectl picks it; with neither flag, the local control plane when it
+/// runs, else the current context.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The kubeconfig to read [default: the local control plane's when it runs, else $KUBECONFIG or ~/.kube/config]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The local control plane's data dir (for the default target)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A project: its specs, its name, its cluster.
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// Spec files or directories (or, for apply, one saved plan file)
+    #[arg(value_name = "PATHS")]
+    pub paths: Vec<PathBuf>,
+    /// Set a declared param (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// The project's name: what it owns on the cluster is recorded under it [default: the first path's directory name]
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only these VMs (`NAME` or `NAMESPACE/NAME`, repeatable)
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Leave these VMs alone (`NAME` or `NAMESPACE/NAME`, repeatable)
+    #[arg(long = "exclude", value_name = "NAME")]
+    pub excludes: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// What an apply may do.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Apply without asking (needed when there is no terminal to ask on)
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Apply changes that lose data (deleting data volumes, shrinking them, …)
+    #[arg(long)]
+    pub allow_data_loss: bool,
+    /// Take over fields another field manager owns instead of stopping
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Restart running VMs whose changes take effect only at a restart
+    #[arg(long)]
+    pub restart: bool,
+    /// How long to wait for another apply of the project to finish
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Human,
+    Json,
+}
+
+/// `90s`, `5m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 90s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?} is not a duration such as 90s, 5m or 1h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// Where the local control plane keeps its state.

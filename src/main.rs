@@ -3,6 +3,7 @@
 mod check;
 mod cli;
 mod control_plane;
+mod deploy_cmd;
 mod diff_output;
 mod fs_loader;
 mod git_loader;
@@ -36,6 +37,12 @@ fn main() -> ExitCode {
             EXIT_OK
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
+        Command::Plan { project, out, detailed_exitcode, refresh_only, format } => {
+            deploy_cmd::plan(&project, out.as_deref(), detailed_exitcode, refresh_only, format)
+        }
+        Command::Apply { project, guards, wait, timeout } => deploy_cmd::apply(&project, &guards, wait.then_some(timeout)),
+        Command::Destroy { project, guards } => deploy_cmd::destroy(&project, &guards),
+        Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
         Command::Up { data_dir, listen, detach } => control_plane::up(data_dir.resolve(), listen, detach),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),
         Command::Status { data_dir, kubeconfig } => control_plane::status(data_dir.resolve(), kubeconfig),

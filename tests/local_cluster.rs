@@ -326,3 +326,48 @@ async fn client(kubeconfig: &Path) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
     kube::Client::try_from(config).unwrap()
 }
+
+#[test]
+fn a_server_that_cannot_start_in_the_background_says_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = vmform(&dir, &["up", "--detach", "--listen", &addr]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("the server exited") && err.contains(&format!("cannot listen on {addr}")), "{err}");
+    // Nothing is left claiming to run.
+    assert_eq!(code(&vmform(&dir, &["status"])), 1);
+}
+
+#[test]
+fn malformed_apply_bodies_are_refused_and_change_nothing() {
+    let cluster = Cluster::up();
+    ok(cluster.kubectl_stdin(&["apply", "--server-side", "-f", "-"], VM));
+    let before = ok(cluster.kubectl(&["get", "vm", "web", "-o", "jsonpath={.metadata.resourceVersion}"]));
+    let token = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+    let token = token.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().to_string();
+    let address = {
+        let text = std::fs::read_to_string(cluster.path().join("server.json")).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()["address"].as_str().unwrap().to_string()
+    };
+    // kubectl refuses bad YAML before sending it; a raw client does not.
+    for (body, content_type) in [
+        ("spec: [unclosed", "application/apply-patch+yaml"),
+        ("{\"spec\": ", "application/merge-patch+json"),
+        ("[{\"op\": \"jump\"}]", "application/json-patch+json"),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(cluster.path().join("ca.crt"))
+            .args(["-X", "PATCH", "-H", &format!("Authorization: Bearer {token}"), "-H", &format!("Content-Type: {content_type}")])
+            .args(["--data-binary", body])
+            .arg(format!("{address}/apis/kubevirt.io/v1/namespaces/default/virtualmachines/web?fieldManager=raw"))
+            .output()
+            .expect("curl runs");
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stdout(&out)));
+        assert_eq!((status["kind"].as_str(), status["code"].as_u64()), (Some("Status"), Some(400)), "{content_type}: {status}");
+    }
+    let after = ok(cluster.kubectl(&["get", "vm", "web", "-o", "jsonpath={.metadata.resourceVersion}"]));
+    assert_eq!(before, after);
+}

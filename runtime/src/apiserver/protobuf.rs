@@ -23,7 +23,8 @@ fn unsupported(what: &str) -> ApiError {
 
 /// A protobuf field: its number and its value (varint or length-delimited bytes).
 enum Field<'a> {
-    Varint(u64),
+    /// Varint values are skipped: no decoded field of these messages is numeric.
+    Varint,
     Bytes(&'a [u8]),
 }
 
@@ -45,7 +46,10 @@ fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
     while !buf.is_empty() {
         let key = varint(&mut buf)?;
         let field = match key & 7 {
-            0 => Field::Varint(varint(&mut buf)?),
+            0 => {
+                varint(&mut buf)?;
+                Field::Varint
+            }
             2 => {
                 let len = usize::try_from(varint(&mut buf)?).ok()?;
                 if len > buf.len() {

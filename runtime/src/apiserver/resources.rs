@@ -94,6 +94,20 @@ pub const EVENT: Resource = Resource {
     has_status: false,
 };
 
+/// ConfigMap: the parent object of an ApplySet (`vmform apply`'s inventory), as kubectl
+/// uses one.
+pub const CONFIG_MAP: Resource = Resource {
+    group: "",
+    version: "v1",
+    plural: "configmaps",
+    singular: "configmap",
+    kind: "ConfigMap",
+    namespaced: true,
+    short_names: &["cm"],
+    categories: &[],
+    has_status: false,
+};
+
 pub const LEASE: Resource = Resource {
     group: "coordination.k8s.io",
     version: "v1",
@@ -107,7 +121,7 @@ pub const LEASE: Resource = Resource {
 };
 
 /// Every served resource, in discovery order.
-pub const ALL: [&Resource; 7] = [&NAMESPACE, &NODE, &EVENT, &LEASE, &VIRTUAL_MACHINE, &VIRTUAL_MACHINE_INSTANCE, &MIGRATION];
+pub const ALL: [&Resource; 8] = [&NAMESPACE, &NODE, &EVENT, &CONFIG_MAP, &LEASE, &VIRTUAL_MACHINE, &VIRTUAL_MACHINE_INSTANCE, &MIGRATION];
 
 /// The groups other than core, each with its one version.
 pub const GROUPS: [(&str, &str); 2] = [("coordination.k8s.io", "v1"), ("kubevirt.io", "v1")];

@@ -32,7 +32,7 @@
 //! decoding error; here it is a cause like the structural schema's.
 
 use super::error::Cause;
-use super::resources::{Resource, EVENT, LEASE, MIGRATION, NAMESPACE, NODE, VIRTUAL_MACHINE, VIRTUAL_MACHINE_INSTANCE};
+use super::resources::{Resource, CONFIG_MAP, EVENT, LEASE, MIGRATION, NAMESPACE, NODE, VIRTUAL_MACHINE, VIRTUAL_MACHINE_INSTANCE};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
@@ -417,6 +417,8 @@ const LEASE_ROOT: &[Field] = &[opt(
     ]),
 )];
 
+const CONFIG_MAP_ROOT: &[Field] = &[opt("data", STR_MAP), opt("binaryData", STR_MAP), opt("immutable", BOOL)];
+
 /// What is checked of one kind beyond its metadata.
 struct KindRules {
     resource: &'static Resource,
@@ -434,6 +436,7 @@ const KINDS: &[KindRules] = &[
     KindRules { resource: &NODE, schema: NODE_ROOT, admission: no_rules },
     KindRules { resource: &EVENT, schema: EVENT_ROOT, admission: event_rules },
     KindRules { resource: &LEASE, schema: LEASE_ROOT, admission: lease_rules },
+    KindRules { resource: &CONFIG_MAP, schema: CONFIG_MAP_ROOT, admission: no_rules },
 ];
 
 fn flatten_fields(kind: &'static str, fields: &[Field], prefix: &str, out: &mut Vec<SchemaEntry>) {

@@ -1,0 +1,281 @@
+//! Apply a plan: exactly its steps, in a safe order, under the project's lock.
+//!
+//! Order: namespaces, then the ApplySet parent (naming every namespace members will be in),
+//! then creates and updates (server-side apply, field manager `vmform`), then replaces, then
+//! prunes, then the parent again (naming only what is left).
+
+use crate::error::{ConflictingField, DeployError};
+use crate::inventory::{ApplySet, FIELD_MANAGER, PARENT_NAMESPACE, PART_OF};
+use crate::lock;
+use crate::plan::{self, namespace_resource, vm_resource, Plan, Step};
+use crate::target::Target;
+use futures_util::{stream, StreamExt};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use vmform_compiler::diff::Action;
+
+/// How an apply may go.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Take fields another manager owns instead of stopping at the conflict.
+    pub force_conflicts: bool,
+    pub allow_data_loss: bool,
+    /// Restart running VMs whose changes need one.
+    pub restart: bool,
+    /// Wait for every touched VM to reach its run strategy's state.
+    pub wait: Option<Duration>,
+    pub lock_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions { force_conflicts: false, allow_data_loss: false, restart: false, wait: None, lock_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub namespaces: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    /// VMs whose change takes effect at their next restart.
+    pub restart_pending: Vec<String>,
+    pub restarted: Vec<String>,
+}
+
+/// Writes in flight at once: enough to hide round trips, few enough for a small server.
+const IN_FLIGHT: usize = 8;
+
+fn config_map_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "ConfigMap"), "configmaps")
+}
+
+/// Refuse a plan that would lose data without permission, or break prevent-destroy.
+pub fn check_guards(plan: &Plan, options: &ApplyOptions) -> Result<(), DeployError> {
+    let blocked: Vec<String> = plan.steps.iter().filter(|s| s.blocked).map(|s| format!("{}/{}", s.namespace, s.name)).collect();
+    if !blocked.is_empty() {
+        return Err(DeployError::PreventDestroy { objects: blocked });
+    }
+    let losing: Vec<String> = plan.steps.iter().filter(|s| s.effect == "data-loss").map(|s| format!("{}/{}", s.namespace, s.name)).collect();
+    if !losing.is_empty() && !options.allow_data_loss {
+        return Err(DeployError::DataLoss { objects: losing });
+    }
+    Ok(())
+}
+
+fn conflict(step: &Step, e: kube::Error, target: &Target) -> DeployError {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => {
+            let fields = s
+                .details
+                .as_ref()
+                .map(|d| d.causes.iter().map(|c| ConflictingField { field: c.field.clone(), message: c.message.clone() }).collect())
+                .unwrap_or_default();
+            DeployError::Conflict {
+                namespace: step.namespace.clone(),
+                name: step.name.clone(),
+                message: format!("{}; apply with --force-conflicts to take these fields over", s.message),
+                fields,
+            }
+        }
+        other => target.error(other),
+    }
+}
+
+async fn server_side_apply(api: &Api<DynamicObject>, name: &str, object: &Value, force: bool) -> Result<DynamicObject, kube::Error> {
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = force;
+    api.patch(name, &params, &Patch::Apply(object)).await
+}
+
+/// Apply `plan` to `target`. `progress` hears one line per write.
+pub async fn apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Applied, DeployError> {
+    plan.check_target(target)?;
+    check_guards(plan, options)?;
+    let lock = lock::acquire(target, set, options.lock_timeout).await?;
+    let result = apply_locked(target, set, plan, options, progress).await;
+    lock.release().await;
+    result
+}
+
+async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Applied, DeployError> {
+    // Invariant: never more than the plan showed — every object the plan read must be as
+    // it was when the plan was made.
+    let now = plan::live_versions(target, set).await?;
+    let mut moved = vec![];
+    for (k, rv) in &plan.live_versions {
+        let current = now.get(k).cloned().unwrap_or_default();
+        if &current != rv {
+            moved.push(k.clone());
+        }
+    }
+    for k in now.keys() {
+        if !plan.live_versions.contains_key(k) && plan.steps.iter().any(|s| format!("{}/{}", s.namespace, s.name) == *k) {
+            moved.push(k.clone());
+        }
+    }
+    if !moved.is_empty() {
+        return Err(DeployError::StalePlan { moved });
+    }
+    let mut applied = Applied::default();
+
+    let namespaces: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
+    for ns in &plan.namespaces {
+        let object = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { PART_OF: set.id } } });
+        server_side_apply(&namespaces, ns, &object, false).await.map_err(|e| target.error(e))?;
+        progress(&format!("namespace/{ns}: created"));
+        applied.namespaces += 1;
+    }
+
+    let parents: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), PARENT_NAMESPACE, &config_map_resource());
+    let mut before: Vec<String> = plan.member_namespaces.clone();
+    for s in &plan.steps {
+        before.extend(s.old_namespace.clone());
+        before.push(s.namespace.clone());
+    }
+    before.sort();
+    before.dedup();
+    let kinds = ["Namespace", "VirtualMachine.kubevirt.io"];
+    server_side_apply(&parents, &set.parent, &set.parent_object(&before, &kinds), true).await.map_err(|e| target.error(e))?;
+
+    // Creates and updates, several at a time.
+    let writes: Vec<&Step> = plan.steps.iter().filter(|s| matches!(s.action, Action::Create | Action::Update)).collect();
+    let results: Vec<Result<(&Step, DynamicObject), DeployError>> = stream::iter(writes)
+        .map(|step| async move {
+            let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
+            let object = step.object.as_ref().expect("creates and updates carry their object");
+            let written = server_side_apply(&api, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
+            let verb = if step.action == Action::Create { "created" } else { "updated" };
+            progress(&format!("virtualmachine/{} ({}): {verb}", step.name, step.namespace));
+            Ok((step, written))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    for r in results {
+        let (step, written) = r?;
+        if step.action == Action::Create {
+            applied.created += 1;
+        } else {
+            applied.updated += 1;
+            if step.effect == "restart" {
+                let running = written.data.pointer("/status/printableStatus").and_then(Value::as_str).is_some_and(|s| s != "Stopped");
+                if running && options.restart {
+                    restart(target, &step.namespace, &step.name).await?;
+                    applied.restarted.push(format!("{}/{}", step.namespace, step.name));
+                } else {
+                    applied.restart_pending.push(format!("{}/{}", step.namespace, step.name));
+                }
+            }
+        }
+    }
+
+    for step in plan.steps.iter().filter(|s| s.action == Action::Replace) {
+        let old_ns = step.old_namespace.as_deref().unwrap_or(&step.namespace);
+        let old: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), old_ns, &vm_resource());
+        delete_member(target, set, &old, old_ns, &step.name, plan).await?;
+        let new: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
+        let object = step.object.as_ref().expect("replaces carry their object");
+        server_side_apply(&new, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
+        progress(&format!("virtualmachine/{} ({} → {}): replaced", step.name, old_ns, step.namespace));
+        applied.replaced += 1;
+    }
+
+    for step in plan.steps.iter().filter(|s| s.action == Action::Delete) {
+        let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
+        delete_member(target, set, &api, &step.namespace, &step.name, plan).await?;
+        progress(&format!("virtualmachine/{} ({}): deleted", step.name, step.namespace));
+        applied.deleted += 1;
+    }
+
+    let after: Vec<String> = plan.member_namespaces.clone();
+    server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds), true).await.map_err(|e| target.error(e))?;
+
+    if let Some(timeout) = options.wait {
+        wait_for(target, plan, timeout, progress).await?;
+    }
+    Ok(applied)
+}
+
+/// Delete a member, with the plan's resourceVersion as precondition: an object changed
+/// since the plan is not deleted.
+async fn delete_member(target: &Target, set: &ApplySet, api: &Api<DynamicObject>, namespace: &str, name: &str, plan: &Plan) -> Result<(), DeployError> {
+    let rv = plan.live_versions.get(&format!("{namespace}/{name}")).filter(|rv| !rv.is_empty()).cloned();
+    let live = api.get_opt(name).await.map_err(|e| target.error(e))?;
+    match live {
+        None => Ok(()),
+        Some(o) if !plan::is_member(&serde_json::to_value(&o).expect("objects serialise"), set) => {
+            Err(DeployError::NotOwned { kind: "VirtualMachine", namespace: namespace.into(), name: name.into(), project: set.project.clone() })
+        }
+        Some(_) => {
+            let params = DeleteParams { preconditions: Some(Preconditions { resource_version: rv, uid: None }), ..DeleteParams::default() };
+            match api.delete(name, &params).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Err(DeployError::StalePlan { moved: vec![format!("{namespace}/{name}")] }),
+                Err(e) => Err(target.error(e)),
+            }
+        }
+    }
+}
+
+/// KubeVirt's restart: `PUT …/virtualmachines/NAME/restart` in `subresources.kubevirt.io`.
+async fn restart(target: &Target, namespace: &str, name: &str) -> Result<(), DeployError> {
+    let path = format!("/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}/restart");
+    let request = http::Request::put(path).header("content-type", "application/json").body(b"{}".to_vec()).expect("a valid request");
+    match target.client.request_text(request).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            Err(DeployError::Api(format!("the cluster cannot restart {namespace}/{name}: it does not serve KubeVirt's restart subresource")))
+        }
+        Err(e) => Err(target.error(e)),
+    }
+}
+
+/// The state a VM reaches under its run strategy.
+fn wanted_state(object: &Value) -> Option<&'static str> {
+    match object.pointer("/spec/runStrategy").and_then(Value::as_str)? {
+        "Always" | "RerunOnFailure" => Some("Running"),
+        "Halted" => Some("Stopped"),
+        _ => None,
+    }
+}
+
+async fn wait_for(target: &Target, plan: &Plan, timeout: Duration, progress: &(dyn Fn(&str) + Sync)) -> Result<(), DeployError> {
+    let mut waiting: Vec<(&Step, &'static str)> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::Delete)
+        .filter_map(|s| Some((s, wanted_state(s.object.as_ref()?)?)))
+        .collect();
+    let started = Instant::now();
+    while !waiting.is_empty() {
+        let mut still = vec![];
+        for (step, state) in waiting {
+            let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
+            let now = api.get_opt(&step.name).await.map_err(|e| target.error(e))?;
+            let status = now.as_ref().and_then(|o| o.data.pointer("/status/printableStatus")).and_then(Value::as_str).unwrap_or("");
+            if status == state {
+                progress(&format!("virtualmachine/{} ({}): {state}", step.name, step.namespace));
+            } else {
+                still.push((step, state));
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        if started.elapsed() >= timeout {
+            return Err(DeployError::WaitTimeout {
+                seconds: timeout.as_secs(),
+                waiting: waiting.iter().map(|(s, state)| format!("{}/{} to be {state}", s.namespace, s.name)).collect(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}

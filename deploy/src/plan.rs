@@ -1,0 +1,429 @@
+//! The plan: what applying the compiled VMs would change on the cluster, with the change
+//! effect of each field (the compiler's diff engine, shared with `vmform diff`).
+//!
+//! Live objects are normalised before comparing: only fields the specs set, or that vmform
+//! applied before (its `managedFields` entry), are compared, so what the server or KubeVirt
+//! fills in (status, uid, resourceVersion, defaulted machine type, firmware uuid, MACs, …)
+//! is never shown as a change. A changed field that another field manager owns was changed
+//! outside vmform: it is reported as drift.
+
+use crate::error::DeployError;
+use crate::inventory::{self, ApplySet, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
+use crate::target::Target;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use vmform_compiler::diff::{self, Action, ObjectChange};
+use vmform_compiler::kubevirt::VirtualMachine;
+use vmform_compiler::model::Lifecycle;
+use vmform_compiler::{CompiledVm, FileId, Span};
+
+pub fn vm_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"), "virtualmachines")
+}
+
+pub fn namespace_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces")
+}
+
+/// One write of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub action: Action,
+    pub namespace: String,
+    pub name: String,
+    /// For a replace: where the object is deleted from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_namespace: Option<String>,
+    /// The object to apply (creates, updates, replaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    /// `none`, `live`, `restart`, `replace`, `data-loss`.
+    pub effect: String,
+    pub blocked: bool,
+}
+
+/// A field changed outside vmform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub namespace: String,
+    pub name: String,
+    pub path: String,
+    /// The field managers that changed it.
+    pub managers: Vec<String>,
+}
+
+/// A plan, as shown and as saved with `-out`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The saved plan's format.
+    pub format_version: u32,
+    pub project: String,
+    pub applyset: String,
+    pub server: String,
+    pub context: String,
+    pub created: String,
+    /// Namespaces to create before anything else.
+    pub namespaces: Vec<String>,
+    /// Every namespace the project's VMs live in after the apply.
+    pub member_namespaces: Vec<String>,
+    pub steps: Vec<Step>,
+    /// `namespace/name` → the resourceVersion read, or `""` for "did not exist": a saved
+    /// plan is refused if any of these moved.
+    pub live_versions: BTreeMap<String, String>,
+    pub drift: Vec<Drift>,
+    /// The changes as `vmform diff --format json` shows them.
+    pub changes: Value,
+    /// The human rendering of the plan, for `vmform show FILE`.
+    #[serde(default)]
+    pub text: String,
+    /// Refresh-only: report drift, change nothing.
+    #[serde(default)]
+    pub refresh_only: bool,
+}
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What to plan.
+#[derive(Debug, Default, Clone)]
+pub struct PlanOptions {
+    /// Only these VMs (`name` or `namespace/name`).
+    pub targets: Vec<String>,
+    /// Not these VMs.
+    pub excludes: Vec<String>,
+    pub refresh_only: bool,
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn selected(options: &PlanOptions, namespace: &str, name: &str) -> bool {
+    let hit = |list: &[String]| list.iter().any(|t| t == name || *t == key(namespace, name));
+    (options.targets.is_empty() || hit(&options.targets)) && !hit(&options.excludes)
+}
+
+/// The object vmform applies for a compiled VM: the emitted object, labelled as a member
+/// of the project's ApplySet.
+pub fn desired_object(vm: &CompiledVm, set: &ApplySet) -> Value {
+    let mut object = serde_json::to_value(&vm.object).expect("objects serialise");
+    object["metadata"]["labels"][PART_OF] = json!(set.id);
+    if vm.lifecycle.prevent_destroy {
+        object["metadata"]["annotations"][PREVENT_DESTROY] = json!("true");
+    }
+    object
+}
+
+/// vmform's own field set (fieldsV1) on a live object.
+fn owned_fields(live: &Value) -> Value {
+    live.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .and_then(|entries| entries.iter().find(|e| e["manager"] == FIELD_MANAGER && e["operation"] == "Apply" && e.get("subresource").is_none()))
+        .map(|e| e["fieldsV1"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// The part of `live` to compare: fields `desired` sets or `owned` records.
+fn project(live: &Value, desired: Option<&Value>, owned: Option<&Value>) -> Value {
+    match live {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                let d = desired.and_then(|d| d.get(k));
+                let o = owned.and_then(|o| o.get(format!("f:{k}")));
+                if d.is_some() || o.is_some() {
+                    out.insert(k.clone(), project(v, d, o));
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// The live object as the compiler's type, holding only what vmform compares.
+fn normalise(live: &Value, desired: Option<&Value>, set: &ApplySet) -> Result<CompiledVm, String> {
+    let owned = owned_fields(live);
+    let mut compared = project(live, desired, Some(&owned));
+    for field in ["apiVersion", "kind"] {
+        compared[field] = live[field].clone();
+    }
+    let prevent_destroy = live.pointer(&format!("/metadata/annotations/{}", PREVENT_DESTROY.replace('/', "~1"))) == Some(&json!("true"));
+    let meta = compared["metadata"].as_object_mut().ok_or("no metadata")?;
+    meta.insert("name".into(), live["metadata"]["name"].clone());
+    meta.insert("namespace".into(), live["metadata"]["namespace"].clone());
+    if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+        labels.remove(PART_OF);
+    }
+    if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        annotations.remove(PREVENT_DESTROY);
+    }
+    let object: VirtualMachine = serde_json::from_value(compared).map_err(|e| e.to_string())?;
+    let _ = set;
+    let nowhere = Span { file: FileId(0), start: 0, len: 0 };
+    Ok(CompiledVm {
+        object,
+        lifecycle: Lifecycle { prevent_destroy, ignore_changes: vec![] },
+        span: nowhere,
+        name_span: nowhere,
+        source_map: BTreeMap::new(),
+    })
+}
+
+/// The managers other than vmform that own `path` (a diff path) on `live`.
+fn other_owners(live: &Value, path: &str) -> Vec<String> {
+    let segments = path_segments(path);
+    let mut managers = vec![];
+    for entry in live.pointer("/metadata/managedFields").and_then(Value::as_array).into_iter().flatten() {
+        let manager = entry["manager"].as_str().unwrap_or("");
+        if manager == FIELD_MANAGER {
+            continue;
+        }
+        let mut node = &entry["fieldsV1"];
+        let mut found = true;
+        for s in &segments {
+            match node.get(format!("f:{s}")) {
+                Some(n) => node = n,
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        if found && !managers.iter().any(|m| m == manager) {
+            managers.push(manager.to_string());
+        }
+    }
+    managers
+}
+
+/// `spec.template.spec.domain.devices.disks[root].bus` → up to the atomic list:
+/// `spec, template, spec, domain, devices, disks`; `metadata.labels["a/b"]` →
+/// `metadata, labels, a/b`.
+fn path_segments(path: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = path;
+    while !rest.is_empty() {
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        if end > 0 {
+            out.push(rest[..end].to_string());
+        }
+        rest = &rest[end..];
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('[') {
+            if r.starts_with('"') {
+                // A quoted map key.
+                let mut de = serde_json::Deserializer::from_str(r).into_iter::<String>();
+                match de.next() {
+                    Some(Ok(k)) => {
+                        out.push(k);
+                        rest = r[de.byte_offset()..].trim_start_matches(']');
+                        rest = rest.strip_prefix('.').unwrap_or(rest);
+                    }
+                    _ => break,
+                }
+            } else {
+                // A list item: lists are atomic, the list is the field.
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Compute the plan of `compiled` for `set` on `target`.
+pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], options: &PlanOptions) -> Result<(Plan, Vec<ObjectChange>), DeployError> {
+    let all: Api<DynamicObject> = Api::all_with(target.client.clone(), &vm_resource());
+    let members = all.list(&ListParams::default().labels(&set.selector())).await.map_err(|e| target.error(e))?;
+    let mut live: BTreeMap<String, Value> = BTreeMap::new();
+    for m in members.items {
+        let v = serde_json::to_value(&m).expect("objects serialise");
+        let ns = m.metadata.namespace.clone().unwrap_or_default();
+        let name = m.metadata.name.clone().unwrap_or_default();
+        live.insert(key(&ns, &name), v);
+    }
+    let desired: Vec<&CompiledVm> = compiled
+        .iter()
+        .filter(|vm| selected(options, vm.object.metadata.namespace.as_deref().unwrap_or(""), &vm.object.metadata.name))
+        .collect();
+    let mut live_versions = BTreeMap::new();
+    let mut old = vec![];
+    let desired_by_key: BTreeMap<String, &CompiledVm> =
+        desired.iter().map(|vm| (key(vm.object.metadata.namespace.as_deref().unwrap_or(""), &vm.object.metadata.name), *vm)).collect();
+
+    // A VM the specs name that exists outside the inventory is someone else's.
+    for (k, vm) in &desired_by_key {
+        if live.contains_key(k) {
+            continue;
+        }
+        let ns = vm.object.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &ns, &vm_resource());
+        match api.get_opt(&vm.object.metadata.name).await.map_err(|e| target.error(e))? {
+            Some(_) => {
+                return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace: ns, name: vm.object.metadata.name.clone(), project: set.project.clone() });
+            }
+            None => {
+                live_versions.insert(k.clone(), String::new());
+            }
+        }
+    }
+    for (k, object) in &live {
+        let (ns, name) = k.split_once('/').expect("keys are namespace/name");
+        if !selected(options, ns, name) {
+            continue;
+        }
+        let desired_json = desired_by_key.get(k).map(|vm| desired_object(vm, set));
+        let normalised = normalise(object, desired_json.as_ref(), set)
+            .map_err(|e| DeployError::Api(format!("the live VirtualMachine {k} cannot be read as vmform's type: {e}")))?;
+        old.push(normalised);
+        live_versions.insert(k.clone(), object["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string());
+    }
+    let new: Vec<CompiledVm> = desired.iter().map(|vm| (*vm).clone()).collect();
+    let mut changes = diff::diff(&old, &new);
+
+    // Drift: changed fields another manager owns.
+    let mut drift = vec![];
+    for c in &changes {
+        if c.action != Action::Update {
+            continue;
+        }
+        let Some(object) = live.get(&key(&c.namespace, &c.name)) else { continue };
+        for f in &c.fields {
+            let managers = other_owners(object, &f.path);
+            if !managers.is_empty() {
+                drift.push(Drift { namespace: c.namespace.clone(), name: c.name.clone(), path: f.path.clone(), managers });
+            }
+        }
+    }
+    if options.refresh_only {
+        changes.clear();
+    }
+
+    // Namespaces: those the desired VMs need that do not exist yet.
+    let wanted: BTreeSet<String> = new.iter().filter_map(|vm| vm.object.metadata.namespace.clone()).collect();
+    let namespaces_api: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
+    let mut namespaces = vec![];
+    if !options.refresh_only {
+        for ns in &wanted {
+            if namespaces_api.get_opt(ns).await.map_err(|e| target.error(e))?.is_none() {
+                namespaces.push(ns.clone());
+            }
+        }
+    }
+    let mut member_namespaces: BTreeSet<String> = wanted.clone();
+    // Members outside the selection stay members.
+    for k in live.keys() {
+        let (ns, name) = k.split_once('/').expect("keys are namespace/name");
+        if !selected(options, ns, name) {
+            member_namespaces.insert(ns.to_string());
+        }
+    }
+
+    let steps = changes
+        .iter()
+        .map(|c| {
+            let k = key(&c.namespace, &c.name);
+            Step {
+                action: c.action,
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+                old_namespace: c.old_namespace.clone(),
+                object: desired_by_key.get(&k).filter(|_| c.action != Action::Delete).map(|vm| desired_object(vm, set)),
+                effect: c.effect.as_str().to_string(),
+                blocked: c.blocked,
+            }
+        })
+        .collect();
+    let plan = Plan {
+        format_version: FORMAT_VERSION,
+        project: set.project.clone(),
+        applyset: set.id.clone(),
+        server: target.server.clone(),
+        context: target.context.clone(),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        namespaces,
+        member_namespaces: member_namespaces.into_iter().collect(),
+        steps,
+        live_versions,
+        drift,
+        changes: serde_json::to_value(&changes).expect("changes serialise"),
+        text: String::new(),
+        refresh_only: options.refresh_only,
+    };
+    Ok((plan, changes))
+}
+
+/// The plan to delete everything the project owns.
+pub async fn plan_destroy(target: &Target, set: &ApplySet) -> Result<(Plan, Vec<ObjectChange>), DeployError> {
+    plan(target, set, &[], &PlanOptions::default()).await
+}
+
+impl Plan {
+    /// Whether applying this plan changes anything.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.namespaces.is_empty()
+    }
+
+    /// Read a saved plan, refusing one that is not a vmform plan of this format.
+    pub fn load(path: &std::path::Path) -> Result<Plan, DeployError> {
+        let fail = |reason: String| DeployError::PlanFile { path: path.display().to_string(), reason };
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let plan: Plan = serde_json::from_slice(&bytes).map_err(|e| fail(format!("it is not a vmform plan ({e})")))?;
+        if plan.format_version != FORMAT_VERSION {
+            return Err(fail(format!("it has format {}, this vmform reads format {FORMAT_VERSION}", plan.format_version)));
+        }
+        Ok(plan)
+    }
+
+    /// Check the plan was made for this cluster.
+    pub fn check_target(&self, target: &Target) -> Result<(), DeployError> {
+        if self.server != target.server {
+            return Err(DeployError::WrongPlan {
+                what: format!("the cluster at {} (context {})", self.server, self.context),
+                here: target.describe(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The members of `set` now, as `namespace/name` → resourceVersion.
+pub async fn live_versions(target: &Target, set: &ApplySet) -> Result<BTreeMap<String, String>, DeployError> {
+    let all: Api<DynamicObject> = Api::all_with(target.client.clone(), &vm_resource());
+    let members = all.list(&ListParams::default().labels(&set.selector())).await.map_err(|e| target.error(e))?;
+    Ok(members
+        .items
+        .into_iter()
+        .map(|m| (key(m.metadata.namespace.as_deref().unwrap_or(""), m.metadata.name.as_deref().unwrap_or("")), m.metadata.resource_version.unwrap_or_default()))
+        .collect())
+}
+
+/// Whether `object` (live) is a member of `set`.
+pub fn is_member(object: &Value, set: &ApplySet) -> bool {
+    inventory::is_member(object, set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_paths_map_to_managed_field_segments() {
+        assert_eq!(path_segments("spec.template.spec.domain.memory.guest"), ["spec", "template", "spec", "domain", "memory", "guest"]);
+        assert_eq!(path_segments("spec.template.spec.domain.devices.disks[root].bus"), ["spec", "template", "spec", "domain", "devices", "disks"]);
+        assert_eq!(path_segments(r#"metadata.labels["app.kubernetes.io/name"]"#), ["metadata", "labels", "app.kubernetes.io/name"]);
+    }
+
+    #[test]
+    fn projection_keeps_what_the_spec_sets_or_vmform_owns() {
+        let live = json!({ "spec": { "runStrategy": "Always", "template": { "spec": { "domain": { "machine": { "type": "q35" }, "firmware": { "uuid": "x" } } } } }, "status": { "ready": true } });
+        let desired = json!({ "spec": { "runStrategy": "Halted", "template": { "spec": { "domain": {} } } } });
+        let owned = json!({ "f:spec": { "f:template": { "f:spec": { "f:domain": { "f:machine": {} } } } } });
+        let p = project(&live, Some(&desired), Some(&owned));
+        assert_eq!(p, json!({ "spec": { "runStrategy": "Always", "template": { "spec": { "domain": { "machine": { "type": "q35" } } } } } }));
+    }
+}

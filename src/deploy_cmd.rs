@@ -1,0 +1,330 @@
+//! `vmform plan`, `apply`, `destroy` and `show`: the CLI around `vmform-deploy`.
+//!
+//! Exit codes: 0 success, 1 an error (specs, cluster, a refused apply), 2 usage error or,
+//! for `plan --detailed-exitcode`, changes present.
+
+use crate::cli::{ApplyArgs, PlanFormat, ProjectArgs, TargetArgs};
+use crate::fs_loader::FsLoader;
+use crate::{diff_output, print_stdout, report, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use vmform_compiler::diff::ObjectChange;
+use vmform_compiler::{compile, CompiledVm, Options};
+use vmform_deploy::apply::{self, ApplyOptions};
+use vmform_deploy::inventory::ApplySet;
+use vmform_deploy::plan::{self, Plan, PlanOptions};
+use vmform_deploy::target::{self, Target};
+use vmform_deploy::DeployError;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
+}
+
+fn target_args(t: &TargetArgs) -> target::TargetArgs {
+    target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() }
+}
+
+fn fail(e: DeployError) -> u8 {
+    eprintln!("error: {e}");
+    if let DeployError::Conflict { fields, .. } = &e {
+        for f in fields {
+            eprintln!("  {}: {}", f.field, f.message);
+        }
+    }
+    EXIT_SPEC_ERRORS
+}
+
+/// The project name: `--project`, else the first path's directory (or file) name.
+fn project_name(args: &ProjectArgs) -> Option<String> {
+    if let Some(p) = &args.project {
+        return Some(p.clone());
+    }
+    let first = args.paths.first()?;
+    let full = std::fs::canonicalize(first).unwrap_or_else(|_| first.clone());
+    let name = if full.is_dir() { full.file_name() } else { full.file_stem() };
+    name.map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Compile the project's specs; `None` (after printing the diagnostics) on errors.
+fn compile_specs(args: &ProjectArgs) -> Result<Vec<CompiledVm>, u8> {
+    if args.paths.is_empty() {
+        eprintln!("error: give the spec files or directories of the project");
+        return Err(EXIT_USAGE);
+    }
+    let c = compile(&FsLoader, &args.paths, &Options { vars: args.vars.clone(), ..Options::default() });
+    report::print(&c.diagnostics, &c.sources, crate::cli::DiagnosticFormat::Human);
+    if c.has_errors() {
+        return Err(crate::exit_for(&c).max(EXIT_SPEC_ERRORS));
+    }
+    Ok(c.objects)
+}
+
+fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange], colour: bool) -> String {
+    let mut out = format!("Target: {} (project {}, ApplySet {})\n\n", target.describe(), set.project, set.id);
+    for ns in &plan.namespaces {
+        out.push_str(&format!("+ namespace {ns}\n"));
+    }
+    if !plan.namespaces.is_empty() {
+        out.push('\n');
+    }
+    if plan.refresh_only {
+        if plan.drift.is_empty() {
+            out.push_str("No drift: the cluster matches what vmform applied.\n");
+        }
+    } else {
+        out.push_str(&diff_output::human(changes, colour));
+    }
+    if !plan.drift.is_empty() {
+        out.push_str("\nDrift (changed outside vmform; the apply sets these back):\n");
+        for d in &plan.drift {
+            out.push_str(&format!("  ~ {}/{} {}: changed by {}\n", d.namespace, d.name, d.path, d.managers.join(", ")));
+        }
+    }
+    let pending: Vec<&plan::Step> = plan.steps.iter().filter(|s| s.effect == "restart").collect();
+    if !pending.is_empty() {
+        out.push_str(&format!(
+            "\n{} of these changes take effect at the VM's next restart (apply with --restart to restart running VMs).\n",
+            pending.len()
+        ));
+    }
+    out
+}
+
+/// Plan the project against the target; prints nothing.
+async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, ApplySet, Plan, Vec<ObjectChange>), u8> {
+    let compiled = compile_specs(args)?;
+    let Some(project) = project_name(args) else {
+        eprintln!("error: cannot name the project: give --project");
+        return Err(EXIT_USAGE);
+    };
+    let set = ApplySet::new(&project);
+    let target = target::connect(&target_args(&args.target)).await.map_err(fail)?;
+    let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only };
+    let (plan, changes) = plan::plan(&target, &set, &compiled, &options).await.map_err(fail)?;
+    Ok((target, set, plan, changes))
+}
+
+fn colour() -> bool {
+    report::use_colour(std::io::stdout().is_terminal())
+}
+
+pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, refresh_only: bool, format: PlanFormat) -> u8 {
+    runtime().block_on(async {
+        let (target, set, mut plan, changes) = match make_plan(args, refresh_only).await {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        plan.text = render(&target, &set, &plan, &changes, false);
+        match format {
+            PlanFormat::Human => print_stdout(&render(&target, &set, &plan, &changes, colour())),
+            PlanFormat::Json => print_stdout(&(serde_json::to_string_pretty(&plan).expect("plans serialise") + "\n")),
+        }
+        if let Some(path) = out {
+            let json = serde_json::to_vec_pretty(&plan).expect("plans serialise");
+            if let Err(e) = vmform_runtime::files::write_atomically(path, &json, 0o644) {
+                eprintln!("error: cannot write the plan to {}: {e}", path.display());
+                return EXIT_SPEC_ERRORS;
+            }
+            eprintln!("Saved the plan to {}; apply exactly it with `vmform apply {}`.", path.display(), path.display());
+        }
+        let blocked: Vec<_> = plan.steps.iter().filter(|s| s.blocked).collect();
+        for s in &blocked {
+            eprintln!("error: {}/{} has lifecycle prevent-destroy=#true, and this change loses data", s.namespace, s.name);
+        }
+        if !blocked.is_empty() {
+            return EXIT_SPEC_ERRORS;
+        }
+        if detailed_exitcode && !plan.is_empty() { EXIT_USAGE } else { EXIT_OK }
+    })
+}
+
+/// Ask for `yes` on the terminal; anything else, end of input or no terminal cancels.
+fn confirm(question: &str) -> Result<bool, String> {
+    if !std::io::stdin().is_terminal() {
+        return Err("there is no terminal to confirm on: give --auto-approve to apply without asking".into());
+    }
+    print!("\n{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    std::io::stdout().flush().ok();
+    let mut answer = String::new();
+    match std::io::stdin().lock().read_line(&mut answer) {
+        Ok(0) => Err("the prompt was interrupted (end of input); nothing was applied".into()),
+        Ok(_) => Ok(answer.trim() == "yes"),
+        Err(e) => Err(format!("the prompt was interrupted ({e}); nothing was applied")),
+    }
+}
+
+fn apply_options(guards: &ApplyArgs, wait: Option<std::time::Duration>) -> ApplyOptions {
+    ApplyOptions { force_conflicts: guards.force_conflicts, allow_data_loss: guards.allow_data_loss, restart: guards.restart, wait, lock_timeout: guards.lock_timeout }
+}
+
+async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions) -> u8 {
+    let progress = |line: &str| println!("{line}");
+    match apply::apply(target, set, plan, options, &progress).await {
+        Ok(done) => {
+            println!(
+                "\nApply complete! {} added, {} changed, {} replaced, {} destroyed{}.",
+                done.created,
+                done.updated,
+                done.replaced,
+                done.deleted,
+                if done.namespaces > 0 { format!("; {} namespaces created", done.namespaces) } else { String::new() }
+            );
+            for vm in &done.restart_pending {
+                println!("restart pending: {vm} runs with its old settings until its next restart (vmform apply --restart)");
+            }
+            for vm in &done.restarted {
+                println!("restarted: {vm}");
+            }
+            EXIT_OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// A single path that is a saved plan rather than specs.
+fn saved_plan(args: &ProjectArgs) -> Option<PathBuf> {
+    match args.paths.as_slice() {
+        [one] if one.is_file() && one.extension().is_none_or(|e| e != "kdl") => Some(one.clone()),
+        _ => None,
+    }
+}
+
+pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Duration>) -> u8 {
+    runtime().block_on(async {
+        let options = apply_options(guards, wait);
+        if let Some(file) = saved_plan(args) {
+            let plan = match Plan::load(&file) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            let target = match target::connect(&target_args(&args.target)).await {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let set = ApplySet::new(&plan.project);
+            if set.id != plan.applyset {
+                return fail(DeployError::WrongPlan { what: format!("ApplySet {}", plan.applyset), here: format!("project {} ({})", set.project, set.id) });
+            }
+            print_stdout(&plan.text);
+            return run_apply(&target, &set, &plan, &options).await;
+        }
+        let (target, set, mut plan, changes) = match make_plan(args, false).await {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        plan.text = render(&target, &set, &plan, &changes, false);
+        print_stdout(&render(&target, &set, &plan, &changes, colour()));
+        if plan.is_empty() {
+            return EXIT_OK;
+        }
+        if let Err(e) = apply::check_guards(&plan, &options) {
+            return fail(e);
+        }
+        if !guards.auto_approve {
+            match confirm("Do you want to perform these actions?") {
+                Ok(true) => {}
+                Ok(false) => {
+                    eprintln!("Apply cancelled.");
+                    return EXIT_SPEC_ERRORS;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_SPEC_ERRORS;
+                }
+            }
+        }
+        run_apply(&target, &set, &plan, &options).await
+    })
+}
+
+pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
+    runtime().block_on(async {
+        let Some(project) = project_name(args) else {
+            eprintln!("error: cannot name the project: give its paths or --project");
+            return EXIT_USAGE;
+        };
+        let set = ApplySet::new(&project);
+        let target = match target::connect(&target_args(&args.target)).await {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let (mut plan, changes) = match plan::plan_destroy(&target, &set).await {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        plan.text = render(&target, &set, &plan, &changes, false);
+        print_stdout(&render(&target, &set, &plan, &changes, colour()));
+        if plan.is_empty() {
+            return EXIT_OK;
+        }
+        let options = apply_options(guards, None);
+        if let Err(e) = apply::check_guards(&plan, &options) {
+            return fail(e);
+        }
+        if !guards.auto_approve {
+            match confirm(&format!("Do you really want to destroy every VM of project {project}?")) {
+                Ok(true) => {}
+                Ok(false) => {
+                    eprintln!("Destroy cancelled.");
+                    return EXIT_SPEC_ERRORS;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_SPEC_ERRORS;
+                }
+            }
+        }
+        run_apply(&target, &set, &plan, &options).await
+    })
+}
+
+pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArgs, format: PlanFormat) -> u8 {
+    if let Some(file) = file {
+        return match Plan::load(file) {
+            Ok(plan) => {
+                match format {
+                    PlanFormat::Human => print_stdout(&plan.text),
+                    PlanFormat::Json => print_stdout(&(serde_json::to_string_pretty(&plan).expect("plans serialise") + "\n")),
+                }
+                EXIT_OK
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let Some(project) = project else {
+        eprintln!("error: give a saved plan FILE, or --project NAME to show its VMs");
+        return EXIT_USAGE;
+    };
+    runtime().block_on(async {
+        let target = match target::connect(&target_args(target_args_)).await {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let set = ApplySet::new(project);
+        let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(target.client.clone(), &plan::vm_resource());
+        let members = match api.list(&kube::api::ListParams::default().labels(&set.selector())).await {
+            Ok(m) => m,
+            Err(e) => return fail(target.error(e)),
+        };
+        match format {
+            PlanFormat::Json => {
+                let items: Vec<serde_json::Value> = members.items.iter().map(|o| serde_json::to_value(o).expect("objects serialise")).collect();
+                print_stdout(&(serde_json::to_string_pretty(&serde_json::json!({ "project": project, "target": target.server, "items": items })).expect("serialises") + "\n"));
+            }
+            PlanFormat::Human => {
+                let mut text = format!("Project {project} on {}: {} VMs\n", target.describe(), members.items.len());
+                for o in &members.items {
+                    let status = o.data.pointer("/status/printableStatus").and_then(|s| s.as_str()).unwrap_or("-");
+                    let strategy = o.data.pointer("/spec/runStrategy").and_then(|s| s.as_str()).unwrap_or("-");
+                    text.push_str(&format!(
+                        "  {}/{}  run-strategy {strategy}  status {status}\n",
+                        o.metadata.namespace.as_deref().unwrap_or(""),
+                        o.metadata.name.as_deref().unwrap_or("")
+                    ));
+                }
+                print_stdout(&text);
+            }
+        }
+        EXIT_OK
+    })
+}
