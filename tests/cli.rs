@@ -226,13 +226,29 @@ fn completions_and_man_page_come_from_the_cli_definition() {
 #[test]
 fn cli_reference_in_the_book_matches_the_help() {
     let mut md = String::from("# CLI reference\n\n<!-- Generated from `vmform --help` by tests/cli.rs; do not edit by hand. -->\n\n");
-    md.push_str("Exit codes: `0` success (warnings allowed), `1` errors in the specs or `fmt --check` found files to format, `2` usage or I/O error.\n\n");
+    md.push_str("Exit codes: `0` success (warnings allowed), `1` errors in the specs or `fmt --check` found files to format, `2` usage or I/O error. `plan`, `apply` and `destroy` exit `1` on any error, including the cluster's, and `plan --detailed-exitcode` exits `2` when there are changes; `status` exits `1` when the local control plane is not running.\n\n");
     md.push_str("`validate --format json` prints `{\"diagnostics\": [{\"file\", \"line\", \"column\", \"code\", \"severity\", \"message\", \"label\", \"help\"}], \"errors\": N, \"warnings\": N}` on stdout; other commands print diagnostics on stderr.\n\n");
     md.push_str("Colour is used only when the output is a terminal and `NO_COLOR` is unset.\n\n");
     let help = |args: &[&str]| stdout(&vmform(args));
-    md.push_str(&format!("## vmform\n\n```text\n{}```\n", help(&["--help"])));
-    for sub in ["validate", "build", "diff", "check", "fmt", "completions", "man"] {
+    let top = help(&["--help"]);
+    md.push_str(&format!("## vmform\n\n```text\n{top}```\n"));
+    // Every command the top-level help lists, so a new command cannot be left out.
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // A wrapped description continues further in than the command names.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 12, "{commands:?}");
+    for sub in commands {
         md.push_str(&format!("\n## vmform {sub}\n\n```text\n{}```\n", help(&[sub, "--help"])));
+        if sub == "token" {
+            md.push_str(&format!("\n## vmform token create\n\n```text\n{}```\n", help(&["token", "create", "--help"])));
+        }
     }
     let path = root().join("book/src/cli-reference.md");
     if std::env::var_os("UPDATE_CLI_REFERENCE").is_some() {

@@ -255,7 +255,8 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
     let desired_by_key: BTreeMap<String, &CompiledVm> =
         desired.iter().map(|vm| (key(vm.object.metadata.namespace.as_deref().unwrap_or(""), &vm.object.metadata.name), *vm)).collect();
 
-    // A VM the specs name that exists outside the inventory is someone else's.
+    // Invariant: apply changes only objects the project owns — a VM the specs name that
+    // exists outside the inventory is someone else's, and the plan stops here.
     for (k, vm) in &desired_by_key {
         if live.contains_key(k) {
             continue;
