@@ -1,7 +1,7 @@
 //! `vmform up`, `down`, `status` and `token create`: the local control plane's
 //! lifecycle on this machine.
 
-use crate::{EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use crate::{say, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,8 +33,8 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool) -> u8 {
                 return EXIT_USAGE;
             }
         };
-        println!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
-        println!("{}", usage_hint(&server.data_dir.kubeconfig()));
+        say!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
+        say!("{}", usage_hint(&server.data_dir.kubeconfig()));
         wait_for_signal().await;
         eprintln!("stopping");
         server.stop().await;
@@ -101,9 +101,9 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr) -> u8 {
             return EXIT_USAGE;
         }
         if let Some(info) = dir.read_server_info().filter(|i| i.pid == child.id()) {
-            println!("vmform control plane running in the background on {} (pid {}, data dir {})", info.address, info.pid, data_dir.display());
-            println!("log: {}; stop it with `vmform down`", dir.log_file().display());
-            println!("{}", usage_hint(&dir.kubeconfig()));
+            say!("vmform control plane running in the background on {} (pid {}, data dir {})", info.address, info.pid, data_dir.display());
+            say!("log: {}; stop it with `vmform down`", dir.log_file().display());
+            say!("{}", usage_hint(&dir.kubeconfig()));
             return EXIT_OK;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -119,7 +119,7 @@ fn read_pid(dir: &DataDir) -> Option<i32> {
 pub fn down(data_dir: PathBuf) -> u8 {
     let dir = DataDir(data_dir.clone());
     if !dir.in_use() {
-        println!("the local control plane is not running (data dir {})", data_dir.display());
+        say!("the local control plane is not running (data dir {})", data_dir.display());
         return EXIT_OK;
     }
     let Some(pid) = read_pid(&dir) else {
@@ -134,7 +134,7 @@ pub fn down(data_dir: PathBuf) -> u8 {
     let started = Instant::now();
     while started.elapsed() < WAIT {
         if !dir.in_use() {
-            println!("stopped the local control plane (pid {pid})");
+            say!("stopped the local control plane (pid {pid})");
             return EXIT_OK;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -146,22 +146,22 @@ pub fn down(data_dir: PathBuf) -> u8 {
 pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
     let dir = DataDir(data_dir.clone());
     if kubeconfig_only {
-        println!("{}", dir.kubeconfig().display());
+        say!("{}", dir.kubeconfig().display());
         return if dir.in_use() { EXIT_OK } else { EXIT_SPEC_ERRORS };
     }
     let Some(info) = dir.read_server_info().filter(|_| dir.in_use()) else {
-        println!("not running (data dir {})", data_dir.display());
+        say!("not running (data dir {})", data_dir.display());
         return EXIT_SPEC_ERRORS;
     };
-    println!("running: pid {}, {} since {}", info.pid, info.address, info.started);
-    println!("version: vmform {}", info.version);
-    println!("data dir: {}", data_dir.display());
-    println!("kubeconfig: {} (context {CONTEXT})", dir.kubeconfig().display());
+    say!("running: pid {}, {} since {}", info.pid, info.address, info.started);
+    say!("version: vmform {}", info.version);
+    say!("data dir: {}", data_dir.display());
+    say!("kubeconfig: {} (context {CONTEXT})", dir.kubeconfig().display());
     match runtime().block_on(counts(&dir.kubeconfig())) {
         Ok(counts) => {
-            println!("objects:");
+            say!("objects:");
             for (kind, n) in counts {
-                println!("  {kind:<46} {n}");
+                say!("  {kind:<46} {n}");
             }
             EXIT_OK
         }
@@ -190,7 +190,7 @@ async fn counts(kubeconfig: &Path) -> Result<Vec<(String, usize)>, Box<dyn std::
 pub fn token_create(data_dir: PathBuf, name: &str, read_only: bool) -> u8 {
     match local::create_token(&data_dir, name, read_only) {
         Ok(token) => {
-            println!("{token}");
+            say!("{token}");
             EXIT_OK
         }
         Err(e) => {

@@ -16,6 +16,16 @@ use vmform_deploy::plan::{self, Plan, PlanOptions};
 use vmform_deploy::target::{self, Target};
 use vmform_deploy::DeployError;
 
+/// One line on stdout. A closed pipe (`vmform apply … | head`) must not stop an apply
+/// half-way, so write errors are ignored.
+fn say(line: &str) {
+    print_stdout(&format!("{line}\n"));
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
 }
@@ -75,7 +85,7 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
         out.push_str(&diff_output::human(changes, colour));
     }
     if !plan.drift.is_empty() {
-        out.push_str("\nDrift (changed outside vmform; the apply sets these back):\n");
+        out.push_str("\nDrift (changed outside vmform; an apply sets them back, with --force-conflicts where another field manager owns them):\n");
         for d in &plan.drift {
             out.push_str(&format!("  ~ {}/{} {}: changed by {}\n", d.namespace, d.name, d.path, d.managers.join(", ")));
         }
@@ -83,8 +93,8 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
     let pending: Vec<&plan::Step> = plan.steps.iter().filter(|s| s.effect == "restart").collect();
     if !pending.is_empty() {
         out.push_str(&format!(
-            "\n{} of these changes take effect at the VM's next restart (apply with --restart to restart running VMs).\n",
-            pending.len()
+            "\n{} at the VM's next restart (apply with --restart to restart running VMs).\n",
+            if pending.len() == 1 { "1 VM's changes take effect".to_string() } else { format!("{} VMs' changes take effect", pending.len()) }
         ));
     }
     out
@@ -100,6 +110,9 @@ async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, Ap
     let set = ApplySet::new(&project);
     let target = target::connect(&target_args(&args.target)).await.map_err(fail)?;
     let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only };
+    for name in args.targets.iter().filter(|t| !compiled.iter().any(|vm| vm.object.metadata.name == **t || format!("{}/{}", vm.object.metadata.namespace.as_deref().unwrap_or(""), vm.object.metadata.name) == **t)) {
+        eprintln!("warning: --target {name} names no VM in the specs");
+    }
     let (plan, changes) = plan::plan(&target, &set, &compiled, &options).await.map_err(fail)?;
     Ok((target, set, plan, changes))
 }
@@ -121,7 +134,8 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
         }
         if let Some(path) = out {
             let json = serde_json::to_vec_pretty(&plan).expect("plans serialise");
-            if let Err(e) = vmform_runtime::files::write_atomically(path, &json, 0o644) {
+            // Plans hold whole objects, cloud-init user data included: readable by the owner only.
+            if let Err(e) = vmform_runtime::files::write_atomically(path, &json, 0o600) {
                 eprintln!("error: cannot write the plan to {}: {e}", path.display());
                 return EXIT_SPEC_ERRORS;
             }
@@ -134,7 +148,9 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
         if !blocked.is_empty() {
             return EXIT_SPEC_ERRORS;
         }
-        if detailed_exitcode && !plan.is_empty() { EXIT_USAGE } else { EXIT_OK }
+        // Refresh-only reports drift as its change, as `terraform plan -refresh-only` does.
+        let changed = if plan.refresh_only { !plan.drift.is_empty() } else { !plan.is_empty() };
+        if detailed_exitcode && changed { EXIT_USAGE } else { EXIT_OK }
     })
 }
 
@@ -157,25 +173,29 @@ fn apply_options(guards: &ApplyArgs, wait: Option<std::time::Duration>) -> Apply
     ApplyOptions { force_conflicts: guards.force_conflicts, allow_data_loss: guards.allow_data_loss, restart: guards.restart, wait, lock_timeout: guards.lock_timeout }
 }
 
-async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions) -> u8 {
-    let progress = |line: &str| println!("{line}");
+async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, destroying: bool) -> u8 {
+    let progress = |line: &str| say(line);
     match apply::apply(target, set, plan, options, &progress).await {
         Ok(done) => {
-            println!(
-                "\nApply complete! {} added, {} changed, {} replaced, {} destroyed{}.",
+            say(&format!(
+                "\n{} complete! {} added, {} changed, {} replaced, {} destroyed{}.",
+                if destroying { "Destroy" } else { "Apply" },
                 done.created,
                 done.updated,
                 done.replaced,
                 done.deleted,
-                if done.namespaces > 0 { format!("; {} namespaces created", done.namespaces) } else { String::new() }
-            );
+                if done.namespaces > 0 { format!("; {} created", plural(done.namespaces, "namespace", "namespaces")) } else { String::new() }
+            ));
             for vm in &done.restart_pending {
-                println!("restart pending: {vm} runs with its old settings until its next restart (vmform apply --restart)");
+                say(&format!("restart pending: {vm} is running with its old settings until its next restart (vmform apply --restart)"));
             }
             for vm in &done.restarted {
-                println!("restarted: {vm}");
+                say(&format!("restarted: {vm}"));
             }
-            EXIT_OK
+            for (vm, why) in &done.restart_failed {
+                eprintln!("error: {vm} was updated but not restarted: {why}");
+            }
+            if done.restart_failed.is_empty() { EXIT_OK } else { EXIT_SPEC_ERRORS }
         }
         Err(e) => fail(e),
     }
@@ -201,12 +221,15 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
+            if let Err(e) = plan.check_target(&target) {
+                return fail(e);
+            }
             let set = ApplySet::new(&plan.project);
             if set.id != plan.applyset {
                 return fail(DeployError::WrongPlan { what: format!("ApplySet {}", plan.applyset), here: format!("project {} ({})", set.project, set.id) });
             }
             print_stdout(&plan.text);
-            return run_apply(&target, &set, &plan, &options).await;
+            return run_apply(&target, &set, &plan, &options, false).await;
         }
         let (target, set, mut plan, changes) = match make_plan(args, false).await {
             Ok(p) => p,
@@ -233,7 +256,7 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
                 }
             }
         }
-        run_apply(&target, &set, &plan, &options).await
+        run_apply(&target, &set, &plan, &options, false).await
     })
 }
 
@@ -248,7 +271,8 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
-        let (mut plan, changes) = match plan::plan_destroy(&target, &set).await {
+        let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only: false };
+        let (mut plan, changes) = match plan::plan_destroy(&target, &set, &options).await {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
@@ -262,7 +286,7 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
             return fail(e);
         }
         if !guards.auto_approve {
-            match confirm(&format!("Do you really want to destroy every VM of project {project}?")) {
+            match confirm(&format!("Do you really want to destroy these VMs of project {project}?")) {
                 Ok(true) => {}
                 Ok(false) => {
                     eprintln!("Destroy cancelled.");
@@ -274,7 +298,7 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
                 }
             }
         }
-        run_apply(&target, &set, &plan, &options).await
+        run_apply(&target, &set, &plan, &options, true).await
     })
 }
 

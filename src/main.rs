@@ -128,7 +128,7 @@ fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, form
                 return EXIT_USAGE;
             }
         },
-        (None, [old, new]) => (compile(&FsLoader, &[old.clone()], &options), compile(&FsLoader, &[new.clone()], &options)),
+        (None, [old, new]) => (compile(&FsLoader, std::slice::from_ref(old), &options), compile(&FsLoader, std::slice::from_ref(new), &options)),
         (None, _) => {
             eprintln!("error: give OLD and NEW, or --base REV and the paths to compare");
             return EXIT_USAGE;
@@ -263,6 +263,14 @@ fn man(out_dir: Option<&Path>) -> u8 {
     }
     EXIT_OK
 }
+
+/// `println!` that ignores a closed pipe (`vmform status | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::print_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use say;
 
 pub(crate) fn print_stdout(s: &str) {
     // A closed pipe (`vmform build | head`) is not an error worth a panic.

@@ -318,3 +318,39 @@ fn an_unreachable_cluster_is_a_plain_error() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("cannot be reached") && stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
 }
+
+#[test]
+fn prevent_destroy_added_later_reaches_the_cluster_and_destroy_honours_targets() {
+    let w = World::new();
+    w.write(&spec("1Gi", "app=\"web\"", false, true));
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    // Protecting an applied VM is a change the next apply makes.
+    let protected = spec("1Gi", "app=\"web\"", false, true).replacen("    network", "    lifecycle prevent-destroy=#true\n    network", 1);
+    w.write(&protected);
+    let plan = w.vmform(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&plan), 2, "{}", stdout(&plan));
+    assert!(stdout(&plan).contains("prevent-destroy"), "{}", stdout(&plan));
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    let refused = w.vmform(&["destroy", "--auto-approve", "--allow-data-loss"]);
+    assert_eq!(code(&refused), 1, "{}", stdout(&refused));
+    assert!(stderr(&refused).contains("prevent-destroy"), "{}", stderr(&refused));
+    // --target limits a destroy to the named VMs.
+    let one = applied(&w.vmform(&["destroy", "--auto-approve", "--target", "worker"]));
+    assert!(one.contains("1 destroyed"), "{one}");
+    assert!(w.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success());
+    assert!(!w.kubectl(&["get", "vm", "-n", "shop", "worker"]).status.success());
+}
+
+#[test]
+fn a_plan_saved_under_a_bare_file_name_is_written_private() {
+    let w = World::new();
+    w.write(&spec("1Gi", "app=\"web\"", false, false));
+    let out = Command::new(env!("CARGO_BIN_EXE_vmform"))
+        .args(["plan", "--out", "bare.plan", "--kubeconfig", w.kubeconfig().to_str().unwrap(), "."])
+        .current_dir(w.project.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mode = std::fs::metadata(w.project.path().join("bare.plan")).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+}

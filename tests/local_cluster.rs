@@ -219,6 +219,9 @@ fn kubectl_applies_kubevirts_example_virtual_machines() {
 /// with SIGKILL; after a restart every acknowledged write is there with (at least) its
 /// acknowledged resourceVersion, and new resourceVersions are higher than any before.
 #[test]
+// The server child is killed and waited for on every path but a failed assertion, which
+// ends the test process anyway.
+#[allow(clippy::zombie_processes)]
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let start = |dir: &Path| -> (Child, String) {

@@ -4,8 +4,7 @@
 //! `compile` bench). Run: `cargo bench -p vmform-compiler --bench diff`; figures are in
 //! book/src/benchmarks.md.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vmform_compiler::{compile, diff, MemoryLoader, Options};
 

@@ -201,8 +201,8 @@ impl Decoder<'_> {
     }
     fn int_entry(&mut self, n: &NodeRef, e: Option<&KdlEntry>, what: &str) -> Option<Int> {
         let e = e?;
-        if let KdlValue::Integer(i) = e.value() {
-            if i64::try_from(*i).is_err() {
+        if let KdlValue::Integer(i) = e.value()
+            && i64::try_from(*i).is_err() {
                 self.err(
                     Diagnostic::new(Code::WrongType, format!("{what} is too large"))
                         .at(n.value_span(e), "too large")
@@ -210,7 +210,6 @@ impl Decoder<'_> {
                 );
                 return None;
             }
-        }
         self.value_of(n, e, what, "an integer", |v| match v {
             KdlValue::Integer(i) => i64::try_from(*i).ok(),
             _ => None,

@@ -397,6 +397,30 @@ fn push_indent(out: &mut String, depth: usize) {
     }
 }
 
+/// Format one file's bytes the way `vmform fmt` does: `Ok((original, formatted))`, or the
+/// diagnostics (not UTF-8, bad KDL, too large) with the sources they point into.
+pub fn format_file(
+    path: &std::path::Path,
+    bytes: Vec<u8>,
+) -> Result<(String, String), (crate::Diagnostics, crate::Sources)> {
+    let parsed = crate::load::parse_bytes(path, bytes, crate::FileId(0));
+    let mut sources = crate::Sources::default();
+    sources.add(path.to_path_buf(), parsed.text.clone());
+    // Only what stops parsing stops formatting: a file with an unknown node or a bad value
+    // is still laid out (as gofmt and rustfmt do); `vmform validate` reports those.
+    let syntax = |d: &crate::Diagnostic| matches!(d.code, crate::Code::KdlSyntax | crate::Code::NotUtf8 | crate::Code::FileTooLarge);
+    match parsed.document {
+        Some(doc) if !parsed.diags.errors().any(syntax) => Ok((parsed.text.to_string(), format_document(&doc, &parsed.text))),
+        _ => {
+            let mut diags = crate::Diagnostics::default();
+            for d in parsed.diags.errors().filter(|d| syntax(d)) {
+                diags.push(d.clone());
+            }
+            Err((diags, sources))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::format_source;
@@ -456,30 +480,6 @@ mod tests {
     fn strings_are_requoted_with_escapes() {
         let got = format_source("a \"x\\ty\" \"q\\\"\" #\"raw\\n\"#\n").unwrap();
         assert_eq!(got, "a \"x\\ty\" \"q\\\"\" #\"raw\\n\"#\n");
-    }
-}
-
-/// Format one file's bytes the way `vmform fmt` does: `Ok((original, formatted))`, or the
-/// diagnostics (not UTF-8, bad KDL, too large) with the sources they point into.
-pub fn format_file(
-    path: &std::path::Path,
-    bytes: Vec<u8>,
-) -> Result<(String, String), (crate::Diagnostics, crate::Sources)> {
-    let parsed = crate::load::parse_bytes(path, bytes, crate::FileId(0));
-    let mut sources = crate::Sources::default();
-    sources.add(path.to_path_buf(), parsed.text.clone());
-    // Only what stops parsing stops formatting: a file with an unknown node or a bad value
-    // is still laid out (as gofmt and rustfmt do); `vmform validate` reports those.
-    let syntax = |d: &crate::Diagnostic| matches!(d.code, crate::Code::KdlSyntax | crate::Code::NotUtf8 | crate::Code::FileTooLarge);
-    match parsed.document {
-        Some(doc) if !parsed.diags.errors().any(syntax) => Ok((parsed.text.to_string(), format_document(&doc, &parsed.text))),
-        _ => {
-            let mut diags = crate::Diagnostics::default();
-            for d in parsed.diags.errors().filter(|d| syntax(d)) {
-                diags.push(d.clone());
-            }
-            Err((diags, sources))
-        }
     }
 }
 

@@ -360,21 +360,6 @@ pub fn normalize(path: &Path) -> PathBuf {
     parts.iter().collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::normalize;
-    use std::path::Path;
-
-    #[test]
-    fn normalize_resolves_dots_lexically() {
-        assert_eq!(normalize(Path::new("vms/../shared/x.kdl")), Path::new("shared/x.kdl"));
-        assert_eq!(normalize(Path::new("./a/./b.kdl")), Path::new("a/b.kdl"));
-        assert_eq!(normalize(Path::new("../x.kdl")), Path::new("../x.kdl"));
-        assert_eq!(normalize(Path::new("a/../../x.kdl")), Path::new("../x.kdl"));
-        assert_eq!(normalize(Path::new("/a/../../x.kdl")), Path::new("/x.kdl"));
-    }
-}
-
 /// Report each include that closes a cycle, with the whole chain in the message.
 fn report_cycles(sources: &Sources, edges: &[(FileId, PathBuf, Span)], diags: &mut Diagnostics) {
     let target = |p: &PathBuf| sources.find(p);
@@ -419,5 +404,20 @@ fn report_cycles(sources: &Sources, edges: &[(FileId, PathBuf, Span)], diags: &m
         if state[id.0 as usize] == 0 {
             visit(id, sources, edges, &target, &mut state, &mut stack, diags);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use std::path::Path;
+
+    #[test]
+    fn normalize_resolves_dots_lexically() {
+        assert_eq!(normalize(Path::new("vms/../shared/x.kdl")), Path::new("shared/x.kdl"));
+        assert_eq!(normalize(Path::new("./a/./b.kdl")), Path::new("a/b.kdl"));
+        assert_eq!(normalize(Path::new("../x.kdl")), Path::new("../x.kdl"));
+        assert_eq!(normalize(Path::new("a/../../x.kdl")), Path::new("../x.kdl"));
+        assert_eq!(normalize(Path::new("/a/../../x.kdl")), Path::new("/x.kdl"));
     }
 }

@@ -289,12 +289,11 @@ fn exception(node: &KdlNode, id: FileId, diags: &mut Diagnostics) -> Option<Exce
         return None;
     };
     let expires = str_prop(node, "expires");
-    if let Some(e) = &expires {
-        if parse_date(e).is_none() {
+    if let Some(e) = &expires
+        && parse_date(e).is_none() {
             diags.push(policy_error(id, node, format!("`{e}` is not a date"), "write expires=\"YYYY-MM-DD\""));
             return None;
         }
-    }
     Some(Exception { rule: rule.to_string(), vm, namespace: str_prop(node, "namespace"), reason, owner, expires, span })
 }
 
@@ -371,7 +370,7 @@ fn check_objects(policy: &Policy, objects: &[CompiledVm], selected: Option<&[Str
             cel::to_value(serde_json::json!({ "preventDestroy": vm.lifecycle.prevent_destroy })).expect("JSON converts to CEL"),
         );
         for rule in &policy.rules {
-            if rule.builtin && selected.is_some_and(|s| !s.iter().any(|x| *x == rule.id)) {
+            if rule.builtin && selected.is_some_and(|s| !s.contains(&rule.id)) {
                 continue;
             }
             let m = &rule.matcher;
@@ -426,8 +425,8 @@ fn check_objects(policy: &Policy, objects: &[CompiledVm], selected: Option<&[Str
 fn expired_exceptions(policy: &Policy, today: (u32, u32, u32)) -> Vec<Finding> {
     let mut findings = vec![];
     for e in &policy.exceptions {
-        if let Some(d) = e.expires.as_deref().and_then(parse_date) {
-            if d < today {
+        if let Some(d) = e.expires.as_deref().and_then(parse_date)
+            && d < today {
                 findings.push(Finding {
                     rule: "exception-expired".into(),
                     level: Level::Error,
@@ -439,7 +438,6 @@ fn expired_exceptions(policy: &Policy, today: (u32, u32, u32)) -> Vec<Finding> {
                     waived_by: None,
                 });
             }
-        }
     }
     findings
 }

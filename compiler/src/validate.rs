@@ -104,8 +104,8 @@ impl Validator<'_> {
                         .help("keys are `name` or `prefix/name`: the prefix a DNS subdomain, the name up to 63 letters, digits, `-`, `_` or `.`"),
                 );
             }
-            if check_values {
-                if let Err(e) = values::check_label_value(&v.value) {
+            if check_values
+                && let Err(e) = values::check_label_value(&v.value) {
                     ok = false;
                     self.err(
                         Diagnostic::new(Code::BadLabel, format!("`{}` is not a valid {what} value: {e}", v.value))
@@ -113,7 +113,6 @@ impl Validator<'_> {
                             .help("values are empty or up to 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit; put free text in annotations"),
                     );
                 }
-            }
             if ok {
                 out.insert(k.value.clone(), v.clone());
             }
@@ -216,11 +215,10 @@ impl Validator<'_> {
                     .help("write `memory \"2Gi\"` in the vm, its template or defaults, or use an instancetype that sets it; KubeVirt refuses a vm without memory"),
             );
         }
-        if let Some(ev) = &eviction {
-            if ev.value == Eviction::LiveMigrate {
+        if let Some(ev) = &eviction
+            && ev.value == Eviction::LiveMigrate {
                 self.warn_unmovable(ev.span, &disks);
             }
-        }
         if self.diags.errors().count() > errors_before {
             return None;
         }
@@ -303,15 +301,14 @@ impl Validator<'_> {
             };
             let bus = d.bus.as_ref().and_then(|b| self.choice(b, "disk bus", Bus::parse, Bus::SPELLINGS));
             let cdrom = d.cdrom.as_ref().is_some_and(|c| c.value);
-            if let (true, Some(b), Some(written)) = (cdrom, bus, &d.bus) {
-                if !matches!(b, Bus::Sata | Bus::Scsi) {
+            if let (true, Some(b), Some(written)) = (cdrom, bus, &d.bus)
+                && !matches!(b, Bus::Sata | Bus::Scsi) {
                     self.err(
                         Diagnostic::new(Code::InvalidChoice, format!("a cdrom cannot use the {} bus", b.spelling()))
                             .at(written.span, "not a cdrom bus")
                             .help("KubeVirt attaches cdroms on \"sata\" (the default) or \"scsi\""),
                     );
                 }
-            }
             let boot_order = d.boot_order.as_ref().and_then(|b| match u32::try_from(b.value) {
                 Ok(n) if n >= 1 => {
                     if let Some(&first) = boot_orders.get(&n) {
@@ -496,15 +493,14 @@ impl Validator<'_> {
                         .help("a vm has at most one pod network; give the others multus=\"namespace/name\""),
                 );
             }
-            if let Some(mac) = &n.mac {
-                if let Err(e) = values::check_mac(&mac.value) {
+            if let Some(mac) = &n.mac
+                && let Err(e) = values::check_mac(&mac.value) {
                     self.err(
                         Diagnostic::new(Code::BadMac, format!("invalid MAC address: {e}"))
                             .at(mac.span, "not a MAC address")
                             .help("write six hex octets, e.g. \"02:00:00:00:00:01\" (02: marks a locally administered address)"),
                     );
                 }
-            }
             out.push(Network { name: n.name.clone(), binding, multus: n.multus.as_ref().map(|m| m.value.clone()), mac: n.mac.as_ref().map(|m| m.value.clone()), span: n.span });
         }
         out

@@ -86,11 +86,10 @@ pub fn check_label_key(k: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    if let Some(p) = prefix {
-        if p.is_empty() || p.len() > 253 || !p.split('.').all(|l| check_dns_label(l).is_ok()) {
+    if let Some(p) = prefix
+        && (p.is_empty() || p.len() > 253 || !p.split('.').all(|l| check_dns_label(l).is_ok())) {
             return Err(format!("the prefix `{p}` is not a DNS subdomain"));
         }
-    }
     check_label_name(name).map_err(|e| format!("the key {e}"))
 }
 

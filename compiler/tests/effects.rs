@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use vmform_compiler::diff::{diff, Action, ObjectChange};
 use vmform_compiler::effects::{classify, Change, Effect, TABLE};
 use vmform_compiler::{compile, CompiledVm, MemoryLoader, Options};

@@ -1,7 +1,6 @@
 //! Policy evaluation through the library: what the CLI tests cannot reach from specs.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use vmform_compiler::policy::{self, Level};
 use vmform_compiler::{compile, Diagnostics, MemoryLoader, Options};
 

@@ -75,7 +75,7 @@ fn run(loader: &MemLoader, roots: &[PathBuf]) -> Compilation {
 
 /// Compile with `--var` overrides, recording source maps.
 fn run_with(loader: &MemLoader, roots: &[PathBuf], vars: &[(String, String)]) -> Compilation {
-    compile(loader, roots, &Options { vars: vars.to_vec(), source_maps: true, ..Options::default() })
+    compile(loader, roots, &Options { vars: vars.to_vec(), source_maps: true })
 }
 
 /// Every object's source map, with spans shown as file:line:column.
@@ -548,11 +548,10 @@ impl World {
                 nodes.push(n);
             }
         }
-        if ch.chance(20) {
-            if let Some(n) = self.map_node(ch, "node-selector", &["kubernetes.io/arch", "zone", "disktype"], &mut used_keys, o, false) {
+        if ch.chance(20)
+            && let Some(n) = self.map_node(ch, "node-selector", &["kubernetes.io/arch", "zone", "disktype"], &mut used_keys, o, false) {
                 nodes.push(n);
             }
-        }
         if ch.chance(30) {
             nodes.push(node("run-strategy").s(*["always", "rerun-on-failure", "manual", "halted", "once"].get(ch.below(5)).unwrap()));
         }
@@ -827,7 +826,7 @@ fn build_spec(data: &[u32]) -> Spec {
         let t = tpl.map(|i| templates[i].1.clone()).unwrap_or_default();
         let sets_cpu = defaults.cpu || t.cpu;
         let sets_mem = defaults.mem || t.mem;
-        let eligible: Vec<&(&str, bool, bool)> = its.iter().filter(|(_, c, m)| !(*c && sets_cpu) && !(*m && sets_mem)).collect();
+        let eligible: Vec<&(&str, bool, bool)> = its.iter().filter(|(_, c, m)| !(*c && sets_cpu || *m && sets_mem)).collect();
         let it = if !eligible.is_empty() && ch.chance(50) { Some(*eligible[ch.below(eligible.len())]) } else { None };
         let mut base_disks = defaults.disks.clone();
         base_disks.extend(t.disks.iter().cloned());
@@ -1540,11 +1539,8 @@ proptest! {
         compile_checked(&loader, &[PathBuf::from("d/b.kdl"), PathBuf::from("d/a.kdl")], &[("env".into(), "prod".into())])?;
         compile_checked(&loader, &[PathBuf::from("d")], &[])?;
         for bytes in [&a, &b] {
-            match std::str::from_utf8(bytes) {
-                Ok(text) => {
-                    fmt_checked(text)?;
-                }
-                Err(_) => {}
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                fmt_checked(text)?;
             }
             let _ = fmt::format_file(Path::new("x.kdl"), bytes.to_vec());
         }

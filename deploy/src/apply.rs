@@ -5,7 +5,7 @@
 //! prunes, then the parent again (naming only what is left).
 
 use crate::error::{ConflictingField, DeployError};
-use crate::inventory::{ApplySet, FIELD_MANAGER, PARENT_NAMESPACE, PART_OF};
+use crate::inventory::{self, ApplySet, FIELD_MANAGER, PARENT_NAMESPACE, PART_OF};
 use crate::lock;
 use crate::plan::{self, namespace_resource, vm_resource, Plan, Step};
 use crate::target::Target;
@@ -45,6 +45,8 @@ pub struct Applied {
     /// VMs whose change takes effect at their next restart.
     pub restart_pending: Vec<String>,
     pub restarted: Vec<String>,
+    /// VMs updated but not restarted, and why: the apply goes on without them.
+    pub restart_failed: Vec<(String, String)>,
 }
 
 /// Writes in flight at once: enough to hide round trips, few enough for a small server.
@@ -148,6 +150,18 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
         .map(|step| async move {
             let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
             let object = step.object.as_ref().expect("creates and updates carry their object");
+            if step.action == Action::Create {
+                // Someone may have created a VM of this name since the plan: a server-side
+                // apply would quietly adopt it. Stop instead.
+                if let Some(existing) = api.get_opt(&step.name).await.map_err(|e| target.error(e))? {
+                    let value = serde_json::to_value(&existing).expect("objects serialise");
+                    return Err(if inventory::is_member(&value, set) {
+                        DeployError::StalePlan { moved: vec![format!("{}/{}", step.namespace, step.name)] }
+                    } else {
+                        DeployError::NotOwned { kind: "VirtualMachine", namespace: step.namespace.clone(), name: step.name.clone(), project: set.project.clone() }
+                    });
+                }
+            }
             let written = server_side_apply(&api, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
             let verb = if step.action == Action::Create { "created" } else { "updated" };
             progress(&format!("virtualmachine/{} ({}): {verb}", step.name, step.namespace));
@@ -162,13 +176,18 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
             applied.created += 1;
         } else {
             applied.updated += 1;
-            if step.effect == "restart" {
-                let running = written.data.pointer("/status/printableStatus").and_then(Value::as_str).is_some_and(|s| s != "Stopped");
-                if running && options.restart {
-                    restart(target, &step.namespace, &step.name).await?;
-                    applied.restarted.push(format!("{}/{}", step.namespace, step.name));
+            // A stopped VM takes its changes at its next start; only a running one waits
+            // for a restart.
+            let running = written.data.pointer("/status/printableStatus").and_then(Value::as_str) == Some("Running");
+            if step.effect == "restart" && running {
+                let vm = format!("{}/{}", step.namespace, step.name);
+                if !options.restart {
+                    applied.restart_pending.push(vm);
                 } else {
-                    applied.restart_pending.push(format!("{}/{}", step.namespace, step.name));
+                    match restart(target, &step.namespace, &step.name).await {
+                        Ok(()) => applied.restarted.push(vm),
+                        Err(e) => applied.restart_failed.push((vm, e.to_string())),
+                    }
                 }
             }
         }
@@ -193,7 +212,16 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
     }
 
     let after: Vec<String> = plan.member_namespaces.clone();
-    server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds), true).await.map_err(|e| target.error(e))?;
+    if plan::live_versions(target, set).await?.is_empty() {
+        // Nothing left to own (a destroy): the parent goes too.
+        match parents.delete(&set.parent, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(target.error(e)),
+        }
+    } else {
+        server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds), true).await.map_err(|e| target.error(e))?;
+    }
 
     if let Some(timeout) = options.wait {
         wait_for(target, plan, timeout, progress).await?;
@@ -208,7 +236,7 @@ async fn delete_member(target: &Target, set: &ApplySet, api: &Api<DynamicObject>
     let live = api.get_opt(name).await.map_err(|e| target.error(e))?;
     match live {
         None => Ok(()),
-        Some(o) if !plan::is_member(&serde_json::to_value(&o).expect("objects serialise"), set) => {
+        Some(o) if !inventory::is_member(&serde_json::to_value(&o).expect("objects serialise"), set) => {
             Err(DeployError::NotOwned { kind: "VirtualMachine", namespace: namespace.into(), name: name.into(), project: set.project.clone() })
         }
         Some(_) => {
@@ -229,9 +257,7 @@ async fn restart(target: &Target, namespace: &str, name: &str) -> Result<(), Dep
     let request = http::Request::put(path).header("content-type", "application/json").body(b"{}".to_vec()).expect("a valid request");
     match target.client.request_text(request).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            Err(DeployError::Api(format!("the cluster cannot restart {namespace}/{name}: it does not serve KubeVirt's restart subresource")))
-        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(DeployError::Api("the cluster does not serve KubeVirt's restart subresource".into())),
         Err(e) => Err(target.error(e)),
     }
 }

@@ -8,7 +8,7 @@
 //! outside vmform: it is reported as drift.
 
 use crate::error::DeployError;
-use crate::inventory::{self, ApplySet, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
+use crate::inventory::{ApplySet, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
 use crate::target::Target;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,11 @@ fn owned_fields(live: &Value) -> Value {
 
 /// The part of `live` to compare: fields `desired` sets or `owned` records.
 fn project(live: &Value, desired: Option<&Value>, owned: Option<&Value>) -> Value {
+    // An owned field with no children listed is owned whole (a leaf, or an atomic value).
+    let owned_whole = owned.is_some_and(|o| o.as_object().is_some_and(|m| m.keys().all(|k| k == ".")));
+    if owned_whole && desired.is_none() {
+        return live.clone();
+    }
     match live {
         Value::Object(map) => {
             let mut out = Map::new();
@@ -145,7 +150,7 @@ fn project(live: &Value, desired: Option<&Value>, owned: Option<&Value>) -> Valu
 }
 
 /// The live object as the compiler's type, holding only what vmform compares.
-fn normalise(live: &Value, desired: Option<&Value>, set: &ApplySet) -> Result<CompiledVm, String> {
+fn normalise(live: &Value, desired: Option<&Value>) -> Result<CompiledVm, String> {
     let owned = owned_fields(live);
     let mut compared = project(live, desired, Some(&owned));
     for field in ["apiVersion", "kind"] {
@@ -158,11 +163,7 @@ fn normalise(live: &Value, desired: Option<&Value>, set: &ApplySet) -> Result<Co
     if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
         labels.remove(PART_OF);
     }
-    if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-        annotations.remove(PREVENT_DESTROY);
-    }
     let object: VirtualMachine = serde_json::from_value(compared).map_err(|e| e.to_string())?;
-    let _ = set;
     let nowhere = Span { file: FileId(0), start: 0, len: 0 };
     Ok(CompiledVm {
         object,
@@ -278,12 +279,23 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
             continue;
         }
         let desired_json = desired_by_key.get(k).map(|vm| desired_object(vm, set));
-        let normalised = normalise(object, desired_json.as_ref(), set)
+        let normalised = normalise(object, desired_json.as_ref())
             .map_err(|e| DeployError::Api(format!("the live VirtualMachine {k} cannot be read as vmform's type: {e}")))?;
         old.push(normalised);
         live_versions.insert(k.clone(), object["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string());
     }
-    let new: Vec<CompiledVm> = desired.iter().map(|vm| (*vm).clone()).collect();
+    // The prevent-destroy annotation is part of what is compared, so adding or removing
+    // `lifecycle prevent-destroy` is a change the next apply makes.
+    let new: Vec<CompiledVm> = desired
+        .iter()
+        .map(|vm| {
+            let mut vm = (*vm).clone();
+            if vm.lifecycle.prevent_destroy {
+                vm.object.metadata.annotations.insert(PREVENT_DESTROY.into(), "true".into());
+            }
+            vm
+        })
+        .collect();
     let mut changes = diff::diff(&old, &new);
 
     // Drift: changed fields another manager owns.
@@ -359,8 +371,8 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
 }
 
 /// The plan to delete everything the project owns.
-pub async fn plan_destroy(target: &Target, set: &ApplySet) -> Result<(Plan, Vec<ObjectChange>), DeployError> {
-    plan(target, set, &[], &PlanOptions::default()).await
+pub async fn plan_destroy(target: &Target, set: &ApplySet, options: &PlanOptions) -> Result<(Plan, Vec<ObjectChange>), DeployError> {
+    plan(target, set, &[], options).await
 }
 
 impl Plan {
@@ -401,11 +413,6 @@ pub async fn live_versions(target: &Target, set: &ApplySet) -> Result<BTreeMap<S
         .into_iter()
         .map(|m| (key(m.metadata.namespace.as_deref().unwrap_or(""), m.metadata.name.as_deref().unwrap_or("")), m.metadata.resource_version.unwrap_or_default()))
         .collect())
-}
-
-/// Whether `object` (live) is a member of `set`.
-pub fn is_member(object: &Value, set: &ApplySet) -> bool {
-    inventory::is_member(object, set)
 }
 
 #[cfg(test)]

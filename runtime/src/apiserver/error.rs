@@ -20,7 +20,17 @@ impl Cause {
     }
 }
 
+/// What a refusal is about: `Status.details`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Details {
+    pub name: Option<String>,
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub causes: Vec<Cause>,
+}
+
 /// A refused request. Serialises as a `meta/v1` `Status` with `status: Failure`.
+/// The details are boxed: errors travel through every handler's `Result`, and most have none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub code: u16,
@@ -29,23 +39,31 @@ pub struct ApiError {
     /// `UnsupportedMediaType`, `NotAcceptable`, `InternalError`.
     pub reason: &'static str,
     pub message: String,
-    /// `details.name`, `details.group`, `details.kind`.
-    pub name: Option<String>,
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub causes: Vec<Cause>,
+    pub details: Option<Box<Details>>,
 }
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), name: None, group: None, kind: None, causes: vec![] }
+        ApiError { code, reason, message: message.into(), details: None }
+    }
+    fn details_mut(&mut self) -> &mut Details {
+        self.details.get_or_insert_with(Box::default)
     }
     /// Fill `details` with the object this error is about.
     pub fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.group = Some(group.to_string());
-        self.kind = Some(kind.to_string());
-        self.name = Some(name.to_string());
+        let d = self.details_mut();
+        d.group = Some(group.to_string());
+        d.kind = Some(kind.to_string());
+        d.name = Some(name.to_string());
         self
+    }
+    /// Set `details.causes`.
+    pub fn with_causes(mut self, causes: Vec<Cause>) -> Self {
+        self.details_mut().causes = causes;
+        self
+    }
+    pub fn causes(&self) -> &[Cause] {
+        self.details.as_ref().map_or(&[], |d| &d.causes)
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)
@@ -68,9 +86,7 @@ impl ApiError {
         let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
         let joined = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
-        let mut e = ApiError::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {joined}")).about(group, kind, name);
-        e.causes = causes;
-        e
+        ApiError::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {joined}")).about(group, kind, name).with_causes(causes)
     }
 
     /// The `Status` body.
@@ -84,21 +100,21 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if self.name.is_some() || self.kind.is_some() || !self.causes.is_empty() {
+        if let Some(d) = &self.details {
             let mut details = serde_json::Map::new();
-            if let Some(n) = &self.name {
+            if let Some(n) = &d.name {
                 details.insert("name".into(), json!(n));
             }
-            if let Some(g) = &self.group {
+            if let Some(g) = &d.group {
                 details.insert("group".into(), json!(g));
             }
-            if let Some(k) = &self.kind {
+            if let Some(k) = &d.kind {
                 // The API server puts the plural resource name here for most errors; the
                 // kind is what kubectl prints, and what clients match on.
                 details.insert("kind".into(), json!(k));
             }
-            if !self.causes.is_empty() {
-                details.insert("causes".into(), serde_json::to_value(&self.causes).expect("causes serialise"));
+            if !d.causes.is_empty() {
+                details.insert("causes".into(), serde_json::to_value(&d.causes).expect("causes serialise"));
             }
             status["details"] = Value::Object(details);
         }

@@ -118,7 +118,6 @@ impl Operation {
 /// Returns the merged object with `metadata.managedFields` updated. `subresource` is None for the main
 /// resource or Some("status").
 // `ApiError` is the server's one error type, returned unboxed by every handler.
-#[allow(clippy::result_large_err)]
 pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, force: bool, subresource: Option<&str>, now: &str) -> Result<Value, ApiError> {
     if !applied.is_object() {
         return Err(ApiError::bad_request("the applied configuration must be a JSON object"));
@@ -979,15 +978,15 @@ fn conflict_error(conflicts: &[(&Entry, FieldSet)]) -> ApiError {
         format!("Apply failed with {total} conflicts: {}", sections.join("\n"))
     });
 
-    let mut error = ApiError::conflict(message);
-    error.causes = by_owner
-        .iter()
-        .flat_map(|(owner, paths)| {
-            let message = format!("conflict with {}", owner.describe());
-            paths.iter().map(move |path| Cause::new("FieldManagerConflict", path.clone(), message.clone()))
-        })
-        .collect();
-    error
+    ApiError::conflict(message).with_causes(
+        by_owner
+            .iter()
+            .flat_map(|(owner, paths)| {
+                let message = format!("conflict with {}", owner.describe());
+                paths.iter().map(move |path| Cause::new("FieldManagerConflict", path.clone(), message.clone()))
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -1102,7 +1101,7 @@ mod tests {
         assert_eq!(error.code, 409);
         assert_eq!(error.reason, "Conflict");
         assert_eq!(error.message, "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using kubevirt.io/v1: .spec.running");
-        assert_eq!(error.causes, vec![Cause::new("FieldManagerConflict", ".spec.running", "conflict with \"kubectl-edit\" using kubevirt.io/v1")]);
+        assert_eq!(error.causes(), vec![Cause::new("FieldManagerConflict", ".spec.running", "conflict with \"kubectl-edit\" using kubevirt.io/v1")]);
         let status = error.to_status();
         assert_eq!(status["details"]["causes"][0]["reason"], "FieldManagerConflict");
     }
@@ -1118,7 +1117,7 @@ mod tests {
             error.message,
             "Apply failed with 2 conflicts: conflicts with \"kubectl-edit\" using kubevirt.io/v1:\n- .spec.running\n- .spec.template.spec.domain.cpu.cores"
         );
-        let fields: Vec<&str> = error.causes.iter().map(|c| c.field.as_str()).collect();
+        let fields: Vec<&str> = error.causes().iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, [".spec.running", ".spec.template.spec.domain.cpu.cores"]);
     }
 
@@ -1132,7 +1131,7 @@ mod tests {
             error.message,
             "Apply failed with 2 conflicts: conflicts with \"kubectl-edit\" using kubevirt.io/v1:\n- .metadata.labels.app\nconflicts with \"zz-applier\":\n- .spec.running"
         );
-        assert_eq!(error.causes[1], Cause::new("FieldManagerConflict", ".spec.running", "conflict with \"zz-applier\""));
+        assert_eq!(error.causes()[1], Cause::new("FieldManagerConflict", ".spec.running", "conflict with \"zz-applier\""));
     }
 
     #[test]
@@ -1315,7 +1314,7 @@ mod tests {
         let body = vm(json!({"labels": {"app.kubernetes.io/name": "api"}}), json!({}));
         let error = apply(Some(&created), &body, "vmform", false, None, T2).unwrap_err();
         assert_eq!(error.message, "Apply failed with 1 conflict: conflict with \"helm\" using kubevirt.io/v1: .metadata.labels.app.kubernetes.io/name");
-        assert_eq!(error.causes[0].field, ".metadata.labels.app.kubernetes.io/name");
+        assert_eq!(error.causes()[0].field, ".metadata.labels.app.kubernetes.io/name");
         assert_eq!(fields(&created, "helm", "Update")["f:metadata"]["f:labels"]["f:app.kubernetes.io/name"], json!({}));
     }
 

@@ -254,11 +254,10 @@ fn initialize(resource: &Resource, object: &mut Value) {
 
 pub async fn create(store: &Store, target: &Target<'_>, writer: &Writer<'_>, mut object: Value) -> Result<Value, ApiError> {
     check_body_matches(target, &mut object)?;
-    if name_of(&object).is_empty() {
-        if let Some(prefix) = object.pointer("/metadata/generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+    if name_of(&object).is_empty()
+        && let Some(prefix) = object.pointer("/metadata/generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
             object["metadata"]["name"] = json!(format!("{prefix}{}", name_suffix()));
         }
-    }
     if object.get("metadata").is_none() {
         object["metadata"] = json!({});
     }
@@ -307,14 +306,13 @@ pub enum Edit {
 pub async fn modify(store: &Store, target: &Target<'_>, name: &str, subresource: Option<&str>, writer: &Writer<'_>, edit: Edit) -> Result<(Value, bool), ApiError> {
     let resource = target.resource;
     let namespace = target.namespace.map(str::to_string);
-    if let Edit::Replace(body) | Edit::Apply { body, .. } = &edit {
-        if name_of(body) != name {
+    if let Edit::Replace(body) | Edit::Apply { body, .. } = &edit
+        && name_of(body) != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
                 name_of(body)
             )));
         }
-    }
     let edit = match edit {
         Edit::Replace(mut body) => {
             check_body_matches(target, &mut body)?;
@@ -395,15 +393,14 @@ fn next_object(resource: &'static Resource, name: &str, subresource: Option<&str
     };
     // Invariant: a stale update never wins — this runs on the store's writer thread, so
     // `current` is exactly the state the write would replace.
-    if let Some(rv) = precondition {
-        if Some(rv.as_str()) != resource_version(current) {
+    if let Some(rv) = precondition
+        && Some(rv.as_str()) != resource_version(current) {
             return Err(ApiError::conflict(format!(
                 "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
                 resource.qualified()
             ))
             .about(resource.group, resource.plural, name));
         }
-    }
     if !next.is_object() || !next.get("metadata").is_some_and(Value::is_object) {
         return Err(ApiError::bad_request("the result of the write is not an object with metadata"));
     }
@@ -576,11 +573,10 @@ pub async fn delete(store: &Store, target: &Target<'_>, name: &str, writer: &Wri
     if !writer.dry_run {
         if resource == &NAMESPACE {
             empty_namespace(store, name, writer).await;
-        } else if deleted {
-            if let Some(ns) = target.namespace {
+        } else if deleted
+            && let Some(ns) = target.namespace {
                 finish_namespace(store, ns).await;
             }
-        }
     }
     Ok(object)
 }

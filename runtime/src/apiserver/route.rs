@@ -73,11 +73,10 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Option<Route> {
         }
         [] => return None,
     };
-    if let Route::Object { resource, subresource: Some(sub), .. } = &route {
-        if !(sub == "status" && resource.has_status) {
+    if let Route::Object { resource, subresource: Some(sub), .. } = &route
+        && !(sub == "status" && resource.has_status) {
             return None;
         }
-    }
     Some(route)
 }
 

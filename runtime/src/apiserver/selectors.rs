@@ -77,7 +77,6 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Parse the `labelSelector` query parameter. Errors are 400 BadRequest with the message
     /// kube-apiserver gives for the same input.
-    #[allow(clippy::result_large_err)] // the server's one error type, returned as the handlers return it
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut requirements = Parser { items: scan(s), position: 0 }.parse().map_err(ApiError::bad_request)?;
         // Sorted by key, as the Go parser does, so equal selectors compare equal.
@@ -436,7 +435,6 @@ impl FieldSelector {
     /// `metadata.name` and `metadata.namespace` is a 400 `field label not supported: …`.
     /// Values may escape `\`, `,` and `=` with a backslash; field names are taken as
     /// written, blanks included, as the real server does.
-    #[allow(clippy::result_large_err)] // the server's one error type, returned as the handlers return it
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut parts = split_terms(s);
         // Sorted first, as the Go parser does: it decides which bad term is reported.

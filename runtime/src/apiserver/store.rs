@@ -111,11 +111,14 @@ pub struct Written {
     pub deleted: bool,
 }
 
+/// Where a write's answer goes.
+type Reply = oneshot::Sender<Result<Written, ApiError>>;
+
 struct WriteRequest {
     key: Key,
     mutation: Mutation,
     dry_run: bool,
-    reply: oneshot::Sender<Result<Written, ApiError>>,
+    reply: Reply,
 }
 
 /// The in-memory state readers see: exactly what has been committed.
@@ -321,7 +324,7 @@ impl Writer {
         let mut overlay: HashMap<Key, Option<Arc<Value>>> = HashMap::new();
         let mut pending: Vec<Pending> = vec![];
         // Each caller's answer, and whether it waits on the commit.
-        let mut replies: Vec<(oneshot::Sender<Result<Written, ApiError>>, Result<Written, ApiError>, bool)> = vec![];
+        let mut replies: Vec<(Reply, Result<Written, ApiError>, bool)> = vec![];
         for request in batch {
             let current: Option<Arc<Value>> = match overlay.get(&request.key) {
                 Some(entry) => entry.clone(),

@@ -130,11 +130,10 @@ pub fn start(store: &Arc<Store>, request: WatchRequest) -> mpsc::Receiver<Bytes>
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             };
-            if let Some(l) = next {
-                if tx.send(l).await.is_err() {
+            if let Some(l) = next
+                && tx.send(l).await.is_err() {
                     return;
                 }
-            }
         }
     });
     rx
