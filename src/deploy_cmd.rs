@@ -93,8 +93,12 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
     let pending: Vec<&plan::Step> = plan.steps.iter().filter(|s| s.effect == "restart").collect();
     if !pending.is_empty() {
         out.push_str(&format!(
-            "\n{} at the VM's next restart (apply with --restart to restart running VMs).\n",
-            if pending.len() == 1 { "1 VM's changes take effect".to_string() } else { format!("{} VMs' changes take effect", pending.len()) }
+            "\n{} (apply with --restart to restart running VMs).\n",
+            if pending.len() == 1 {
+                "1 VM's changes take effect at its next restart".to_string()
+            } else {
+                format!("{} VMs' changes take effect at their next restart", pending.len())
+            }
         ));
     }
     out
