@@ -142,6 +142,7 @@ pub enum Command {
         guards: ApplyArgs,
     },
     /// Print a saved plan, or the project's VMs on the cluster now
+    #[command(visible_alias = "output")]
     Show {
         /// A saved plan; without it, the project's live VMs
         #[arg(value_name = "FILE")]
