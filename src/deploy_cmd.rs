@@ -177,9 +177,37 @@ fn apply_options(guards: &ApplyArgs, wait: Option<std::time::Duration>) -> Apply
     ApplyOptions { force_conflicts: guards.force_conflicts, allow_data_loss: guards.allow_data_loss, restart: guards.restart, wait, lock_timeout: guards.lock_timeout }
 }
 
+/// Progress on a terminal: a line per write, and a spinner per VM while `--wait` waits.
+struct TerminalProgress {
+    bars: indicatif::MultiProgress,
+    waiting: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl apply::Progress for TerminalProgress {
+    fn line(&self, line: &str) {
+        let _ = self.bars.println(line);
+    }
+    fn waiting(&self, vm: &str, wanted: &str, current: &str, done: bool) {
+        let mut bars = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(vm.to_string()).or_insert_with(|| {
+            let bar = self.bars.add(indicatif::ProgressBar::new_spinner());
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        let current = if current.is_empty() { "no status yet" } else { current };
+        if done {
+            bar.finish_with_message(format!("{vm}: {wanted}"));
+        } else {
+            bar.set_message(format!("{vm}: waiting for {wanted} (now {current})"));
+        }
+    }
+}
+
 async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, destroying: bool) -> u8 {
-    let progress = |line: &str| say(line);
-    match apply::apply(target, set, plan, options, &progress).await {
+    let plain = |line: &str| say(line);
+    let terminal = TerminalProgress { bars: indicatif::MultiProgress::new(), waiting: Default::default() };
+    let progress: &dyn apply::Progress = if std::io::stdout().is_terminal() { &terminal } else { &plain };
+    match apply::apply(target, set, plan, options, progress).await {
         Ok(done) => {
             say(&format!(
                 "\n{} complete! {} added, {} changed, {} replaced, {} destroyed{}.",

@@ -354,3 +354,29 @@ fn a_plan_saved_under_a_bare_file_name_is_written_private() {
     let mode = std::fs::metadata(w.project.path().join("bare.plan")).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
 }
+
+#[test]
+fn wait_returns_once_vms_report_their_state_and_times_out_with_a_list_otherwise() {
+    let w = World::new();
+    w.write(&spec("1Gi", "app=\"web\"", false, false));
+    // No runtime sets the VM's status here: the wait times out and says on what.
+    let timed_out = w.vmform(&["apply", "--auto-approve", "--wait", "--timeout", "2s"]);
+    assert_eq!(code(&timed_out), 1);
+    assert!(stderr(&timed_out).contains("shop/web to be Stopped"), "{}", stderr(&timed_out));
+    // When something reports the state (here kubectl, standing in for KubeVirt's controller),
+    // the wait ends.
+    w.write(&spec("1Gi", "app=\"web\" tier=\"front\"", false, false));
+    let apply = Command::new(env!("CARGO_BIN_EXE_vmform"))
+        .args(["apply", "--auto-approve", "--wait", "--timeout", "60s", "--kubeconfig", w.kubeconfig().to_str().unwrap(), w.project.path().to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let status = w.kubectl(&["patch", "vm", "-n", "shop", "web", "--subresource=status", "--type", "merge", "-p", r#"{"status":{"printableStatus":"Stopped"}}"#]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let done = apply.wait_with_output().unwrap();
+    assert_eq!(code(&done), 0, "{}{}", stdout(&done), stderr(&done));
+    assert!(stdout(&done).contains("virtualmachine/web (shop): Stopped"), "{}", stdout(&done));
+}

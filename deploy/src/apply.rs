@@ -49,6 +49,27 @@ pub struct Applied {
     pub restart_failed: Vec<(String, String)>,
 }
 
+/// Where an apply reports what it does.
+pub trait Progress: Sync {
+    /// One finished write.
+    fn line(&self, line: &str);
+    /// A VM's state while `--wait` waits; `done` once it is in the `wanted` state.
+    fn waiting(&self, vm: &str, wanted: &str, current: &str, done: bool) {
+        if done {
+            self.line(&format!("{vm}: {wanted}"));
+        } else {
+            let _ = current;
+        }
+    }
+}
+
+/// A plain closure reports lines only.
+impl<F: Fn(&str) + Sync> Progress for F {
+    fn line(&self, line: &str) {
+        self(line)
+    }
+}
+
 /// Writes in flight at once: enough to hide round trips, few enough for a small server.
 const IN_FLIGHT: usize = 8;
 
@@ -95,7 +116,7 @@ async fn server_side_apply(api: &Api<DynamicObject>, name: &str, object: &Value,
 }
 
 /// Apply `plan` to `target`. `progress` hears one line per write.
-pub async fn apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Applied, DeployError> {
+pub async fn apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &dyn Progress) -> Result<Applied, DeployError> {
     plan.check_target(target)?;
     check_guards(plan, options)?;
     let lock = lock::acquire(target, set, options.lock_timeout).await?;
@@ -104,7 +125,7 @@ pub async fn apply(target: &Target, set: &ApplySet, plan: &Plan, options: &Apply
     result
 }
 
-async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Applied, DeployError> {
+async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &dyn Progress) -> Result<Applied, DeployError> {
     // Invariant: never more than the plan showed — every object the plan read must be as
     // it was when the plan was made.
     let now = plan::live_versions(target, set).await?;
@@ -129,7 +150,7 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
     for ns in &plan.namespaces {
         let object = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { PART_OF: set.id } } });
         server_side_apply(&namespaces, ns, &object, false).await.map_err(|e| target.error(e))?;
-        progress(&format!("namespace/{ns}: created"));
+        progress.line(&format!("namespace/{ns}: created"));
         applied.namespaces += 1;
     }
 
@@ -164,7 +185,7 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
             }
             let written = server_side_apply(&api, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
             let verb = if step.action == Action::Create { "created" } else { "updated" };
-            progress(&format!("virtualmachine/{} ({}): {verb}", step.name, step.namespace));
+            progress.line(&format!("virtualmachine/{} ({}): {verb}", step.name, step.namespace));
             Ok((step, written))
         })
         .buffer_unordered(IN_FLIGHT)
@@ -200,14 +221,14 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
         let new: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
         let object = step.object.as_ref().expect("replaces carry their object");
         server_side_apply(&new, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
-        progress(&format!("virtualmachine/{} ({} → {}): replaced", step.name, old_ns, step.namespace));
+        progress.line(&format!("virtualmachine/{} ({} → {}): replaced", step.name, old_ns, step.namespace));
         applied.replaced += 1;
     }
 
     for step in plan.steps.iter().filter(|s| s.action == Action::Delete) {
         let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
         delete_member(target, set, &api, &step.namespace, &step.name, plan).await?;
-        progress(&format!("virtualmachine/{} ({}): deleted", step.name, step.namespace));
+        progress.line(&format!("virtualmachine/{} ({}): deleted", step.name, step.namespace));
         applied.deleted += 1;
     }
 
@@ -271,7 +292,7 @@ fn wanted_state(object: &Value) -> Option<&'static str> {
     }
 }
 
-async fn wait_for(target: &Target, plan: &Plan, timeout: Duration, progress: &(dyn Fn(&str) + Sync)) -> Result<(), DeployError> {
+async fn wait_for(target: &Target, plan: &Plan, timeout: Duration, progress: &dyn Progress) -> Result<(), DeployError> {
     let mut waiting: Vec<(&Step, &'static str)> = plan
         .steps
         .iter()
@@ -285,9 +306,9 @@ async fn wait_for(target: &Target, plan: &Plan, timeout: Duration, progress: &(d
             let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
             let now = api.get_opt(&step.name).await.map_err(|e| target.error(e))?;
             let status = now.as_ref().and_then(|o| o.data.pointer("/status/printableStatus")).and_then(Value::as_str).unwrap_or("");
-            if status == state {
-                progress(&format!("virtualmachine/{} ({}): {state}", step.name, step.namespace));
-            } else {
+            let vm = format!("virtualmachine/{} ({})", step.name, step.namespace);
+            progress.waiting(&vm, state, status, status == state);
+            if status != state {
                 still.push((step, state));
             }
         }
