@@ -256,6 +256,9 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
             if let Err(e) = plan.check_target(&target) {
                 return fail(e);
             }
+            if let Some(project) = args.project.as_deref().filter(|p| *p != plan.project) {
+                return fail(DeployError::WrongPlan { what: format!("project {}", plan.project), here: format!("project {project}") });
+            }
             let set = ApplySet::new(&plan.project);
             if set.id != plan.applyset {
                 return fail(DeployError::WrongPlan { what: format!("ApplySet {}", plan.applyset), here: format!("project {} ({})", set.project, set.id) });

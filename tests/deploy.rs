@@ -380,3 +380,28 @@ fn wait_returns_once_vms_report_their_state_and_times_out_with_a_list_otherwise(
     assert_eq!(code(&done), 0, "{}{}", stdout(&done), stderr(&done));
     assert!(stdout(&done).contains("virtualmachine/web (shop): Stopped"), "{}", stdout(&done));
 }
+
+#[test]
+fn wrong_credentials_and_plans_for_elsewhere_are_refused_plainly() {
+    let w = World::new();
+    w.write(&spec("1Gi", "app=\"web\"", false, false));
+    let config = std::fs::read_to_string(w.kubeconfig()).unwrap();
+    let token = config.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap();
+    let wrong = w.project.path().join("wrong-kubeconfig");
+    std::fs::write(&wrong, config.replace(token, "vmform-not-the-token")).unwrap();
+    let out = run(&["plan", "--kubeconfig", wrong.to_str().unwrap(), w.project.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("refused the credentials") && stderr(&out).contains("401"), "{}", stderr(&out));
+
+    let file = w.project.path().join("p.plan");
+    assert_eq!(code(&w.vmform(&["plan", "--out", file.to_str().unwrap()])), 0);
+    let other = run(&["apply", "--project", "someone-else", "--kubeconfig", w.kubeconfig().to_str().unwrap(), file.to_str().unwrap()]);
+    assert_eq!(code(&other), 1);
+    assert!(stderr(&other).contains("the plan is for project"), "{}", stderr(&other));
+    // A plan made against one cluster is refused by another.
+    let second = World::new();
+    let elsewhere = run(&["apply", "--kubeconfig", second.kubeconfig().to_str().unwrap(), file.to_str().unwrap()]);
+    assert_eq!(code(&elsewhere), 1);
+    assert!(stderr(&elsewhere).contains("the plan is for the cluster at"), "{}", stderr(&elsewhere));
+    assert!(!second.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success());
+}
