@@ -11,6 +11,7 @@ use crate::error::DeployError;
 use crate::inventory::{ApplySet, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
 use crate::target::Target;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -256,22 +257,39 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
     let desired_by_key: BTreeMap<String, &CompiledVm> =
         desired.iter().map(|vm| (key(vm.object.metadata.namespace.as_deref().unwrap_or(""), &vm.object.metadata.name), *vm)).collect();
 
+    // Namespaces first: a VM in a namespace that does not exist yet cannot exist either.
+    let wanted: BTreeSet<String> = desired.iter().filter_map(|vm| vm.object.metadata.namespace.clone()).collect();
+    let namespaces_api: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
+    let mut missing_namespaces = vec![];
+    for ns in &wanted {
+        if namespaces_api.get_opt(ns).await.map_err(|e| target.error(e))?.is_none() {
+            missing_namespaces.push(ns.clone());
+        }
+    }
     // Invariant: apply changes only objects the project owns — a VM the specs name that
-    // exists outside the inventory is someone else's, and the plan stops here.
-    for (k, vm) in &desired_by_key {
-        if live.contains_key(k) {
-            continue;
+    // exists outside the inventory is someone else's, and the plan stops here. Looked up
+    // several at a time: a first plan of a fleet asks once per VM.
+    let unknown: Vec<(&String, &&CompiledVm)> = desired_by_key
+        .iter()
+        .filter(|(k, vm)| !live.contains_key(*k) && !missing_namespaces.iter().any(|ns| Some(ns.as_str()) == vm.object.metadata.namespace.as_deref()))
+        .collect();
+    let found: Vec<Result<Option<(String, String)>, DeployError>> = futures_util::stream::iter(unknown)
+        .map(|(_, vm)| async move {
+            let ns = vm.object.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &ns, &vm_resource());
+            let existing = api.get_opt(&vm.object.metadata.name).await.map_err(|e| target.error(e))?;
+            Ok(existing.map(|_| (ns, vm.object.metadata.name.clone())))
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for f in found {
+        if let Some((namespace, name)) = f? {
+            return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace, name, project: set.project.clone() });
         }
-        let ns = vm.object.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &ns, &vm_resource());
-        match api.get_opt(&vm.object.metadata.name).await.map_err(|e| target.error(e))? {
-            Some(_) => {
-                return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace: ns, name: vm.object.metadata.name.clone(), project: set.project.clone() });
-            }
-            None => {
-                live_versions.insert(k.clone(), String::new());
-            }
-        }
+    }
+    for k in desired_by_key.keys().filter(|k| !live.contains_key(*k)) {
+        live_versions.insert(k.clone(), String::new());
     }
     for (k, object) in &live {
         let (ns, name) = k.split_once('/').expect("keys are namespace/name");
@@ -316,17 +334,7 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         changes.clear();
     }
 
-    // Namespaces: those the desired VMs need that do not exist yet.
-    let wanted: BTreeSet<String> = new.iter().filter_map(|vm| vm.object.metadata.namespace.clone()).collect();
-    let namespaces_api: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
-    let mut namespaces = vec![];
-    if !options.refresh_only {
-        for ns in &wanted {
-            if namespaces_api.get_opt(ns).await.map_err(|e| target.error(e))?.is_none() {
-                namespaces.push(ns.clone());
-            }
-        }
-    }
+    let namespaces = if options.refresh_only { vec![] } else { missing_namespaces };
     let mut member_namespaces: BTreeSet<String> = wanted.clone();
     // Members outside the selection stay members.
     for k in live.keys() {
