@@ -173,6 +173,21 @@ fn confirm(question: &str) -> Result<bool, String> {
     }
 }
 
+/// Ask, and say why nothing happens when the answer is not `yes`.
+fn approved(question: &str, what: &str) -> bool {
+    match confirm(question) {
+        Ok(true) => true,
+        Ok(false) => {
+            eprintln!("{what} cancelled.");
+            false
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
+}
+
 fn apply_options(guards: &ApplyArgs, wait: Option<std::time::Duration>) -> ApplyOptions {
     ApplyOptions { force_conflicts: guards.force_conflicts, allow_data_loss: guards.allow_data_loss, restart: guards.restart, wait, lock_timeout: guards.lock_timeout }
 }
@@ -278,18 +293,8 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
         if let Err(e) = apply::check_guards(&plan, &options) {
             return fail(e);
         }
-        if !guards.auto_approve {
-            match confirm("Do you want to perform these actions?") {
-                Ok(true) => {}
-                Ok(false) => {
-                    eprintln!("Apply cancelled.");
-                    return EXIT_SPEC_ERRORS;
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_SPEC_ERRORS;
-                }
-            }
+        if !guards.auto_approve && !approved("Do you want to perform these actions?", "Apply") {
+            return EXIT_SPEC_ERRORS;
         }
         run_apply(&target, &set, &plan, &options, false).await
     })
@@ -320,18 +325,8 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
         if let Err(e) = apply::check_guards(&plan, &options) {
             return fail(e);
         }
-        if !guards.auto_approve {
-            match confirm(&format!("Do you really want to destroy these VMs of project {project}?")) {
-                Ok(true) => {}
-                Ok(false) => {
-                    eprintln!("Destroy cancelled.");
-                    return EXIT_SPEC_ERRORS;
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_SPEC_ERRORS;
-                }
-            }
+        if !guards.auto_approve && !approved(&format!("Do you really want to destroy these VMs of project {project}?"), "Destroy") {
+            return EXIT_SPEC_ERRORS;
         }
         run_apply(&target, &set, &plan, &options, true).await
     })

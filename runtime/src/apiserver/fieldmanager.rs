@@ -88,6 +88,7 @@ use std::fmt;
 use serde_json::{Map, Value, json};
 
 use crate::apiserver::error::{ApiError, Cause};
+use crate::apiserver::validation::go_quote;
 
 /// Which operation wrote the fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,29 +400,6 @@ fn go_value_string(value: &Value) -> String {
     }
 }
 
-/// Go's `%q` (strconv.Quote) for the characters that occur in names and keys.
-fn go_quote(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            '\n' => quoted.push_str("\\n"),
-            '\r' => quoted.push_str("\\r"),
-            '\t' => quoted.push_str("\\t"),
-            '\u{7}' => quoted.push_str("\\a"),
-            '\u{8}' => quoted.push_str("\\b"),
-            '\u{b}' => quoted.push_str("\\v"),
-            '\u{c}' => quoted.push_str("\\f"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => quoted.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() => quoted.push_str(&format!("\\u{:04x}", c as u32)),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
 
 /// A set of field paths, stored as a tree the way structured-merge-diff stores it:
 /// `members` are the paths that end here, `children` the ones that go deeper.
