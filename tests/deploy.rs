@@ -405,3 +405,35 @@ fn wrong_credentials_and_plans_for_elsewhere_are_refused_plainly() {
     assert!(stderr(&elsewhere).contains("the plan is for the cluster at"), "{}", stderr(&elsewhere));
     assert!(!second.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success());
 }
+
+/// The prompt on a real terminal (a pty from util-linux's `script`): end of input and any
+/// answer but `yes` apply nothing.
+#[test]
+fn an_interrupted_or_declined_prompt_applies_nothing() {
+    let w = World::new();
+    w.write(&spec("1Gi", "app=\"web\"", false, false));
+    let command = format!(
+        "{} apply --kubeconfig {} {}",
+        env!("CARGO_BIN_EXE_vmform"),
+        w.kubeconfig().display(),
+        w.project.path().display()
+    );
+    for (input, expected) in [("\u{4}", "the prompt was interrupted"), ("no\n", "Apply cancelled.")] {
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(text.contains("Enter a value:") && text.contains(expected), "{text}");
+        assert_eq!(code(&out), 1, "{text}");
+        assert!(!w.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success(), "nothing was applied");
+    }
+}
