@@ -8,7 +8,7 @@
 //! outside vmform: it is reported as drift.
 
 use crate::error::DeployError;
-use crate::inventory::{ApplySet, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
+use crate::inventory::{self, ApplySet, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
 use crate::target::Target;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use futures_util::StreamExt;
@@ -273,19 +273,25 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         .iter()
         .filter(|(k, vm)| !live.contains_key(*k) && !missing_namespaces.iter().any(|ns| Some(ns.as_str()) == vm.object.metadata.namespace.as_deref()))
         .collect();
-    let found: Vec<Result<Option<(String, String)>, DeployError>> = futures_util::stream::iter(unknown)
+    let found: Vec<Result<Option<(String, String, bool)>, DeployError>> = futures_util::stream::iter(unknown)
         .map(|(_, vm)| async move {
             let ns = vm.object.metadata.namespace.clone().unwrap_or_default();
             let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &ns, &vm_resource());
             let existing = api.get_opt(&vm.object.metadata.name).await.map_err(|e| target.error(e))?;
-            Ok(existing.map(|_| (ns, vm.object.metadata.name.clone())))
+            let member = existing.as_ref().is_some_and(|o| inventory::is_member(&serde_json::to_value(o).expect("objects serialise"), set));
+            Ok(existing.map(|_| (ns, vm.object.metadata.name.clone(), member)))
         })
         .buffer_unordered(8)
         .collect()
         .await;
     for f in found {
-        if let Some((namespace, name)) = f? {
-            return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace, name, project: set.project.clone() });
+        match f? {
+            // Created by another apply of this project since the list: plan again.
+            Some((namespace, name, true)) => return Err(DeployError::StalePlan { moved: vec![key(&namespace, &name)] }),
+            Some((namespace, name, false)) => {
+                return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace, name, project: set.project.clone() });
+            }
+            None => {}
         }
     }
     for k in desired_by_key.keys().filter(|k| !live.contains_key(*k)) {
