@@ -485,3 +485,42 @@ async fn a_data_dir_that_cannot_be_used_is_a_clear_startup_error() {
     vms(&h.client, "default").get("kept").await.unwrap();
     h.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_namespace_stays_terminating_until_its_objects_are_gone() {
+    let h = start().await;
+    let namespaces: Api<Namespace> = Api::all(h.client.clone());
+    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "shop" } })).unwrap()).await.unwrap();
+    let api = vms(&h.client, "shop");
+    let mut held = vm("held", json!({}));
+    held.metadata.finalizers = Some(vec!["example.com/f".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+    api.create(&PostParams::default(), &vm("free", json!({}))).await.unwrap();
+    namespaces.delete("shop", &DeleteParams::default()).await.unwrap();
+    let ns = namespaces.get("shop").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert_eq!(status_code(api.get("free").await.unwrap_err()), 404, "what can go, goes");
+    assert!(api.get("held").await.unwrap().metadata.deletion_timestamp.is_some());
+    // Nothing new in a terminating namespace.
+    assert_eq!(status_code(api.create(&PostParams::default(), &vm("late", json!({}))).await.unwrap_err()), 403);
+    // The last finalizer gone, the VM goes, and the namespace with it.
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": null } }))).await.unwrap();
+    assert_eq!(status_code(namespaces.get("shop").await.unwrap_err()), 404);
+    h.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_manager_applying_the_same_values_co_owns_them() {
+    let h = start().await;
+    let api = vms(&h.client, "default");
+    let desired = vm("web", json!({ "shared": "v" }));
+    api.patch("web", &PatchParams::apply("team-a"), &Patch::Apply(&desired)).await.unwrap();
+    let both = api.patch("web", &PatchParams::apply("team-b"), &Patch::Apply(&desired)).await.unwrap();
+    let managers: Vec<String> = both.metadata.managed_fields.unwrap().into_iter().filter_map(|m| m.manager).collect();
+    assert_eq!(managers, ["team-a", "team-b"]);
+    // team-a stops applying the label; team-b still owns it, so it stays.
+    let without = vm("web", json!({}));
+    let after = api.patch("web", &PatchParams::apply("team-a"), &Patch::Apply(&without)).await.unwrap();
+    assert_eq!(after.metadata.labels.unwrap().get("shared").map(String::as_str), Some("v"));
+    h.server.stop().await;
+}

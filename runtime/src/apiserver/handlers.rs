@@ -243,6 +243,7 @@ fn initialize(resource: &Resource, object: &mut Value) {
     if resource == &NAMESPACE {
         let name = name_of(object).to_string();
         object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        object["spec"] = json!({ "finalizers": ["kubernetes"] });
         object["status"] = json!({ "phase": "Active" });
     } else if resource.has_status && resource.group == "kubevirt.io" {
         // A custom resource with a status subresource ignores status on create.
@@ -337,6 +338,12 @@ pub async fn modify(store: &Store, target: &Target<'_>, name: &str, subresource:
             Box::new(move |current| next_object(resource, &name, subresource.as_deref(), &manager, current, edit)),
         )
         .await?;
+    // Removing the last finalizer deleted the object: a Terminating namespace may now be empty.
+    if written.deleted && !writer.dry_run {
+        if let Some(ns) = namespace.as_deref() {
+            finish_namespace(store, ns).await;
+        }
+    }
     let created = written.created;
     Ok((written_object(written), created))
 }
@@ -453,7 +460,9 @@ fn next_object(resource: &'static Resource, name: &str, subresource: Option<&str
         let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
         next["metadata"]["generation"] = json!(generation + 1);
     }
-    if without_managed_fields(&next) == without_managed_fields(current) {
+    // Unchanged only if ownership is unchanged too: a second manager applying the same
+    // values becomes a co-owner, and that must be stored.
+    if next == *current {
         return Ok(Change::Unchanged);
     }
     // The last finalizer removed from an object being deleted completes the deletion.
@@ -461,14 +470,6 @@ fn next_object(resource: &'static Resource, name: &str, subresource: Option<&str
         return Ok(Change::Delete);
     }
     Ok(Change::Put(next))
-}
-
-fn without_managed_fields(object: &Value) -> Value {
-    let mut o = object.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
-    }
-    o
 }
 
 /// Whether anything but metadata and status changed: what bumps `metadata.generation`.
@@ -550,7 +551,9 @@ pub async fn delete(store: &Store, target: &Target<'_>, name: &str, writer: &Wri
                         return precondition_failed("ResourceVersion", rv, have);
                     }
                 }
-                if finalizers(current).is_empty() {
+                // A namespace always goes through Terminating (it carries the `kubernetes`
+                // finalizer in spec): it is removed once nothing is left in it.
+                if finalizers(current).is_empty() && resource != &NAMESPACE {
                     return Ok(Change::Delete);
                 }
                 if meta.get("deletionTimestamp").is_some() {

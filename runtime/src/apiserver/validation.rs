@@ -417,6 +417,19 @@ const LEASE_ROOT: &[Field] = &[opt(
     ]),
 )];
 
+/// `binaryData` values are bytes, base64 in JSON: anything else is undecodable for every
+/// typed client that reads the ConfigMap later.
+fn config_map_rules(object: &Value, causes: &mut Vec<Cause>) {
+    use base64::Engine;
+    let Some(binary) = object.get("binaryData").and_then(Value::as_object) else { return };
+    for (key, value) in binary {
+        let valid = value.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+        if !valid {
+            causes.push(Cause::new("FieldValueInvalid", format!("binaryData[{key}]"), "Invalid value: not base64-encoded bytes"));
+        }
+    }
+}
+
 const CONFIG_MAP_ROOT: &[Field] = &[opt("data", STR_MAP), opt("binaryData", STR_MAP), opt("immutable", BOOL)];
 
 /// What is checked of one kind beyond its metadata.
@@ -436,7 +449,7 @@ const KINDS: &[KindRules] = &[
     KindRules { resource: &NODE, schema: NODE_ROOT, admission: no_rules },
     KindRules { resource: &EVENT, schema: EVENT_ROOT, admission: event_rules },
     KindRules { resource: &LEASE, schema: LEASE_ROOT, admission: lease_rules },
-    KindRules { resource: &CONFIG_MAP, schema: CONFIG_MAP_ROOT, admission: no_rules },
+    KindRules { resource: &CONFIG_MAP, schema: CONFIG_MAP_ROOT, admission: config_map_rules },
 ];
 
 fn flatten_fields(kind: &'static str, fields: &[Field], prefix: &str, out: &mut Vec<SchemaEntry>) {
