@@ -273,7 +273,9 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         .iter()
         .filter(|(k, vm)| !live.contains_key(*k) && !missing_namespaces.iter().any(|ns| Some(ns.as_str()) == vm.object.metadata.namespace.as_deref()))
         .collect();
-    let found: Vec<Result<Option<(String, String, bool)>, DeployError>> = futures_util::stream::iter(unknown)
+    // For each name: (namespace, name, whether it is already ours) when it exists.
+    type Found = Option<(String, String, bool)>;
+    let found: Vec<Result<Found, DeployError>> = futures_util::stream::iter(unknown)
         .map(|(_, vm)| async move {
             let ns = vm.object.metadata.namespace.clone().unwrap_or_default();
             let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &ns, &vm_resource());

@@ -339,10 +339,8 @@ pub async fn modify(store: &Store, target: &Target<'_>, name: &str, subresource:
         )
         .await?;
     // Removing the last finalizer deleted the object: a Terminating namespace may now be empty.
-    if written.deleted && !writer.dry_run {
-        if let Some(ns) = namespace.as_deref() {
-            finish_namespace(store, ns).await;
-        }
+    if let (true, false, Some(ns)) = (written.deleted, writer.dry_run, namespace.as_deref()) {
+        finish_namespace(store, ns).await;
     }
     let created = written.created;
     Ok((written_object(written), created))
