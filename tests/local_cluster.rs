@@ -374,3 +374,16 @@ fn malformed_apply_bodies_are_refused_and_change_nothing() {
     let after = ok(cluster.kubectl(&["get", "vm", "web", "-o", "jsonpath={.metadata.resourceVersion}"]));
     assert_eq!(before, after);
 }
+
+/// kubectl's typed create commands send protobuf: Namespace and ConfigMap are read.
+#[test]
+fn kubectl_create_configmap_sends_protobuf_and_works() {
+    let cluster = Cluster::up();
+    let binary = cluster.path().join("blob.bin");
+    std::fs::write(&binary, [0u8, 159, 146, 150, 255]).unwrap();
+    let from_file = format!("--from-file=blob={}", binary.display());
+    ok(cluster.kubectl(&["create", "configmap", "settings", "--from-literal=mode=fast", &from_file]));
+    let object: Value = serde_json::from_str(&ok(cluster.kubectl(&["get", "configmap", "settings", "-o", "json"]))).unwrap();
+    assert_eq!(object["data"]["mode"], "fast");
+    assert_eq!(object["binaryData"]["blob"], "AJ+Slv8=", "bytes round-trip as base64");
+}

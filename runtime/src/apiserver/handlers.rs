@@ -183,6 +183,12 @@ fn check_body_matches(target: &Target, object: &mut Value) -> Result<(), ApiErro
     if !object.get("metadata").is_none_or(Value::is_object) {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
+    // An empty namespace is an unset one, as protobuf clients send it.
+    if namespace_of(object) == Some("") {
+        if let Some(m) = object["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+    }
     match (target.namespace, namespace_of(object)) {
         (Some(url), Some(body)) if url != body => {
             return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));

@@ -2,8 +2,9 @@
 //! client-go's typed clients (`kubectl create namespace`) write core objects as
 //! `application/vnd.kubernetes.protobuf` and do not fall back to JSON on a 415.
 //!
-//! Only Namespace is decoded — the one served core kind kubectl creates through a typed
-//! client — with the ObjectMeta fields a client sets. Everything else is refused with
+//! Namespace and ConfigMap are decoded — the served core kinds kubectl creates through a
+//! typed client (`create namespace`, `create configmap`) — with the ObjectMeta fields a
+//! client sets. Everything else is refused with
 //! 415 and says so. Field numbers are those of `k8s.io/api/core/v1/generated.proto` and
 //! `k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto`.
 
@@ -17,14 +18,13 @@ fn unsupported(what: &str) -> ApiError {
     ApiError::new(
         415,
         "UnsupportedMediaType",
-        format!("{what}: this server reads protobuf bodies for Namespace only; send application/json"),
+        format!("{what}: this server reads protobuf bodies for Namespace and ConfigMap only; send application/json"),
     )
 }
 
 /// A protobuf field: its number and its value (varint or length-delimited bytes).
 enum Field<'a> {
-    /// Varint values are skipped: no decoded field of these messages is numeric.
-    Varint,
+    Varint(u64),
     Bytes(&'a [u8]),
 }
 
@@ -46,10 +46,7 @@ fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
     while !buf.is_empty() {
         let key = varint(&mut buf)?;
         let field = match key & 7 {
-            0 => {
-                varint(&mut buf)?;
-                Field::Varint
-            }
+            0 => Field::Varint(varint(&mut buf)?),
             2 => {
                 let len = usize::try_from(varint(&mut buf)?).ok()?;
                 if len > buf.len() {
@@ -73,16 +70,56 @@ fn text(bytes: &[u8]) -> Option<Value> {
 
 /// A `map<string, string>` entry: key 1, value 2.
 fn map_entry(bytes: &[u8]) -> Option<(String, Value)> {
+    map_entry_with(bytes, text)
+}
+
+/// A `map<string, V>` entry, its value read by `value_of`.
+fn map_entry_with(bytes: &[u8], value_of: fn(&[u8]) -> Option<Value>) -> Option<(String, Value)> {
     let mut key = String::new();
-    let mut value = Value::String(String::new());
+    let mut value = value_of(&[])?;
     for (number, field) in fields(bytes)? {
         match (number, field) {
             (1, Field::Bytes(b)) => key = std::str::from_utf8(b).ok()?.to_string(),
-            (2, Field::Bytes(b)) => value = text(b)?,
+            (2, Field::Bytes(b)) => value = value_of(b)?,
             _ => {}
         }
     }
     Some((key, value))
+}
+
+/// Bytes, as JSON carries them: base64.
+fn base64_bytes(bytes: &[u8]) -> Option<Value> {
+    use base64::Engine;
+    Some(Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)))
+}
+
+/// A ConfigMap: metadata 1, data 2, binaryData 3, immutable 4 (what `kubectl create
+/// configmap` sends).
+fn config_map(bytes: &[u8]) -> Option<Value> {
+    let mut object = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": {} });
+    let (mut data, mut binary) = (Map::new(), Map::new());
+    for (number, field) in fields(bytes)? {
+        match (number, field) {
+            (1, Field::Bytes(b)) => object["metadata"] = object_meta(b)?,
+            (2, Field::Bytes(b)) => {
+                let (k, v) = map_entry(b)?;
+                data.insert(k, v);
+            }
+            (3, Field::Bytes(b)) => {
+                let (k, v) = map_entry_with(b, base64_bytes)?;
+                binary.insert(k, v);
+            }
+            (4, Field::Varint(v)) => object["immutable"] = json!(v != 0),
+            _ => {}
+        }
+    }
+    if !data.is_empty() {
+        object["data"] = Value::Object(data);
+    }
+    if !binary.is_empty() {
+        object["binaryData"] = Value::Object(binary);
+    }
+    Some(object)
 }
 
 fn object_meta(bytes: &[u8]) -> Option<Value> {
@@ -164,6 +201,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     }
     match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") => namespace(raw.unwrap_or_default()).ok_or_else(malformed),
+        ("v1", "ConfigMap") => config_map(raw.unwrap_or_default()).ok_or_else(malformed),
         _ => Err(unsupported(&format!("a protobuf {api_version} {kind}"))),
     }
 }
@@ -200,7 +238,7 @@ mod tests {
     fn other_kinds_and_garbage_are_refused_without_panicking() {
         let mut body = namespace_body("shop", ("a", "b"));
         let at = body.windows(9).position(|w| w == b"Namespace").unwrap();
-        body[at..at + 9].copy_from_slice(b"ConfigMap");
+        body[at..at + 9].copy_from_slice(b"Deploymen");
         assert_eq!(decode(&body).unwrap_err().code, 415);
         assert_eq!(decode(b"not protobuf").unwrap_err().code, 400);
         let good = namespace_body("shop", ("a", "b"));
