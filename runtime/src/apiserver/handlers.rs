@@ -184,10 +184,10 @@ fn check_body_matches(target: &Target, object: &mut Value) -> Result<(), ApiErro
         return Err(ApiError::bad_request("metadata must be an object"));
     }
     // An empty namespace is an unset one, as protobuf clients send it.
-    if namespace_of(object) == Some("") {
-        if let Some(m) = object["metadata"].as_object_mut() {
-            m.remove("namespace");
-        }
+    if namespace_of(object) == Some("")
+        && let Some(m) = object["metadata"].as_object_mut()
+    {
+        m.remove("namespace");
     }
     match (target.namespace, namespace_of(object)) {
         (Some(url), Some(body)) if url != body => {
