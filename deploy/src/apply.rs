@@ -233,8 +233,9 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
     }
 
     let after: Vec<String> = plan.member_namespaces.clone();
-    if plan::live_versions(target, set).await?.is_empty() {
-        // Nothing left to own (a destroy): the parent goes too.
+    // The plan's member namespaces are those of every VM the project keeps: none means
+    // nothing is left to own (a destroy), and the parent goes too.
+    if after.is_empty() {
         match parents.delete(&set.parent, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}

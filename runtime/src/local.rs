@@ -134,10 +134,6 @@ impl LocalServer {
         server.shutdown().await;
         remove_run_files(&data_dir);
     }
-    /// After the server stopped by other means (a signal): remove the run files.
-    pub fn cleanup(&self) {
-        remove_run_files(&self.data_dir);
-    }
 }
 
 fn remove_run_files(dir: &DataDir) {

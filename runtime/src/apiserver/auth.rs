@@ -73,10 +73,6 @@ impl Tokens {
         self.reload().ok()?;
         self.known.read().unwrap_or_else(|p| p.into_inner()).get(&hash).cloned()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.known.read().unwrap_or_else(|p| p.into_inner()).is_empty()
-    }
 }
 
 /// Make a new token, record its digest in `path`, and return it. The token is shown

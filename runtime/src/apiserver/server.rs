@@ -63,14 +63,6 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
-    /// Wait until the server stops (after a shutdown signal).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-    /// A handle that stops the server from elsewhere (a signal handler).
-    pub fn stopper(&self) -> signal::Sender<bool> {
-        self.stop.clone()
-    }
 }
 
 /// Serve `api` on `listener` until told to stop.

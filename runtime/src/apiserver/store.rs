@@ -155,14 +155,6 @@ impl State {
             .range(start..)
             .take_while(move |(k, _)| k.resource == index && namespace.is_none_or(|ns| k.namespace == ns))
     }
-    /// How many objects of each resource are stored.
-    pub fn counts(&self) -> Vec<(&'static Resource, usize)> {
-        let mut counts = vec![0usize; resources::ALL.len()];
-        for key in self.objects.keys() {
-            counts[key.resource] += 1;
-        }
-        resources::ALL.iter().copied().zip(counts).collect()
-    }
     /// The oldest revision a watch can start from.
     pub fn history_start(&self) -> u64 {
         self.history_start
