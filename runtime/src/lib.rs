@@ -8,3 +8,4 @@
 pub mod apiserver;
 pub mod files;
 pub mod local;
+pub mod volumes;
