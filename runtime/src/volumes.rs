@@ -539,8 +539,11 @@ fn create_blank(volume: &str, temps: &Temps, target: &Path, size: u64) -> Result
     Ok(Provisioned::Created)
 }
 
-/// Rename a complete volume into place, durably.
+/// Rename a complete volume into place, durably, readable by its owner only (a guest's
+/// disk may hold anything).
 fn commit(volume: &str, tmp: &Path, target: &Path) -> Result<(), VolumeError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp, fs::Permissions::from_mode(0o600)).map_err(|e| io_error(volume, "set the mode of", tmp, e))?;
     fs::rename(tmp, target).map_err(|e| io_error(volume, "rename into place", target, e))?;
     let dir = target.parent().expect("a claim file has a directory");
     sync_dir(dir).map_err(|e| io_error(volume, "sync", dir, e))
@@ -655,7 +658,11 @@ impl Download<'_> {
         for (k, v) in headers {
             request = request.header(k.as_str(), v.as_str());
         }
-        let mut response = request.call().map_err(|e| self.error(e))?;
+        let mut response = request.call().map_err(|e| match e {
+            // Without ureq's `io: ` prefix: "Connection refused (os error 111)".
+            ureq::Error::Io(e) => self.error(e),
+            e => self.error(e),
+        })?;
         let status = response.status();
         if !status.is_success() {
             return Err(VolumeError::HttpStatus {
@@ -901,6 +908,7 @@ impl SparseWriter {
 }
 
 fn is_zero(block: &[u8]) -> bool {
+    // SAFETY: every bit pattern is a valid u64.
     let (head, words, tail) = unsafe { block.align_to::<u64>() };
     head.iter().all(|b| *b == 0) && words.iter().all(|w| *w == 0) && tail.iter().all(|b| *b == 0)
 }
