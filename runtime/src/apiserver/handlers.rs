@@ -307,7 +307,13 @@ pub enum Edit {
     JsonPatch(Value),
     /// Server-side apply.
     Apply { body: Value, force: bool },
+    /// The next object as a function of the current one, run on the store's writer thread:
+    /// KubeVirt's VM actions (`subresources.rs`) decide from exactly the state they replace.
+    Compute(Computation),
 }
+
+/// How [`Edit::Compute`] makes the next object from the current one.
+pub type Computation = Box<dyn FnOnce(&Value) -> Result<Value, ApiError> + Send>;
 
 /// Update, patch or apply one object (or its status).
 pub async fn modify(store: &Store, target: &Target<'_>, name: &str, subresource: Option<&str>, writer: &Writer<'_>, edit: Edit) -> Result<(Value, bool), ApiError> {
@@ -401,6 +407,7 @@ fn next_object(resource: &'static Resource, name: &str, subresource: Option<&str
             let rv = resource_version(&body).map(str::to_string);
             (fieldmanager::apply(Some(current), &body, manager, force, subresource, &now)?, rv)
         }
+        Edit::Compute(compute) => (compute(current)?, None),
     };
     // Invariant: a stale update never wins — this runs on the store's writer thread, so
     // `current` is exactly the state the write would replace.

@@ -19,6 +19,8 @@ pub mod route;
 pub mod selectors;
 pub mod server;
 pub mod store;
+pub mod subresources;
+pub mod table;
 pub mod tls;
 pub mod validation;
 pub mod watch;

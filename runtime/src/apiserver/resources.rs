@@ -151,6 +151,9 @@ impl Resource {
 
 /// `APIResourceList` for one group version.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if group == super::subresources::GROUP {
+        return super::subresources::resource_list(version);
+    }
     let served: Vec<&Resource> = ALL.into_iter().filter(|r| r.group == group && r.version == version).collect();
     if served.is_empty() {
         return None;
@@ -187,14 +190,19 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 
 /// `APIGroup` for one named group.
 pub fn group(name: &str) -> Option<Value> {
+    if name == super::subresources::GROUP {
+        return Some(super::subresources::group());
+    }
     let (_, version) = GROUPS.iter().find(|(g, _)| *g == name)?;
     let gv = json!({ "groupVersion": format!("{name}/{version}"), "version": version });
     Some(json!({ "kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": [gv], "preferredVersion": gv }))
 }
 
-/// `APIGroupList` of every named group.
+/// `APIGroupList` of every named group, KubeVirt's subresource group last (virt-api is
+/// an aggregated API server).
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = GROUPS.iter().filter_map(|(g, _)| group(g)).collect();
+    let mut groups: Vec<Value> = GROUPS.iter().filter_map(|(g, _)| group(g)).collect();
+    groups.push(super::subresources::group());
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 

@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use super::resources::{Resource, NAMESPACE};
+use super::subresources;
 use std::collections::HashMap;
 
 /// What a request path names.
@@ -25,6 +26,9 @@ pub enum Route {
     Collection { resource: &'static Resource, namespace: Option<String> },
     /// One object, or one of its subresources.
     Object { resource: &'static Resource, namespace: Option<String>, name: String, subresource: Option<String> },
+    /// `/apis/subresources.kubevirt.io/<version>/namespaces/<ns>/<plural>/<name>/<action>`:
+    /// KubeVirt's VM and VMI actions.
+    KubeVirtAction(subresources::Request),
 }
 
 impl Route {
@@ -41,6 +45,19 @@ impl Route {
             ["apis", group] => Ok(Route::Group(group.to_string())),
             ["api", version] => Ok(Route::ResourceList { group: String::new(), version: version.to_string() }),
             ["apis", group, version] => Ok(Route::ResourceList { group: group.to_string(), version: version.to_string() }),
+            ["apis", subresources::GROUP, version, rest @ ..] => {
+                match rest {
+                    ["namespaces", ns, plural, name, action @ ..] if subresources::VERSIONS.contains(version) && !action.is_empty() => {
+                        Ok(Route::KubeVirtAction(subresources::Request {
+                            plural: plural.to_string(),
+                            namespace: ns.to_string(),
+                            name: name.to_string(),
+                            action: action.join("/"),
+                        }))
+                    }
+                    _ => Err(not_found()),
+                }
+            }
             ["api", version, rest @ ..] => resource_route("", version, rest).ok_or_else(not_found),
             ["apis", group, version, rest @ ..] => resource_route(group, version, rest).ok_or_else(not_found),
             _ => Err(not_found()),
@@ -192,6 +209,27 @@ mod tests {
             "/api/v1/nodes/n1/extra/more",
             "/metrics",
         ] {
+            assert_eq!(Route::parse(path).unwrap_err().code, 404, "{path}");
+        }
+    }
+
+    #[test]
+    fn kubevirt_actions_have_their_own_route() {
+        assert_eq!(
+            Route::parse("/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/web/start").unwrap(),
+            Route::KubeVirtAction(subresources::Request {
+                plural: "virtualmachines".into(),
+                namespace: "default".into(),
+                name: "web".into(),
+                action: "start".into()
+            })
+        );
+        let Route::KubeVirtAction(r) = Route::parse("/apis/subresources.kubevirt.io/v1alpha3/namespaces/x/virtualmachineinstances/w/vnc/screenshot").unwrap() else {
+            panic!("a nested action")
+        };
+        assert_eq!(r.resource(), "virtualmachineinstances/vnc/screenshot");
+        assert_eq!(Route::parse("/apis/subresources.kubevirt.io/v1").unwrap(), Route::ResourceList { group: "subresources.kubevirt.io".into(), version: "v1".into() });
+        for path in ["/apis/subresources.kubevirt.io/v2/namespaces/x/virtualmachines/w/start", "/apis/subresources.kubevirt.io/v1/namespaces/x/virtualmachines/w"] {
             assert_eq!(Route::parse(path).unwrap_err().code, 404, "{path}");
         }
     }

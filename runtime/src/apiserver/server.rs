@@ -7,6 +7,8 @@ use super::handlers::{self, DeleteOptions, Edit, Selection, Target, Writer};
 use super::resources::{self, Resource};
 use super::route::{Query, Route};
 use super::store::{Change, Key, Store};
+use super::subresources;
+use super::table;
 use super::tls::Certificates;
 use super::watch::{self, WatchRequest};
 use axum::body::Body;
@@ -117,6 +119,36 @@ fn json_response(code: StatusCode, value: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A `meta.k8s.io/v1` Table, labelled as kube-apiserver labels one.
+fn table_response(value: &Value) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).expect("JSON values serialise");
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json;as=Table;v=v1;g=meta.k8s.io")], body).into_response())
+}
+
+/// `PUT /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachines/NAME/start` and
+/// the other KubeVirt actions: 202 Accepted with no body, as virt-api answers.
+async fn kubevirt_action(api: &Api, user: &User, method: &Method, request: &subresources::Request, body: Body) -> Result<Response, ApiError> {
+    let put = method == Method::PUT;
+    if put && user.role == Role::ReadOnly {
+        let group = subresources::GROUP;
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{}.{group} \"{}\" is forbidden: User \"{}\" cannot update resource \"{}\" in API group \"{group}\" in the namespace \"{}\"",
+                request.plural,
+                request.name,
+                user.name,
+                request.resource(),
+                request.namespace
+            ),
+        )
+        .about(group, &request.resource(), &request.name));
+    }
+    subresources::serve(&api.store, request, put, &read_body(body).await?).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
 fn authenticate(api: &Api, headers: &HeaderMap) -> Result<User, ApiError> {
     let unauthorized = || ApiError::new(401, "Unauthorized", "Unauthorized");
     let token = headers
@@ -210,6 +242,7 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
         Route::OpenApi(path) => return ok(&resources::openapi_v3(&path).ok_or_else(not_found)?),
         Route::Group(g) => return ok(&resources::group(&g).ok_or_else(not_found)?),
         Route::ResourceList { group, version } => return ok(&resources::resource_list(&group, &version).ok_or_else(not_found)?),
+        Route::KubeVirtAction(request) => return kubevirt_action(api, &user, &parts.method, &request, body).await,
         Route::Collection { resource, namespace } => (resource, namespace, None, None),
         Route::Object { resource, namespace, name, subresource } => (resource, namespace, Some(name), subresource),
     };
@@ -218,6 +251,11 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
         return Err(forbidden(&user, verb, resource, namespace.as_deref(), name.as_deref()));
     }
     let target = Target { resource, namespace: namespace.as_deref() };
+    // `kubectl get` asks for a Table; anything else gets the objects.
+    let as_table = match table::wanted(parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) {
+        true if matches!(verb, "get" | "list" | "watch") => Some(table::Include::from_query(&query)?),
+        _ => None,
+    };
     let dry_run = query.dry_run()?;
     let manager = field_manager(&query, &parts.headers)?;
     let writer = Writer { manager: &manager, dry_run };
@@ -225,8 +263,20 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
     let store = &api.store;
     match (verb, name) {
         // An object and its status subresource read the same.
-        ("get", Some(name)) => ok(&handlers::get(store, &target, &name)?),
-        ("list", None) => ok(&handlers::list(store, &target, &query)?),
+        ("get", Some(name)) => {
+            let object = handlers::get(store, &target, &name)?;
+            match as_table {
+                Some(include) => table_response(&table::from_object(resource, &object, include)),
+                None => ok(&object),
+            }
+        }
+        ("list", None) => {
+            let list = handlers::list(store, &target, &query)?;
+            match as_table {
+                Some(include) => table_response(&table::from_list(resource, &list, include)),
+                None => ok(&list),
+            }
+        }
         ("watch", name) => {
             let mut selection = Selection::parse(&query)?;
             if let Some(name) = name {
@@ -257,7 +307,12 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
                     timeout: WatchRequest::timeout_from(query.number("timeoutSeconds")?),
                 },
             );
-            let stream = ReceiverStream::new(lines).map(Ok::<_, std::convert::Infallible>);
+            let stream = ReceiverStream::new(lines).map(move |line| {
+                Ok::<_, std::convert::Infallible>(match as_table {
+                    Some(include) => table::watch_line(resource, line, include),
+                    None => line,
+                })
+            });
             Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
