@@ -7,5 +7,7 @@
 
 pub mod apiserver;
 pub mod files;
+pub mod launcher;
+pub mod libvirt;
 pub mod local;
 pub mod volumes;

@@ -1,0 +1,1081 @@
+//! A VirtualMachineInstance (`kubevirt.io/v1`, as JSON) → the libvirt domain XML the
+//! launcher defines, and the files to prepare before it starts. Pure: the only inputs
+//! are the VMI, the paths, the firmware found on the host and a source of free ports.
+//!
+//! [`unsupported`] lists what the local runtime cannot serve; [`build`] refuses exactly
+//! those specs (both run the same [`analyse`]), so the controller can refuse a VMI at
+//! scheduling time instead of the launcher failing later.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::libvirt::kvm::Accel;
+
+/// The PCI slot of the first interface (on the root bus); at most [`MAX_NICS`] follow.
+const NIC_SLOT: usize = 0x18;
+/// Slots 0x18 to 0x1b: the ICH9 functions libvirt may use start at 0x1c.
+const MAX_NICS: usize = 4;
+
+/// The grace period when the VMI names none (KubeVirt's default).
+pub const DEFAULT_GRACE_SECONDS: u64 = 30;
+
+// --- Host firmware --------------------------------------------------------------------------
+
+/// A UEFI firmware image: the code, and the template of its variable store (absent for a
+/// combined image such as /usr/share/qemu/OVMF.fd, which runs as a ROM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ovmf {
+    pub code: PathBuf,
+    pub vars: Option<PathBuf>,
+}
+
+/// The UEFI firmware installed on the host: plain, and with secure boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFirmware {
+    pub efi: Option<Ovmf>,
+    pub efi_secure: Option<Ovmf>,
+}
+
+/// Where Debian's `ovmf` and QEMU's own builds put the firmware.
+pub const OVMF_DIRS: [&str; 2] = ["/usr/share/OVMF", "/usr/share/qemu"];
+
+impl HostFirmware {
+    /// Look for OVMF in [`OVMF_DIRS`].
+    pub fn detect() -> HostFirmware {
+        HostFirmware::detect_in(&OVMF_DIRS.map(Path::new))
+    }
+
+    pub fn detect_in(dirs: &[&Path]) -> HostFirmware {
+        let find = |pairs: &[(&str, Option<&str>)]| {
+            dirs.iter().find_map(|dir| {
+                pairs.iter().find_map(|(code, vars)| {
+                    let code = dir.join(code);
+                    let vars = vars.map(|v| dir.join(v));
+                    (code.is_file() && vars.as_ref().is_none_or(|v| v.is_file())).then_some(Ovmf { code, vars })
+                })
+            })
+        };
+        HostFirmware {
+            efi: find(&[
+                ("OVMF_CODE_4M.fd", Some("OVMF_VARS_4M.fd")),
+                ("OVMF_CODE.fd", Some("OVMF_VARS.fd")),
+                ("edk2-x86_64-code.fd", Some("edk2-i386-vars.fd")),
+                ("OVMF.fd", None),
+            ]),
+            efi_secure: find(&[
+                ("OVMF_CODE_4M.secboot.fd", Some("OVMF_VARS_4M.ms.fd")),
+                ("OVMF_CODE.secboot.fd", Some("OVMF_VARS.ms.fd")),
+                ("edk2-x86_64-secure-code.fd", Some("edk2-i386-vars.fd")),
+            ]),
+        }
+    }
+}
+
+// --- The analysed VMI ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bus {
+    Virtio,
+    Sata,
+    Scsi,
+}
+
+impl Bus {
+    fn parse(s: &str) -> Option<Bus> {
+        match s {
+            "virtio" => Some(Bus::Virtio),
+            "sata" => Some(Bus::Sata),
+            "scsi" => Some(Bus::Scsi),
+            _ => None,
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Bus::Virtio => "virtio",
+            Bus::Sata => "sata",
+            Bus::Scsi => "scsi",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    /// A file that must exist, or (`create`) is made sparse of that size when absent.
+    HostDisk { path: PathBuf, create: Option<u64> },
+    /// A scratch file, made for the run.
+    EmptyDisk { capacity: u64 },
+    /// A NoCloud seed, made for the run.
+    CloudInit { user_data: Vec<u8>, network_data: Option<Vec<u8>> },
+    /// A PVC or DataVolume: `<volumes dir>/<namespace>/<claim>.img`, must exist.
+    Claim { claim: String, readonly: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct DiskModel {
+    name: String,
+    cdrom: bool,
+    bus: Bus,
+    readonly: bool,
+    boot_order: Option<u64>,
+    serial: Option<String>,
+    cache: Option<&'static str>,
+    shareable: bool,
+    source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct PortModel {
+    name: Option<String>,
+    protocol: &'static str,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct NicModel {
+    name: String,
+    device: &'static str,
+    mac: Option<String>,
+    ports: Vec<PortModel>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Firmware {
+    Bios,
+    Efi { ovmf: Ovmf, secure: bool },
+}
+
+/// What the launcher needs from a VMI spec, once checked.
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    sockets: u64,
+    cores: u64,
+    threads: u64,
+    cpu_model: Option<String>,
+    memory_bytes: u64,
+    machine: &'static str,
+    firmware: Firmware,
+    acpi: bool,
+    smm: bool,
+    rng: bool,
+    disks: Vec<DiskModel>,
+    nics: Vec<NicModel>,
+    grace: u64,
+    hostname: Option<String>,
+}
+
+/// Everything in a VMI spec (`spec` of a VirtualMachineInstance) that the local runtime
+/// cannot serve, one message per item, each naming the volume, disk or interface and the
+/// reason. Empty when the launcher can run it. Looks for OVMF on this host.
+pub fn unsupported(vmi_spec: &Value) -> Vec<String> {
+    unsupported_with(vmi_spec, &HostFirmware::detect())
+}
+
+/// [`unsupported`] with the host's firmware given.
+pub fn unsupported_with(vmi_spec: &Value, firmware: &HostFirmware) -> Vec<String> {
+    analyse(vmi_spec, firmware).err().unwrap_or_default()
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}
+
+fn is_set(v: &Value, ptr: &str) -> bool {
+    v.pointer(ptr).is_some_and(|x| !x.is_null())
+}
+
+/// A feature or device given as `{}` or `{enabled: bool}`: on unless `enabled: false`.
+fn enabled(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(x) => x.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+    }
+}
+
+fn quantity(v: &Value, what: &str, problems: &mut Vec<String>) -> Option<u64> {
+    let text = match v {
+        Value::String(t) => t.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            problems.push(format!("{what}: `{v}` is not a quantity"));
+            return None;
+        }
+    };
+    match vmform_compiler::values::parse_quantity(&text) {
+        Ok(q) => match u64::try_from(q.bytes) {
+            Ok(b) => Some(b),
+            Err(_) => {
+                problems.push(format!("{what}: `{text}` is too large"));
+                None
+            }
+        },
+        Err(e) => {
+            problems.push(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+/// A CPU quantity (`2`, `500m`, `1.5`) as a whole number of vCPUs, rounded up.
+fn cpu_count(v: &Value) -> Option<u64> {
+    let text = match v {
+        Value::String(t) => t.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    if let Some(milli) = text.strip_suffix('m') {
+        let m: u64 = milli.parse().ok()?;
+        return Some(m.div_ceil(1000).max(1));
+    }
+    let f: f64 = text.parse().ok()?;
+    (f > 0.0 && f < 4096.0).then(|| (f.ceil() as u64).max(1))
+}
+
+fn positive(v: &Value, ptr: &str, what: &str, problems: &mut Vec<String>) -> Option<u64> {
+    match v.pointer(ptr) {
+        None | Some(Value::Null) => None,
+        Some(x) => match x.as_u64().filter(|n| *n > 0) {
+            Some(n) => Some(n),
+            None => {
+                problems.push(format!("{what}: `{x}` is not a positive whole number"));
+                None
+            }
+        },
+    }
+}
+
+/// Map a KubeVirt machine type to one this QEMU has.
+fn machine_type(t: &str) -> Option<&'static str> {
+    if t == "q35" || t.starts_with("pc-q35") {
+        Some("q35")
+    } else if t == "pc" || t == "i440fx" || t.starts_with("pc-i440fx") {
+        Some("pc")
+    } else {
+        None
+    }
+}
+
+/// Volume kinds the local runtime cannot serve, with the reason and the way out.
+const UNSUPPORTED_VOLUMES: &[(&str, &str)] = &[
+    ("containerDisk", "containerDisk is not supported by the local runtime (it cannot pull images); use a dataVolume with an http source or a hostDisk"),
+    ("ephemeral", "ephemeral volumes are not supported by the local runtime (no copy-on-write overlay); use the persistentVolumeClaim directly"),
+    ("secret", "secret volumes are not supported by the local runtime; put the data in cloudInitNoCloud userData"),
+    ("configMap", "configMap volumes are not supported by the local runtime; put the data in cloudInitNoCloud userData"),
+    ("serviceAccount", "serviceAccount volumes are not supported by the local runtime"),
+    ("downwardAPI", "downwardAPI volumes are not supported by the local runtime"),
+    ("downwardMetrics", "downwardMetrics volumes are not supported by the local runtime"),
+    ("cloudInitConfigDrive", "cloudInitConfigDrive is not supported by the local runtime; use cloudInitNoCloud"),
+    ("sysprep", "sysprep volumes are not supported by the local runtime"),
+    ("memoryDump", "memoryDump volumes are not supported by the local runtime"),
+];
+
+const SUPPORTED_VOLUMES: &[&str] = &["hostDisk", "emptyDisk", "cloudInitNoCloud", "persistentVolumeClaim", "dataVolume"];
+
+/// Devices the local runtime cannot give a guest.
+const UNSUPPORTED_DEVICES: &[(&str, &str)] = &[
+    ("gpus", "GPUs cannot be passed through by the local runtime"),
+    ("hostDevices", "host devices cannot be passed through by the local runtime"),
+    ("filesystems", "virtiofs filesystems are not supported by the local runtime"),
+    ("watchdog", "watchdog devices are not supported by the local runtime"),
+    ("clientPassthrough", "USB client passthrough is not supported by the local runtime"),
+    ("downwardMetrics", "the downwardMetrics device is not supported by the local runtime"),
+];
+
+fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> {
+    let mut problems = Vec::new();
+    let domain = spec.get("domain").cloned().unwrap_or(Value::Null);
+
+    // CPU: the topology, or a count from the resources.
+    let mut sockets = positive(&domain, "/cpu/sockets", "spec.domain.cpu.sockets", &mut problems);
+    let cores = positive(&domain, "/cpu/cores", "spec.domain.cpu.cores", &mut problems);
+    let threads = positive(&domain, "/cpu/threads", "spec.domain.cpu.threads", &mut problems);
+    if sockets.is_none() && cores.is_none() && threads.is_none() {
+        let from_resources = ["/resources/requests/cpu", "/resources/limits/cpu"].iter().find_map(|p| domain.pointer(p));
+        if let Some(v) = from_resources {
+            match cpu_count(v) {
+                Some(n) => sockets = Some(n),
+                None => problems.push(format!("spec.domain.resources: cpu `{v}` is not a CPU quantity")),
+            }
+        }
+    }
+    let (sockets, cores, threads) = (sockets.unwrap_or(1), cores.unwrap_or(1), threads.unwrap_or(1));
+    if sockets * cores * threads > 255 {
+        problems.push(format!("spec.domain.cpu: {} vCPUs is more than the local runtime runs (255)", sockets * cores * threads));
+    }
+    if domain.pointer("/cpu/dedicatedCpuPlacement").and_then(Value::as_bool) == Some(true) {
+        problems.push("spec.domain.cpu.dedicatedCpuPlacement is not supported by the local runtime (no CPU pinning)".into());
+    }
+    if is_set(&domain, "/cpu/realtime") {
+        problems.push("spec.domain.cpu.realtime is not supported by the local runtime".into());
+    }
+    let cpu_model = s(&domain, "/cpu/model").map(str::to_string);
+
+    // Memory: the guest size, else the request, else the limit.
+    if is_set(&domain, "/memory/hugepages") {
+        problems.push("spec.domain.memory.hugepages is not supported by the local runtime".into());
+    }
+    let memory = [
+        ("/memory/guest", "spec.domain.memory.guest"),
+        ("/resources/requests/memory", "spec.domain.resources.requests.memory"),
+        ("/resources/limits/memory", "spec.domain.resources.limits.memory"),
+    ]
+    .iter()
+    .find_map(|(p, what)| domain.pointer(p).filter(|v| !v.is_null()).map(|v| (v, *what)));
+    let memory_bytes = match memory {
+        Some((v, what)) => quantity(v, what, &mut problems).unwrap_or(0),
+        None => {
+            problems.push("spec.domain: no memory size (memory.guest or resources.requests.memory)".into());
+            0
+        }
+    };
+    if memory.is_some() && memory_bytes > 0 && memory_bytes < 1 << 20 {
+        problems.push(format!("spec.domain: memory of {memory_bytes} bytes is too small"));
+    }
+
+    // Machine and firmware.
+    let machine = match s(&domain, "/machine/type") {
+        None | Some("") => "q35",
+        Some(t) => machine_type(t).unwrap_or_else(|| {
+            problems.push(format!(
+                "spec.domain.machine.type: machine type \"{t}\" is not supported by the local runtime (x86_64 QEMU: q35 or pc)"
+            ));
+            "q35"
+        }),
+    };
+    let fw = if let Some(efi) = domain.pointer("/firmware/bootloader/efi").filter(|v| !v.is_null()) {
+        // KubeVirt turns secure boot on unless it is switched off.
+        let secure = efi.get("secureBoot").and_then(Value::as_bool).unwrap_or(true);
+        let found = if secure { &firmware.efi_secure } else { &firmware.efi };
+        match found {
+            Some(ovmf) => {
+                if machine != "q35" && secure {
+                    problems.push("spec.domain.firmware: EFI secure boot needs machine type q35".into());
+                }
+                Firmware::Efi { ovmf: ovmf.clone(), secure }
+            }
+            None => {
+                let which = if secure { "OVMF with secure boot (OVMF_CODE_4M.secboot.fd)" } else { "OVMF (OVMF_CODE_4M.fd)" };
+                problems.push(format!(
+                    "spec.domain.firmware: EFI firmware needs {which} in {}, which is not installed on this host: install the ovmf package{}",
+                    OVMF_DIRS.join(" or "),
+                    if secure { ", or set efi.secureBoot: false" } else { "" }
+                ));
+                Firmware::Bios
+            }
+        }
+    } else {
+        Firmware::Bios
+    };
+    if is_set(&domain, "/firmware/kernelBoot") {
+        problems.push(
+            "spec.domain.firmware.kernelBoot is not supported by the local runtime (it cannot pull the kernel's container image)".into(),
+        );
+    }
+    let acpi = domain.pointer("/features/acpi").is_none_or(|v| v.is_null() || enabled(Some(v)));
+    let secure_boot = matches!(fw, Firmware::Efi { secure: true, .. });
+    let smm = enabled(domain.pointer("/features/smm")) || secure_boot;
+
+    // Devices that cannot be given.
+    let devices = domain.get("devices").cloned().unwrap_or(Value::Null);
+    for (key, why) in UNSUPPORTED_DEVICES {
+        let present = match devices.get(*key) {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Bool(b)) => *b,
+            Some(_) => true,
+        };
+        if present {
+            problems.push(format!("spec.domain.devices.{key}: {why}"));
+        }
+    }
+    if enabled(devices.get("tpm")) {
+        problems.push("spec.domain.devices.tpm: a TPM is not supported by the local runtime (no swtpm)".into());
+    }
+    let rng = devices.get("rng").is_some_and(|v| !v.is_null());
+
+    // Volumes, by name.
+    let volumes: Vec<Value> = spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut sources: Vec<(String, Option<Source>)> = Vec::new();
+    for vol in &volumes {
+        let name = vol.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let source = volume_source(&name, vol, &mut problems);
+        sources.push((name, source));
+    }
+
+    // Disks: each names a volume; a volume without a disk gets a virtio disk (as KubeVirt
+    // does).
+    let disk_specs: Vec<Value> = devices.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut disks = Vec::new();
+    for d in &disk_specs {
+        let name = d.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let Some((_, source)) = sources.iter().find(|(n, _)| *n == name) else {
+            problems.push(format!("disk \"{name}\": no volume of that name"));
+            continue;
+        };
+        if let Some(disk) = disk_model(&name, d, source.clone(), &mut problems) {
+            disks.push(disk);
+        }
+    }
+    for (name, source) in &sources {
+        if !disk_specs.iter().any(|d| d.get("name").and_then(Value::as_str) == Some(name)) {
+            let d = serde_json::json!({"name": name, "disk": {"bus": "virtio"}});
+            if let Some(disk) = disk_model(name, &d, source.clone(), &mut problems) {
+                disks.push(disk);
+            }
+        }
+    }
+
+    // Interfaces: masquerade on the pod network, through QEMU's user networking.
+    let networks: Vec<Value> = spec.get("networks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut nics = Vec::new();
+    for i in devices.get("interfaces").and_then(Value::as_array).cloned().unwrap_or_default() {
+        if let Some(nic) = nic_model(&i, &networks, &mut problems) {
+            nics.push(nic);
+        }
+    }
+    if nics.len() > MAX_NICS {
+        problems.push(format!("spec.domain.devices.interfaces: the local runtime gives a guest at most {MAX_NICS} interfaces"));
+    }
+    for n in &networks {
+        let name = n.get("name").and_then(Value::as_str).unwrap_or("");
+        if is_set(n, "/multus") {
+            problems.push(format!(
+                "network \"{name}\": multus networks are not supported by the local runtime (only the pod network)"
+            ));
+        }
+    }
+
+    let grace = match spec.get("terminationGracePeriodSeconds") {
+        None | Some(Value::Null) => DEFAULT_GRACE_SECONDS,
+        Some(v) => v.as_u64().unwrap_or_else(|| {
+            problems.push(format!("spec.terminationGracePeriodSeconds: `{v}` is not a whole number of seconds"));
+            DEFAULT_GRACE_SECONDS
+        }),
+    };
+    let hostname = spec.get("hostname").and_then(Value::as_str).map(str::to_string);
+
+    if problems.is_empty() {
+        Ok(Model {
+            sockets,
+            cores,
+            threads,
+            cpu_model,
+            memory_bytes,
+            machine,
+            firmware: fw,
+            acpi,
+            smm,
+            rng,
+            disks,
+            nics,
+            grace,
+            hostname,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+fn volume_source(name: &str, vol: &Value, problems: &mut Vec<String>) -> Option<Source> {
+    let Some(obj) = vol.as_object() else {
+        problems.push(format!("volume \"{name}\": not an object"));
+        return None;
+    };
+    for (kind, why) in UNSUPPORTED_VOLUMES {
+        if obj.get(*kind).is_some_and(|v| !v.is_null()) {
+            problems.push(format!("volume \"{name}\": {why}"));
+            return None;
+        }
+    }
+    if let Some(h) = obj.get("hostDisk") {
+        let path = h.get("path").and_then(Value::as_str).unwrap_or("");
+        if !path.starts_with('/') {
+            problems.push(format!("volume \"{name}\": hostDisk path `{path}` is not absolute"));
+            return None;
+        }
+        let create = match h.get("type").and_then(Value::as_str).unwrap_or("Disk") {
+            "Disk" => None,
+            "DiskOrCreate" => match h.get("capacity") {
+                Some(c) if !c.is_null() => Some(quantity(c, &format!("volume \"{name}\": hostDisk capacity"), problems)?),
+                _ => {
+                    problems.push(format!("volume \"{name}\": a hostDisk of type DiskOrCreate needs a capacity"));
+                    return None;
+                }
+            },
+            other => {
+                problems.push(format!("volume \"{name}\": hostDisk type \"{other}\" is not Disk or DiskOrCreate"));
+                return None;
+            }
+        };
+        return Some(Source::HostDisk { path: PathBuf::from(path), create });
+    }
+    if let Some(e) = obj.get("emptyDisk") {
+        let Some(c) = e.get("capacity").filter(|c| !c.is_null()) else {
+            problems.push(format!("volume \"{name}\": an emptyDisk needs a capacity"));
+            return None;
+        };
+        let capacity = quantity(c, &format!("volume \"{name}\": emptyDisk capacity"), problems)?;
+        return Some(Source::EmptyDisk { capacity });
+    }
+    if let Some(c) = obj.get("cloudInitNoCloud") {
+        for key in ["secretRef", "networkDataSecretRef"] {
+            if is_set(c, &format!("/{key}")) {
+                problems.push(format!(
+                    "volume \"{name}\": cloudInitNoCloud {key} is not supported by the local runtime (no secrets); put the data inline"
+                ));
+                return None;
+            }
+        }
+        let user_data = inline_or_base64(name, c, "userData", problems)?.unwrap_or_default();
+        let network_data = inline_or_base64(name, c, "networkData", problems)?;
+        return Some(Source::CloudInit { user_data, network_data });
+    }
+    if let Some(p) = obj.get("persistentVolumeClaim") {
+        let readonly = p.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
+        return claim(name, p.get("claimName"), "persistentVolumeClaim.claimName", readonly, problems);
+    }
+    if let Some(d) = obj.get("dataVolume") {
+        return claim(name, d.get("name"), "dataVolume.name", false, problems);
+    }
+    let kinds: Vec<&String> = obj.keys().filter(|k| *k != "name").collect();
+    match kinds.first() {
+        Some(kind) => problems.push(format!(
+            "volume \"{name}\": {kind} volumes are not supported by the local runtime (it serves {})",
+            SUPPORTED_VOLUMES.join(", ")
+        )),
+        None => problems.push(format!("volume \"{name}\": no volume source")),
+    }
+    None
+}
+
+fn claim(name: &str, claim: Option<&Value>, what: &str, readonly: bool, problems: &mut Vec<String>) -> Option<Source> {
+    match claim.and_then(Value::as_str) {
+        Some(c) if !c.is_empty() && !c.contains('/') && c != "." && c != ".." => {
+            Some(Source::Claim { claim: c.to_string(), readonly })
+        }
+        _ => {
+            problems.push(format!("volume \"{name}\": {what} is missing or not a name"));
+            None
+        }
+    }
+}
+
+/// `Some(None)`: neither given; `None`: a problem was reported.
+fn inline_or_base64(name: &str, c: &Value, key: &str, problems: &mut Vec<String>) -> Option<Option<Vec<u8>>> {
+    if let Some(text) = c.get(key).and_then(Value::as_str) {
+        return Some(Some(text.as_bytes().to_vec()));
+    }
+    let b64key = format!("{key}Base64");
+    if let Some(text) = c.get(&b64key).and_then(Value::as_str) {
+        let compact: String = text.chars().filter(|ch| !ch.is_whitespace()).collect();
+        return match base64::engine::general_purpose::STANDARD.decode(compact) {
+            Ok(bytes) => Some(Some(bytes)),
+            Err(e) => {
+                problems.push(format!("volume \"{name}\": cloudInitNoCloud {b64key} is not base64: {e}"));
+                None
+            }
+        };
+    }
+    Some(None)
+}
+
+fn disk_model(name: &str, d: &Value, source: Option<Source>, problems: &mut Vec<String>) -> Option<DiskModel> {
+    let (kind, dev) = if let Some(x) = d.get("disk").filter(|v| !v.is_null()) {
+        ("disk", x)
+    } else if let Some(x) = d.get("cdrom").filter(|v| !v.is_null()) {
+        ("cdrom", x)
+    } else if d.get("lun").is_some_and(|v| !v.is_null()) {
+        problems.push(format!("disk \"{name}\": lun disks are not supported by the local runtime (no SCSI passthrough); use a disk"));
+        return None;
+    } else {
+        ("disk", &Value::Null)
+    };
+    let cdrom = kind == "cdrom";
+    let default_bus = if cdrom { "sata" } else { "virtio" };
+    let bus_name = dev.get("bus").and_then(Value::as_str).unwrap_or(default_bus);
+    let Some(bus) = Bus::parse(bus_name) else {
+        problems.push(format!("disk \"{name}\": bus \"{bus_name}\" is not supported by the local runtime (virtio, sata or scsi)"));
+        return None;
+    };
+    if cdrom && bus == Bus::Virtio {
+        problems.push(format!("disk \"{name}\": a cdrom cannot be on the virtio bus; use sata or scsi"));
+        return None;
+    }
+    let claim_readonly = matches!(source, Some(Source::Claim { readonly: true, .. }));
+    let readonly = dev.get("readonly").and_then(Value::as_bool).unwrap_or(cdrom) || claim_readonly;
+    if readonly && !cdrom && bus == Bus::Sata {
+        problems.push(format!("disk \"{name}\": a read-only disk cannot be on the sata bus (QEMU refuses it); use virtio, scsi or a cdrom"));
+        return None;
+    }
+    let boot_order = match d.get("bootOrder") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|n| *n > 0) {
+            Some(n) => Some(n),
+            None => {
+                problems.push(format!("disk \"{name}\": bootOrder `{v}` is not a positive whole number"));
+                return None;
+            }
+        },
+    };
+    let cache = match d.get("cache").and_then(Value::as_str) {
+        None => None,
+        Some("none") => Some("none"),
+        Some("writethrough") => Some("writethrough"),
+        Some("writeback") => Some("writeback"),
+        Some(other) => {
+            problems.push(format!("disk \"{name}\": cache mode \"{other}\" is not none, writethrough or writeback"));
+            return None;
+        }
+    };
+    let serial = d.get("serial").and_then(Value::as_str).map(str::to_string);
+    let shareable = d.get("shareable").and_then(Value::as_bool).unwrap_or(false);
+    Some(DiskModel { name: name.to_string(), cdrom, bus, readonly, boot_order, serial, cache, shareable, source: source? })
+}
+
+fn nic_model(i: &Value, networks: &[Value], problems: &mut Vec<String>) -> Option<NicModel> {
+    let name = i.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    let binding = ["masquerade", "bridge", "sriov", "slirp", "passt", "macvtap", "binding"]
+        .into_iter()
+        .find(|k| i.get(*k).is_some_and(|v| !v.is_null()));
+    match binding {
+        Some("masquerade") => {}
+        Some("bridge") => {
+            problems.push(format!(
+                "interface \"{name}\": bridge binding is not supported by the local runtime; use masquerade (with ports to forward)"
+            ));
+            return None;
+        }
+        Some("sriov") => {
+            problems.push(format!("interface \"{name}\": SR-IOV is not supported by the local runtime; use masquerade"));
+            return None;
+        }
+        Some(other) => {
+            problems.push(format!("interface \"{name}\": {other} binding is not supported by the local runtime; use masquerade"));
+            return None;
+        }
+        None => {
+            problems.push(format!("interface \"{name}\": no binding; the local runtime supports masquerade"));
+            return None;
+        }
+    }
+    match networks.iter().find(|n| n.get("name").and_then(Value::as_str) == Some(&name)) {
+        None => {
+            problems.push(format!("interface \"{name}\": no network of that name"));
+            return None;
+        }
+        Some(n) if is_set(n, "/pod") => {}
+        // A multus network is reported once, with the networks.
+        Some(_) => return None,
+    }
+    let device = match i.get("model").and_then(Value::as_str).unwrap_or("virtio") {
+        "virtio" => "virtio-net-pci",
+        "e1000" => "e1000",
+        "e1000e" => "e1000e",
+        "rtl8139" => "rtl8139",
+        "pcnet" => "pcnet",
+        "ne2k_pci" => "ne2k_pci",
+        other => {
+            problems.push(format!("interface \"{name}\": model \"{other}\" is not supported by the local runtime"));
+            return None;
+        }
+    };
+    if i.get("bootOrder").is_some_and(|v| !v.is_null()) {
+        problems.push(format!("interface \"{name}\": network boot (bootOrder on an interface) is not supported by the local runtime"));
+        return None;
+    }
+    let mac = i.get("macAddress").and_then(Value::as_str).map(str::to_string);
+    if let Some(m) = &mac {
+        if vmform_compiler::values::check_mac(m).is_err() {
+            problems.push(format!("interface \"{name}\": macAddress `{m}` is not a MAC address"));
+            return None;
+        }
+    }
+    let mut ports = Vec::new();
+    for p in i.get("ports").and_then(Value::as_array).cloned().unwrap_or_default() {
+        let port_name = p.get("name").and_then(Value::as_str).map(str::to_string);
+        let protocol = match p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") {
+            "TCP" | "tcp" => "TCP",
+            "UDP" | "udp" => "UDP",
+            other => {
+                problems.push(format!("interface \"{name}\": port protocol \"{other}\" cannot be forwarded (TCP or UDP)"));
+                continue;
+            }
+        };
+        match p.get("port").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0) {
+            Some(port) => ports.push(PortModel { name: port_name, protocol, port }),
+            None => problems.push(format!("interface \"{name}\": port `{}` is not a port number", p.get("port").unwrap_or(&Value::Null))),
+        }
+    }
+    Some(NicModel { name, device, mac, ports })
+}
+
+// --- The domain --------------------------------------------------------------------------------
+
+/// A port of the guest forwarded from the host, as `status.json` and the
+/// `vmform.io/ports` annotation carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub protocol: String,
+    pub port: u16,
+    #[serde(rename = "hostIP")]
+    pub host_ip: String,
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+}
+
+/// A file to make ready before the domain starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepare {
+    /// Must exist (a hostDisk of type Disk, a PVC or DataVolume).
+    Existing { volume: String, path: PathBuf },
+    /// A raw file made sparse of `size` bytes when absent (an emptyDisk in the scratch
+    /// dir, a hostDisk of type DiskOrCreate).
+    Sparse { volume: String, path: PathBuf, size: u64 },
+    /// A NoCloud seed (vfat, label `cidata`).
+    CloudInitSeed { volume: String, path: PathBuf, user_data: Vec<u8>, meta_data: Vec<u8>, network_data: Option<Vec<u8>> },
+}
+
+/// What [`build`] makes of a VMI.
+#[derive(Debug, Clone)]
+pub struct DomainPlan {
+    /// `<namespace>_<name>`.
+    pub name: String,
+    /// The VMI's `metadata.uid`, the domain's UUID.
+    pub uuid: String,
+    pub xml: String,
+    /// In order.
+    pub prepare: Vec<Prepare>,
+    pub ports: Vec<ForwardedPort>,
+    /// `spec.terminationGracePeriodSeconds`.
+    pub grace: Duration,
+    pub console_log: PathBuf,
+    /// `<vmi dir>/disks`: scratch, removed when the launcher exits.
+    pub disks_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{}", .0.join("; "))]
+    Unsupported(Vec<String>),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot find a free host port: {0}")]
+    Ports(std::io::Error),
+}
+
+/// The inputs of [`build`] besides the VMI.
+pub struct BuildOptions<'a> {
+    pub accel: Accel,
+    pub vmi_dir: &'a Path,
+    pub volumes_dir: &'a Path,
+    pub firmware: &'a HostFirmware,
+    /// A free host port on 127.0.0.1 for a protocol (`TCP`, `UDP`).
+    pub host_port: &'a mut dyn FnMut(&str) -> std::io::Result<u16>,
+}
+
+/// The domain name of a VMI: `<namespace>_<name>`.
+pub fn domain_name(vmi: &Value) -> Option<String> {
+    let name = s(vmi, "/metadata/name")?;
+    let ns = s(vmi, "/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or("default");
+    Some(format!("{ns}_{name}"))
+}
+
+/// The grace period of a VMI (`spec.terminationGracePeriodSeconds`, default 30 s).
+pub fn grace_period(vmi: &Value) -> Duration {
+    Duration::from_secs(vmi.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(DEFAULT_GRACE_SECONDS))
+}
+
+/// VMI → domain XML and the files to prepare.
+pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainError> {
+    let name = s(vmi, "/metadata/name").filter(|n| !n.is_empty()).ok_or_else(|| DomainError::Invalid("the VMI has no metadata.name".into()))?;
+    let namespace = s(vmi, "/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or("default");
+    let uid = s(vmi, "/metadata/uid").ok_or_else(|| DomainError::Invalid("the VMI has no metadata.uid".into()))?;
+    let uuid = uuid::Uuid::parse_str(uid)
+        .map_err(|e| DomainError::Invalid(format!("the VMI's metadata.uid `{uid}` is not a UUID: {e}")))?
+        .hyphenated()
+        .to_string();
+    let spec = vmi.get("spec").ok_or_else(|| DomainError::Invalid("the VMI has no spec".into()))?;
+    let model = analyse(spec, opts.firmware).map_err(DomainError::Unsupported)?;
+    let domain = format!("{namespace}_{name}");
+    let disks_dir = opts.vmi_dir.join("disks");
+    let console_log = opts.vmi_dir.join("console.log");
+
+    let mut x = String::new();
+    let w = &mut x;
+    let qemu_ns = if model.nics.is_empty() { "" } else { " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'" };
+    let _ = writeln!(w, "<domain type='{}'{qemu_ns}>", opts.accel.domain_type());
+    let _ = writeln!(w, "  <name>{}</name>", esc(&domain));
+    let _ = writeln!(w, "  <uuid>{uuid}</uuid>");
+    let _ = writeln!(w, "  <metadata>");
+    let _ = writeln!(
+        w,
+        "    <vmform:vmi xmlns:vmform='https://vmform.dev/xmlns/vmi/1' namespace='{}' name='{}' uid='{}'/>",
+        esc(namespace),
+        esc(name),
+        esc(uid)
+    );
+    let _ = writeln!(w, "  </metadata>");
+    let kib = model.memory_bytes.div_ceil(1024);
+    let _ = writeln!(w, "  <memory unit='KiB'>{kib}</memory>");
+    let _ = writeln!(w, "  <currentMemory unit='KiB'>{kib}</currentMemory>");
+    let vcpus = model.sockets * model.cores * model.threads;
+    let _ = writeln!(w, "  <vcpu placement='static'>{vcpus}</vcpu>");
+
+    // Boot: BIOS, or OVMF with a per-run variable store.
+    let _ = writeln!(w, "  <os>");
+    let _ = writeln!(w, "    <type arch='x86_64' machine='{}'>hvm</type>", model.machine);
+    if let Firmware::Efi { ovmf, secure } = &model.firmware {
+        match &ovmf.vars {
+            Some(vars) => {
+                let _ = writeln!(
+                    w,
+                    "    <loader readonly='yes' secure='{}' type='pflash'>{}</loader>",
+                    if *secure { "yes" } else { "no" },
+                    esc_path(&ovmf.code)
+                );
+                let _ = writeln!(w, "    <nvram template='{}'>{}</nvram>", esc_path(vars), esc_path(&disks_dir.join("nvram.fd")));
+            }
+            None => {
+                let _ = writeln!(w, "    <loader type='rom'>{}</loader>", esc_path(&ovmf.code));
+            }
+        }
+    }
+    let _ = writeln!(w, "  </os>");
+    let _ = writeln!(w, "  <features>");
+    if model.acpi {
+        let _ = writeln!(w, "    <acpi/>");
+    }
+    let _ = writeln!(w, "    <apic/>");
+    if model.smm {
+        let _ = writeln!(w, "    <smm state='on'/>");
+    }
+    let _ = writeln!(w, "  </features>");
+
+    // CPU: under TCG a model QEMU emulates; under KVM the host's.
+    let topology = format!("<topology sockets='{}' dies='1' cores='{}' threads='{}'/>", model.sockets, model.cores, model.threads);
+    match (opts.accel, model.cpu_model.as_deref()) {
+        (Accel::Tcg, _) => {
+            let _ = writeln!(w, "  <cpu mode='custom' match='exact'>");
+            let _ = writeln!(w, "    <model fallback='allow'>qemu64</model>");
+            let _ = writeln!(w, "    {topology}");
+            let _ = writeln!(w, "  </cpu>");
+        }
+        (Accel::Kvm, Some("host-passthrough")) => {
+            let _ = writeln!(w, "  <cpu mode='host-passthrough'>\n    {topology}\n  </cpu>");
+        }
+        (Accel::Kvm, None | Some("") | Some("host-model")) => {
+            let _ = writeln!(w, "  <cpu mode='host-model'>\n    {topology}\n  </cpu>");
+        }
+        (Accel::Kvm, Some(m)) => {
+            let _ = writeln!(w, "  <cpu mode='custom' match='exact'>");
+            let _ = writeln!(w, "    <model fallback='allow'>{}</model>", esc(m));
+            let _ = writeln!(w, "    {topology}");
+            let _ = writeln!(w, "  </cpu>");
+        }
+    }
+    let _ = writeln!(w, "  <clock offset='utc'/>");
+    let _ = writeln!(w, "  <on_poweroff>destroy</on_poweroff>");
+    let _ = writeln!(w, "  <on_reboot>restart</on_reboot>");
+    let _ = writeln!(w, "  <on_crash>destroy</on_crash>");
+    let _ = writeln!(w, "  <devices>");
+
+    // Disks, with the files they need.
+    let mut prepare = Vec::new();
+    let (mut vd, mut sd) = (0usize, 0usize);
+    if model.disks.iter().any(|d| d.bus == Bus::Scsi) {
+        let _ = writeln!(w, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
+    }
+    for d in &model.disks {
+        let path = match &d.source {
+            Source::HostDisk { path, create } => {
+                prepare.push(match create {
+                    None => Prepare::Existing { volume: d.name.clone(), path: path.clone() },
+                    Some(size) => Prepare::Sparse { volume: d.name.clone(), path: path.clone(), size: *size },
+                });
+                path.clone()
+            }
+            Source::EmptyDisk { capacity } => {
+                let path = disks_dir.join(format!("{}.img", d.name));
+                prepare.push(Prepare::Sparse { volume: d.name.clone(), path: path.clone(), size: *capacity });
+                path
+            }
+            Source::CloudInit { user_data, network_data } => {
+                let path = disks_dir.join(format!("{}-cidata.img", d.name));
+                let hostname = model.hostname.as_deref().unwrap_or(name);
+                let meta_data = format!("instance-id: {name}.{namespace}\nlocal-hostname: {hostname}\n").into_bytes();
+                prepare.push(Prepare::CloudInitSeed {
+                    volume: d.name.clone(),
+                    path: path.clone(),
+                    user_data: user_data.clone(),
+                    meta_data,
+                    network_data: network_data.clone(),
+                });
+                path
+            }
+            Source::Claim { claim, .. } => {
+                let path = opts.volumes_dir.join(namespace).join(format!("{claim}.img"));
+                prepare.push(Prepare::Existing { volume: d.name.clone(), path: path.clone() });
+                path
+            }
+        };
+        let target = match d.bus {
+            Bus::Virtio => {
+                vd += 1;
+                format!("vd{}", drive_letters(vd - 1))
+            }
+            Bus::Sata | Bus::Scsi => {
+                sd += 1;
+                format!("sd{}", drive_letters(sd - 1))
+            }
+        };
+        let device = if d.cdrom { "cdrom" } else { "disk" };
+        let _ = writeln!(w, "    <disk type='file' device='{device}'>");
+        match d.cache {
+            Some(c) => {
+                let _ = writeln!(w, "      <driver name='qemu' type='raw' cache='{c}'/>");
+            }
+            None => {
+                let _ = writeln!(w, "      <driver name='qemu' type='raw'/>");
+            }
+        }
+        let _ = writeln!(w, "      <source file='{}'/>", esc_path(&path));
+        let _ = writeln!(w, "      <target dev='{target}' bus='{}'/>", d.bus.as_str());
+        if d.readonly {
+            let _ = writeln!(w, "      <readonly/>");
+        }
+        if d.shareable {
+            let _ = writeln!(w, "      <shareable/>");
+        }
+        if let Some(serial) = &d.serial {
+            let _ = writeln!(w, "      <serial>{}</serial>", esc(serial));
+        }
+        if let Some(order) = d.boot_order {
+            let _ = writeln!(w, "      <boot order='{order}'/>");
+        }
+        let _ = writeln!(w, "      <alias name='ua-disk-{}'/>", alias(&d.name));
+        let _ = writeln!(w, "    </disk>");
+    }
+
+    // The serial console goes to a file the handler and people read.
+    let _ = writeln!(w, "    <serial type='file'>");
+    let _ = writeln!(w, "      <source path='{}' append='on'/>", esc_path(&console_log));
+    let _ = writeln!(w, "      <target port='0'/>");
+    let _ = writeln!(w, "    </serial>");
+    let _ = writeln!(w, "    <console type='file'>");
+    let _ = writeln!(w, "      <source path='{}' append='on'/>", esc_path(&console_log));
+    let _ = writeln!(w, "      <target type='serial' port='0'/>");
+    let _ = writeln!(w, "    </console>");
+    if model.rng {
+        let _ = writeln!(w, "    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>");
+    }
+    let _ = writeln!(w, "    <video>\n      <model type='none'/>\n    </video>");
+    let _ = writeln!(w, "    <memballoon model='none'/>");
+    let _ = writeln!(w, "  </devices>");
+
+    // Masquerade interfaces: QEMU user networking (KubeVirt's addresses: the guest is
+    // 10.0.2.2 behind 10.0.2.1), the declared ports forwarded from 127.0.0.1.
+    let mut ports = Vec::new();
+    if !model.nics.is_empty() {
+        let _ = writeln!(w, "  <qemu:commandline>");
+        for (i, nic) in model.nics.iter().enumerate() {
+            let mut netdev = format!(
+                "user,id=vmform-net{i},net=10.0.2.0/24,host=10.0.2.1,dhcpstart=10.0.2.2,dns=10.0.2.3,ipv6-net=fd10:0:2::/120,ipv6-host=fd10:0:2::1"
+            );
+            if let Some(h) = &model.hostname {
+                let _ = write!(netdev, ",hostname={}", qemu_opt(h));
+            }
+            for p in &nic.ports {
+                let host_port = (opts.host_port)(p.protocol).map_err(DomainError::Ports)?;
+                let _ = write!(netdev, ",hostfwd={}:127.0.0.1:{host_port}-:{}", p.protocol.to_ascii_lowercase(), p.port);
+                ports.push(ForwardedPort {
+                    name: p.name.clone(),
+                    protocol: p.protocol.to_string(),
+                    port: p.port,
+                    host_ip: "127.0.0.1".into(),
+                    host_port,
+                });
+            }
+            let mac = nic.mac.clone().unwrap_or_else(|| mac_for(&uuid, i));
+            // A fixed slot high on the root bus: libvirt places its own devices from slot
+            // 1 up without knowing of this one. No option ROM: nothing boots from the
+            // network, and iPXE costs a second.
+            let bus = if model.machine == "q35" { "pcie.0" } else { "pci.0" };
+            let device = format!("{},netdev=vmform-net{i},mac={mac},bus={bus},addr={:#x},romfile=", nic.device, NIC_SLOT + i);
+            for arg in ["-netdev", &netdev, "-device", &device] {
+                let _ = writeln!(w, "    <qemu:arg value='{}'/>", esc(arg));
+            }
+        }
+        let _ = writeln!(w, "  </qemu:commandline>");
+    }
+    let _ = writeln!(w, "</domain>");
+
+    Ok(DomainPlan {
+        name: domain,
+        uuid,
+        xml: x,
+        prepare,
+        ports,
+        grace: Duration::from_secs(model.grace),
+        console_log,
+        disks_dir,
+    })
+}
+
+/// 0 → a, 25 → z, 26 → aa (libvirt's disk names).
+fn drive_letters(mut n: usize) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.push(b'a' + (n % 26) as u8);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+/// A stable locally administered MAC for the n-th interface of a VMI.
+fn mac_for(uuid: &str, n: usize) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{uuid}/{n}").as_bytes());
+    let b = digest.as_ref();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+/// A libvirt user alias: letters, digits, `-` and `_`.
+fn alias(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// A value inside a QEMU option list: commas doubled.
+fn qemu_opt(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn esc_path(p: &Path) -> String {
+    esc(&p.to_string_lossy())
+}
+
+#[cfg(test)]
+mod tests;

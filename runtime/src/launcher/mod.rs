@@ -1,0 +1,259 @@
+//! The launcher: one process per VMI, modelled on KubeVirt's virt-launcher. It reads the
+//! VMI from its dir, prepares the disks, defines and starts the libvirt domain, watches
+//! it until it stops, and reports through `status.json` and its exit code
+//! (specs/runtime-contract.md).
+//!
+//! [`domain`] (VMI → domain XML) and [`seed`] (the cloud-init disk) are plain code; only
+//! [`run`]'s body links libvirt (feature `libvirt`).
+
+pub mod domain;
+pub mod seed;
+#[cfg(feature = "libvirt")]
+mod supervise;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::libvirt::kvm::Accel;
+use domain::{ForwardedPort, Prepare};
+
+/// What `vmform runtime launcher` is given.
+#[derive(Debug, Clone)]
+pub struct LauncherArgs {
+    /// `<data>/nodes/<node>/vmis/<uid>`: holds `vmi.json`; the launcher writes the rest.
+    pub vmi_dir: PathBuf,
+    /// The node's libvirtd, e.g. `qemu+unix:///system?socket=…`.
+    pub libvirt_uri: String,
+    /// `<data>/volumes`: PVCs and DataVolumes are `<namespace>/<claim>.img` in it.
+    pub volumes_dir: PathBuf,
+    pub accel: Accel,
+}
+
+/// How the guest ended (the `exit.kind` of `status.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitKind {
+    /// The guest powered off, from inside or after the ACPI request on SIGTERM.
+    Shutdown,
+    /// SIGTERM, and the guest was still up after the grace period: destroyed.
+    ForcedOff,
+    /// QEMU died or the domain crashed.
+    Crashed,
+    /// The domain could not be defined or started.
+    Failed,
+}
+
+impl ExitKind {
+    /// The launcher's exit code (specs/runtime-contract.md).
+    pub fn code(self) -> i32 {
+        match self {
+            ExitKind::Shutdown => 0,
+            ExitKind::ForcedOff => 10,
+            ExitKind::Crashed => 11,
+            ExitKind::Failed => 12,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitKind::Shutdown => "Shutdown",
+            ExitKind::ForcedOff => "ForcedOff",
+            ExitKind::Crashed => "Crashed",
+            ExitKind::Failed => "Failed",
+        }
+    }
+
+    /// The inverse of [`ExitKind::code`].
+    pub fn from_code(code: i32) -> Option<ExitKind> {
+        [ExitKind::Shutdown, ExitKind::ForcedOff, ExitKind::Crashed, ExitKind::Failed].into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// What [`run`] returns: the kind, and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LauncherExit {
+    pub kind: ExitKind,
+    pub message: String,
+}
+
+impl LauncherExit {
+    pub fn new(kind: ExitKind, message: impl Into<String>) -> LauncherExit {
+        LauncherExit { kind, message: message.into() }
+    }
+
+    /// The process exit code: 0, 10, 11 or 12.
+    pub fn code(&self) -> i32 {
+        self.kind.code()
+    }
+}
+
+/// `status.json`'s phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Starting,
+    Running,
+    ShuttingDown,
+    Stopped,
+}
+
+/// `status.json`, rewritten atomically on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub phase: Phase,
+    pub domain: String,
+    pub accel: String,
+    pub message: String,
+    pub ports: Vec<ForwardedPort>,
+    pub exit: Option<LauncherExit>,
+    pub updated: String,
+}
+
+pub const VMI_FILE: &str = "vmi.json";
+pub const PID_FILE: &str = "launcher.pid";
+pub const STATUS_FILE: &str = "status.json";
+pub const CONSOLE_FILE: &str = "console.log";
+pub const DOMAIN_XML_FILE: &str = "domain.xml";
+pub const DISKS_DIR: &str = "disks";
+
+/// Read a VMI dir's `status.json`.
+pub fn read_status(vmi_dir: &Path) -> io::Result<Status> {
+    let bytes = std::fs::read(vmi_dir.join(STATUS_FILE))?;
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Write a VMI dir's `status.json` atomically, stamping `updated`.
+pub fn write_status(vmi_dir: &Path, status: &mut Status) -> io::Result<()> {
+    status.updated = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut bytes = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    crate::files::write_atomically(&vmi_dir.join(STATUS_FILE), &bytes, 0o644)
+}
+
+/// Make the files of a plan ready, in order. The message names the volume and the path.
+pub fn prepare(items: &[Prepare]) -> Result<(), String> {
+    for item in items {
+        match item {
+            Prepare::Existing { volume, path } => match std::fs::metadata(path) {
+                Ok(m) if m.is_file() || is_block_device(&m) => {}
+                Ok(_) => return Err(format!("volume \"{volume}\": {} is not a file", path.display())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(format!("volume \"{volume}\": disk image {} does not exist", path.display()));
+                }
+                Err(e) => return Err(format!("volume \"{volume}\": cannot read {}: {e}", path.display())),
+            },
+            Prepare::Sparse { volume, path, size } => {
+                if path.exists() {
+                    continue;
+                }
+                let made = (|| {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+                    f.set_len(*size)
+                })();
+                made.map_err(|e| format!("volume \"{volume}\": cannot create {}: {e}", path.display()))?;
+            }
+            Prepare::CloudInitSeed { volume, path, user_data, meta_data, network_data } => {
+                let made = (|| {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    seed::write_seed(path, user_data, meta_data, network_data.as_deref())
+                })();
+                made.map_err(|e| format!("volume \"{volume}\": cannot write the cloud-init seed {}: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_block_device(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    m.file_type().is_block_device()
+}
+
+/// A free port on 127.0.0.1 for `TCP` or `UDP`: bound, read, released (QEMU binds it a
+/// moment later).
+pub fn free_host_port(protocol: &str) -> io::Result<u16> {
+    if protocol.eq_ignore_ascii_case("udp") {
+        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    } else {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    }
+}
+
+/// Run a VMI to its end (blocking). Writes `launcher.pid` and `status.json` in the VMI
+/// dir; SIGTERM asks the guest to shut down. Returns how it ended; the process should
+/// exit with [`LauncherExit::code`].
+pub fn run(args: LauncherArgs) -> LauncherExit {
+    #[cfg(feature = "libvirt")]
+    {
+        supervise::run(args)
+    }
+    #[cfg(not(feature = "libvirt"))]
+    {
+        let _ = args;
+        LauncherExit::new(ExitKind::Failed, "this vmform was built without libvirt (feature `libvirt` of vmform-runtime)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(LauncherExit::new(ExitKind::Shutdown, "").code(), 0);
+        assert_eq!(LauncherExit::new(ExitKind::ForcedOff, "").code(), 10);
+        assert_eq!(LauncherExit::new(ExitKind::Crashed, "").code(), 11);
+        assert_eq!(LauncherExit::new(ExitKind::Failed, "").code(), 12);
+        for k in [ExitKind::Shutdown, ExitKind::ForcedOff, ExitKind::Crashed, ExitKind::Failed] {
+            assert_eq!(ExitKind::from_code(k.code()), Some(k));
+        }
+    }
+
+    #[test]
+    fn status_json_has_the_contract_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut status = Status {
+            phase: Phase::Stopped,
+            domain: "default_vm".into(),
+            accel: "tcg".into(),
+            message: "done".into(),
+            ports: vec![ForwardedPort {
+                name: Some("http".into()),
+                protocol: "TCP".into(),
+                port: 80,
+                host_ip: "127.0.0.1".into(),
+                host_port: 40123,
+            }],
+            exit: Some(LauncherExit::new(ExitKind::ForcedOff, "destroyed")),
+            updated: String::new(),
+        };
+        write_status(dir.path(), &mut status).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap();
+        assert_eq!(v["phase"], "Stopped");
+        assert_eq!(v["ports"][0]["hostIP"], "127.0.0.1");
+        assert_eq!(v["ports"][0]["hostPort"], 40123);
+        assert_eq!(v["exit"]["kind"], "ForcedOff");
+        assert_eq!(v["exit"]["message"], "destroyed");
+        assert!(v["updated"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(read_status(dir.path()).unwrap(), status);
+    }
+
+    #[test]
+    fn prepare_reports_missing_files_and_makes_sparse_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.img");
+        let err = prepare(&[Prepare::Existing { volume: "root".into(), path: missing.clone() }]).unwrap_err();
+        assert!(err.contains("volume \"root\"") && err.contains(&missing.display().to_string()), "{err}");
+        let sparse = dir.path().join("sub/empty.img");
+        prepare(&[Prepare::Sparse { volume: "scratch".into(), path: sparse.clone(), size: 1 << 30 }]).unwrap();
+        let m = std::fs::metadata(&sparse).unwrap();
+        assert_eq!(m.len(), 1 << 30);
+        use std::os::unix::fs::MetadataExt;
+        assert!(m.blocks() < 16, "sparse");
+    }
+}

@@ -1,0 +1,385 @@
+//! The launcher's libvirt side: define, start, watch, shut down, clean up.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use super::domain::{self, BuildOptions, DomainPlan, HostFirmware};
+use super::{ExitKind, LauncherArgs, LauncherExit, Phase, Status};
+
+/// How often the domain's state is read.
+const POLL: Duration = Duration::from_millis(100);
+/// The longest wait between reconnection attempts while libvirtd is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long the launcher waits for libvirtd when it starts, and to clean up at the end.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+fn log(msg: &str) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{now} launcher: {msg}");
+}
+
+struct Launcher {
+    args: LauncherArgs,
+    status: Status,
+    term: Arc<AtomicBool>,
+    /// The ports of an earlier launcher of this VMI (from its status.json), kept when
+    /// attaching to the guest it started.
+    earlier_ports: Vec<super::domain::ForwardedPort>,
+}
+
+impl Launcher {
+    fn set(&mut self, phase: Phase, message: impl Into<String>) {
+        self.status.phase = phase;
+        self.status.message = message.into();
+        log(&format!("{:?}: {}", phase, self.status.message));
+        if let Err(e) = super::write_status(&self.args.vmi_dir, &mut self.status) {
+            log(&format!("cannot write status.json: {e}"));
+        }
+    }
+
+    fn finish(&mut self, exit: LauncherExit) -> LauncherExit {
+        self.status.exit = Some(exit.clone());
+        self.set(Phase::Stopped, exit.message.clone());
+        log(&format!("exit {} ({})", exit.kind.as_str(), exit.code()));
+        exit
+    }
+}
+
+pub(super) fn run(args: LauncherArgs) -> LauncherExit {
+    virt::error::clear_error_callback();
+    let term = Arc::new(AtomicBool::new(false));
+    let sig_ids: Vec<_> = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
+        .into_iter()
+        .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&term)).ok())
+        .collect();
+    let mut l = Launcher {
+        status: Status {
+            phase: Phase::Starting,
+            domain: String::new(),
+            accel: args.accel.as_str().into(),
+            message: String::new(),
+            ports: Vec::new(),
+            exit: None,
+            updated: String::new(),
+        },
+        earlier_ports: Vec::new(),
+        args,
+        term,
+    };
+    let exit = run_inner(&mut l);
+    for id in sig_ids {
+        signal_hook::low_level::unregister(id);
+    }
+    exit
+}
+
+fn run_inner(l: &mut Launcher) -> LauncherExit {
+    let dir = l.args.vmi_dir.clone();
+    l.earlier_ports = super::read_status(&dir).map(|s| s.ports).unwrap_or_default();
+    if let Err(e) = crate::files::write_atomically(&dir.join(super::PID_FILE), format!("{}\n", std::process::id()).as_bytes(), 0o644) {
+        return l.finish(LauncherExit::new(ExitKind::Failed, format!("cannot write {}: {e}", dir.join(super::PID_FILE).display())));
+    }
+    let vmi: Value = match std::fs::read(dir.join(super::VMI_FILE)).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        Ok(v) => v,
+        Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, format!("cannot read {}: {e}", dir.join(super::VMI_FILE).display()))),
+    };
+    l.status.domain = domain::domain_name(&vmi).unwrap_or_default();
+    l.set(Phase::Starting, "preparing the domain");
+
+    let firmware = HostFirmware::detect();
+    let mut host_port = super::free_host_port;
+    let plan = match domain::build(
+        &vmi,
+        BuildOptions {
+            accel: l.args.accel,
+            vmi_dir: &dir,
+            volumes_dir: &l.args.volumes_dir,
+            firmware: &firmware,
+            host_port: &mut host_port,
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e.to_string())),
+    };
+
+    let conn = match connect_patiently(&l.args.libvirt_uri, &l.term) {
+        Ok(c) => c,
+        Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e)),
+    };
+    let mut conn = Conn { uri: l.args.libvirt_uri.clone(), conn: Some(conn), backoff: POLL, next_try: Instant::now() };
+
+    // A replacement launcher attaches to the running domain of its VMI.
+    let attached = match start_or_attach(l, &mut conn, &plan) {
+        Ok(a) => a,
+        Err(message) => {
+            cleanup(&mut conn, &plan);
+            return l.finish(LauncherExit::new(ExitKind::Failed, message));
+        }
+    };
+    let running = if attached { "attached to the running guest" } else { "the guest is running" };
+    l.set(Phase::Running, running);
+
+    let exit = supervise(l, &mut conn, &plan);
+    cleanup(&mut conn, &plan);
+    l.finish(exit)
+}
+
+/// Define and start the domain, or find it already running. `Ok(true)`: attached.
+fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<bool, String> {
+    let c = conn.get().ok_or("libvirtd went away")?;
+    if let Ok(dom) = Domain::lookup_by_uuid_string(c, &plan.uuid) {
+        if dom.is_active().unwrap_or(false) {
+            // The earlier launcher's forwarded ports still hold.
+            l.status.ports = std::mem::take(&mut l.earlier_ports);
+            log(&format!("domain {} is already running: attaching", plan.name));
+            return Ok(true);
+        }
+        log(&format!("undefining the leftover shut-off domain {}", plan.name));
+        undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
+    }
+    if let Ok(dom) = Domain::lookup_by_name(c, &plan.name) {
+        if dom.is_active().unwrap_or(false) {
+            let other = dom.get_uuid_string().unwrap_or_default();
+            return Err(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name));
+        }
+        log(&format!("undefining the leftover shut-off domain {} of another uid", plan.name));
+        undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
+    }
+
+    super::prepare(&plan.prepare)?;
+    let xml_path = l.args.vmi_dir.join(super::DOMAIN_XML_FILE);
+    if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
+        log(&format!("cannot write {}: {e}", xml_path.display()));
+    }
+    let dom = Domain::define_xml(c, &plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message()))?;
+    l.status.ports = plan.ports.clone();
+    if let Err(e) = dom.create() {
+        return Err(format!("the domain did not start: {}", e.message()));
+    }
+    Ok(false)
+}
+
+/// The libvirt connection, reopened with back-off when libvirtd goes away (the guest's
+/// QEMU keeps running meanwhile; a restarted libvirtd finds it again).
+struct Conn {
+    uri: String,
+    conn: Option<Connect>,
+    backoff: Duration,
+    next_try: Instant,
+}
+
+impl Conn {
+    /// The connection, reconnecting if it is time to try.
+    fn get(&mut self) -> Option<&Connect> {
+        if self.conn.is_none() && Instant::now() >= self.next_try {
+            match Connect::open(Some(&self.uri)) {
+                Ok(c) => {
+                    log("reconnected to libvirtd");
+                    self.conn = Some(c);
+                    self.backoff = POLL;
+                }
+                Err(_) => {
+                    self.next_try = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.conn.as_ref()
+    }
+
+    /// After an error: was it the connection? Then drop it, to reconnect.
+    fn check(&mut self, e: &virt::error::Error) -> bool {
+        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
+        if !alive {
+            log(&format!("lost libvirtd ({}); reconnecting", e.message().trim()));
+            if let Some(mut c) = self.conn.take() {
+                let _ = c.close();
+            }
+            self.next_try = Instant::now() + self.backoff;
+        }
+        !alive
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            let _ = c.close();
+        }
+    }
+}
+
+fn connect_patiently(uri: &str, term: &AtomicBool) -> Result<Connect, String> {
+    let deadline = Instant::now() + CONNECT_PATIENCE;
+    let mut backoff = POLL;
+    loop {
+        match Connect::open(Some(uri)) {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline || term.load(Ordering::SeqCst) => {
+                return Err(format!("cannot connect to libvirt at {uri}: {}", e.message()));
+            }
+            Err(_) => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Watch the domain until it is off; act on SIGTERM.
+fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherExit {
+    let mut shutdown_asked: Option<Instant> = None;
+    let mut acpi_sent = false;
+    let mut destroyed = false;
+    loop {
+        if shutdown_asked.is_none() && l.term.load(Ordering::SeqCst) {
+            shutdown_asked = Some(Instant::now());
+            l.set(Phase::ShuttingDown, format!("SIGTERM: asking the guest to shut down (grace {} s)", plan.grace.as_secs()));
+        }
+        let Some(c) = conn.get() else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        let dom = match Domain::lookup_by_uuid_string(c, &plan.uuid) {
+            Ok(d) => d,
+            Err(e) => {
+                if conn.check(&e) {
+                    continue;
+                }
+                if e.code() == ErrorNumber::NoDomain {
+                    return LauncherExit::new(ExitKind::Crashed, "the domain disappeared (undefined outside the launcher)");
+                }
+                log(&format!("cannot look the domain up: {}", e.message()));
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        if let Some(asked) = shutdown_asked {
+            if !acpi_sent {
+                match dom.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) {
+                    Ok(_) => acpi_sent = true,
+                    Err(e) => {
+                        if conn.check(&e) {
+                            continue;
+                        }
+                        // Not running any more: the state below says how it ended.
+                        log(&format!("the ACPI shutdown request failed: {}", e.message()));
+                        acpi_sent = true;
+                    }
+                }
+            }
+            if !destroyed && asked.elapsed() >= plan.grace {
+                match dom.destroy() {
+                    Ok(()) => {
+                        destroyed = true;
+                        log("the grace period is over: destroyed the domain");
+                    }
+                    Err(e) => {
+                        if conn.check(&e) {
+                            continue;
+                        }
+                        log(&format!("destroy failed: {}", e.message()));
+                    }
+                }
+            }
+        }
+        match dom.get_state() {
+            Ok((state, reason)) => {
+                if let Some(exit) = ended(state, reason, shutdown_asked.is_some(), destroyed, plan.grace) {
+                    return exit;
+                }
+            }
+            Err(e) => {
+                if conn.check(&e) {
+                    continue;
+                }
+                log(&format!("cannot read the domain's state: {}", e.message()));
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Whether a domain state means the guest has ended, and how.
+fn ended(state: sys::virDomainState, reason: i32, asked: bool, destroyed: bool, grace: Duration) -> Option<LauncherExit> {
+    match state {
+        sys::VIR_DOMAIN_SHUTOFF => {}
+        sys::VIR_DOMAIN_CRASHED => return Some(LauncherExit::new(ExitKind::Crashed, "the guest crashed")),
+        _ => return None,
+    }
+    let reason = reason as sys::virDomainShutoffReason;
+    Some(match reason {
+        sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN if asked => {
+            LauncherExit::new(ExitKind::Shutdown, "the guest shut down after the ACPI shutdown request")
+        }
+        sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN => LauncherExit::new(ExitKind::Shutdown, "the guest powered off"),
+        _ if destroyed => LauncherExit::new(
+            ExitKind::ForcedOff,
+            format!("the guest was still running {} s after the ACPI shutdown request: forced off", grace.as_secs()),
+        ),
+        sys::VIR_DOMAIN_SHUTOFF_DESTROYED => LauncherExit::new(ExitKind::Crashed, "the domain was destroyed outside the launcher"),
+        sys::VIR_DOMAIN_SHUTOFF_CRASHED => LauncherExit::new(ExitKind::Crashed, "QEMU died (the domain crashed)"),
+        sys::VIR_DOMAIN_SHUTOFF_FAILED => LauncherExit::new(ExitKind::Crashed, "the domain failed"),
+        sys::VIR_DOMAIN_SHUTOFF_MIGRATED => LauncherExit::new(ExitKind::Shutdown, "the domain migrated to another node"),
+        sys::VIR_DOMAIN_SHUTOFF_SAVED => LauncherExit::new(ExitKind::Crashed, "the domain was saved outside the launcher"),
+        other => LauncherExit::new(ExitKind::Crashed, format!("the domain stopped (shutoff reason {other})")),
+    })
+}
+
+fn undefine(dom: &Domain) -> Result<(), String> {
+    dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM)
+        .or_else(|_| dom.undefine())
+        .map_err(|e| e.message().to_string())
+}
+
+/// Undefine the domain (if it is off) and remove the scratch disks. Keeps trying for a
+/// while if libvirtd is away.
+fn cleanup(conn: &mut Conn, plan: &DomainPlan) {
+    let deadline = Instant::now() + CONNECT_PATIENCE;
+    loop {
+        if let Some(c) = conn.get() {
+            match Domain::lookup_by_uuid_string(c, &plan.uuid) {
+                Ok(dom) => {
+                    if dom.is_active().unwrap_or(false) {
+                        log("the domain is still running at cleanup: destroying it");
+                        let _ = dom.destroy();
+                    }
+                    match undefine(&dom) {
+                        Ok(()) => break,
+                        Err(e) => log(&format!("cannot undefine {}: {e}", plan.name)),
+                    }
+                }
+                Err(e) if e.code() == ErrorNumber::NoDomain => break,
+                Err(e) => {
+                    if !conn.check(&e) {
+                        log(&format!("cannot look the domain up at cleanup: {}", e.message()));
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            log(&format!("gave up undefining {}: libvirtd did not answer", plan.name));
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    remove_dir(&plan.disks_dir);
+}
+
+fn remove_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log(&format!("cannot remove {}: {e}", dir.display())),
+    }
+}
