@@ -155,6 +155,21 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
+    /// Start, stop or restart a VM, or read its serial console and forwarded ports
+    #[command(
+        long_about = "Start, stop or restart a VM, or read its serial console and forwarded ports.\n\n\
+start, stop and restart are KubeVirt's own VM actions (what virtctl calls), so they do the same on the local \
+control plane and on any KubeVirt cluster: by the VM's run strategy they change it (Halted and Always), ask the \
+controller to act (Manual, RerunOnFailure), or are refused with KubeVirt's reason. console and ports read what \
+vmform's local runtime records on the VM's VirtualMachineInstance.\n\n\
+Exit codes: 0 done, 1 the cluster refused the action (or the VM does not exist, or is not running), 2 usage or \
+target error (no cluster, refused credentials, no KubeVirt, consoles that are not on this machine).",
+        after_help = "Examples:\n  vmform vm start web\n  vmform vm stop web -n shop --grace-period 10\n  vmform vm restart web --force\n  vmform vm console web --tail 100\n  vmform vm ports web"
+    )]
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
     /// Start the local control plane: a Kubernetes-compatible API server on this machine
     #[command(after_help = "Examples:\n  vmform up                      # in the foreground; Ctrl-C stops it\n  vmform up --detach             # in the background; `vmform down` stops it\n  KUBECONFIG=$(vmform status --kubeconfig) kubectl get vm -A")]
     Up {
@@ -370,4 +385,73 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not NAME=VALUE")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Start a VM: a Halted one becomes Always; a Manual or RerunOnFailure one gets a start request
+    Start {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Start the guest paused
+        #[arg(long)]
+        paused: bool,
+        /// Have the cluster check the request without doing it
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop a VM: an Always (or Once) one becomes Halted; a Manual or RerunOnFailure one gets a stop request
+    Stop {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Give the guest this long to shut down (replaces the VMI's terminationGracePeriodSeconds)
+        #[arg(long, value_name = "SECONDS", conflicts_with = "force")]
+        grace_period: Option<u64>,
+        /// Do not wait for the guest to shut down: --grace-period 0
+        #[arg(long)]
+        force: bool,
+        /// Have the cluster check the request without doing it
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restart a VM: its VirtualMachineInstance is stopped and a new one started
+    Restart {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Do not wait for the guest to shut down (it gets one second)
+        #[arg(long)]
+        force: bool,
+        /// Have the cluster check the request without doing it
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print a VM's serial console log and follow it, across restarts, until Ctrl-C (local runtime)
+    Console {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Lines of the log to print first; -1 for all of it
+        #[arg(long, value_name = "N", default_value_t = 20, allow_negative_numbers = true)]
+        tail: i64,
+        /// Print the log and exit instead of following it
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// List the ports forwarded from this machine to a VM's guest (local runtime)
+    Ports {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+}
+
+/// Which VM, on which cluster.
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// The VM's name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The VM's namespace [default: the context's namespace, else default]
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }

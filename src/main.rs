@@ -8,6 +8,7 @@ mod diff_output;
 mod fs_loader;
 mod git_loader;
 mod report;
+mod vm_cmd;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, DiagnosticFormat, Input, OutputFormat};
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Command::Apply { project, guards, wait, timeout } => deploy_cmd::apply(&project, &guards, wait.then_some(timeout)),
         Command::Destroy { project, guards } => deploy_cmd::destroy(&project, &guards),
         Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
+        Command::Vm { command } => vm_cmd::run(command),
         Command::Up { data_dir, listen, detach } => control_plane::up(data_dir.resolve(), listen, detach),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),
         Command::Status { data_dir, kubeconfig } => control_plane::status(data_dir.resolve(), kubeconfig),

@@ -1,0 +1,398 @@
+//! `vmform vm`: act on one VM of a cluster.
+//!
+//! `start`, `stop` and `restart` are KubeVirt's own actions, called as `virtctl` calls them
+//! (`PUT /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachines/NAME/ACTION`), so
+//! they mean the same on the local control plane and on any KubeVirt cluster
+//! (`specs/kubevirt-semantics.md`). `console` and `ports` read what the local runtime's
+//! handler records on the VM's VirtualMachineInstance (`specs/runtime-contract.md`): the
+//! path of the serial console log on this machine (`vmform.io/console`) and the forwarded
+//! ports (`vmform.io/ports`).
+//!
+//! Exit codes: 0 done; 1 the cluster refused the action, the VM does not exist or is not
+//! running; 2 usage or target errors (no cluster, refused credentials, no KubeVirt, a
+//! cluster whose consoles are not on this machine).
+
+use crate::cli::{VmArgs, VmCommand};
+use crate::{print_stdout, EXIT_OK, EXIT_USAGE};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::{json, Value};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vmform_deploy::target::{self, Target};
+
+/// The cluster refused, or the VM is missing or not running.
+const EXIT_FAILED: u8 = 1;
+
+/// The VMI annotations the local runtime's handler writes.
+const CONSOLE_ANNOTATION: &str = "vmform.io/console";
+const PORTS_ANNOTATION: &str = "vmform.io/ports";
+
+/// How often `console` looks for new output, and for a new VMI.
+const POLL: Duration = Duration::from_millis(200);
+const VMI_POLL_EVERY: u32 = 5;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
+}
+
+pub fn run(command: VmCommand) -> u8 {
+    runtime().block_on(async move {
+        match command {
+            VmCommand::Start { vm, paused, dry_run } => {
+                let mut body = json!({});
+                if paused {
+                    body["paused"] = json!(true);
+                }
+                act(&vm, "start", body, dry_run).await
+            }
+            VmCommand::Stop { vm, grace_period, force, dry_run } => {
+                let mut body = json!({});
+                if let Some(seconds) = grace_period.or(force.then_some(0)) {
+                    body["gracePeriod"] = json!(seconds);
+                }
+                act(&vm, "stop", body, dry_run).await
+            }
+            VmCommand::Restart { vm, force, dry_run } => {
+                let mut body = json!({});
+                if force {
+                    body["gracePeriodSeconds"] = json!(0);
+                }
+                act(&vm, "restart", body, dry_run).await
+            }
+            VmCommand::Console { vm, tail, no_follow } => console(&vm, tail, !no_follow).await,
+            VmCommand::Ports { vm } => ports(&vm).await,
+        }
+    })
+}
+
+/// The cluster, and the VM's namespace (`-n`, else the context's, else `default`).
+async fn connect(args: &VmArgs) -> Result<(Target, String), u8> {
+    let t = &args.target;
+    let wanted = target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() };
+    match target::connect(&wanted).await {
+        Ok(t) => {
+            let namespace = args.namespace.clone().unwrap_or_else(|| t.client.default_namespace().to_string());
+            Ok((t, namespace))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// A request that did not get an answer from the cluster, or was refused for who sent it.
+fn target_failure(target: &Target, e: kube::Error) -> u8 {
+    eprintln!("error: {}", target.error(e));
+    EXIT_USAGE
+}
+
+async fn act(args: &VmArgs, action: &str, mut body: Value, dry_run: bool) -> u8 {
+    let (target, namespace) = match connect(args).await {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    if dry_run {
+        body["dryRun"] = json!(["All"]);
+    }
+    let name = &args.name;
+    let url = format!("/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines");
+    let request = match kube::core::Request::new(url).replace_subresource(action, name, &PostParams::default(), body.to_string().into_bytes()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match target.client.request_text(request).await {
+        Ok(_) => {
+            let done = if dry_run { "accepted (dry run: nothing changed)" } else { "requested" };
+            print_stdout(&format!("{namespace}/{name}: {action} {done}\n"));
+            EXIT_OK
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 && s.message.contains(" not found") && s.message.contains(&format!("\"{name}\"")) => {
+            eprintln!("error: VM {namespace}/{name} not found");
+            EXIT_FAILED
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            eprintln!(
+                "error: the cluster at {} does not serve KubeVirt's VM actions (subresources.kubevirt.io/v1): {}",
+                target.server, s.message
+            );
+            EXIT_USAGE
+        }
+        Err(kube::Error::Api(s)) if s.code == 401 => target_failure(&target, kube::Error::Api(s)),
+        Err(kube::Error::Api(s)) => {
+            eprintln!("error: cannot {action} {namespace}/{name}: {}", s.message);
+            EXIT_FAILED
+        }
+        Err(e) => target_failure(&target, e),
+    }
+}
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", kind), plural)
+}
+
+/// The VM's VirtualMachineInstance, after checking the VM exists.
+async fn running_instance(target: &Target, namespace: &str, name: &str) -> Result<DynamicObject, u8> {
+    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
+    match vms.get_opt(name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            eprintln!("error: VM {namespace}/{name} not found");
+            return Err(EXIT_FAILED);
+        }
+        Err(e) => return Err(target_failure(target, e)),
+    }
+    match instance(target, namespace, name).await {
+        Ok(Some(vmi)) => Ok(vmi),
+        Ok(None) => {
+            eprintln!("error: VM {namespace}/{name} is not running: it has no VirtualMachineInstance (start it with `vmform vm start {name}`)");
+            Err(EXIT_FAILED)
+        }
+        Err(e) => Err(target_failure(target, e)),
+    }
+}
+
+async fn instance(target: &Target, namespace: &str, name: &str) -> Result<Option<DynamicObject>, kube::Error> {
+    let vmis: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachineInstance", "virtualmachineinstances"));
+    vmis.get_opt(name).await
+}
+
+fn annotation<'a>(vmi: &'a DynamicObject, key: &str) -> Option<&'a str> {
+    vmi.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+}
+
+fn not_local(target: &Target, namespace: &str, name: &str, what: &str) -> u8 {
+    eprintln!(
+        "error: VM {namespace}/{name} has no {what} on this machine: the cluster at {} is not vmform's local runtime (on KubeVirt, use virtctl)",
+        target.server
+    );
+    EXIT_USAGE
+}
+
+/// The console log of a VMI, if it is on this machine.
+fn console_path(vmi: &DynamicObject) -> Option<PathBuf> {
+    annotation(vmi, CONSOLE_ANNOTATION).map(PathBuf::from).filter(|p| p.is_file())
+}
+
+async fn console(args: &VmArgs, tail: i64, follow: bool) -> u8 {
+    let (target, namespace) = match connect(args).await {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let name = &args.name;
+    let vmi = match running_instance(&target, &namespace, name).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let Some(path) = console_path(&vmi) else {
+        return match annotation(&vmi, CONSOLE_ANNOTATION) {
+            Some(p) => {
+                eprintln!("error: the console log of VM {namespace}/{name} ({p}) is not on this machine");
+                EXIT_USAGE
+            }
+            None => not_local(&target, &namespace, name, "console log"),
+        };
+    };
+    let mut out = std::io::stdout();
+    let mut offset = match print_tail(&path, tail, &mut out) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
+    };
+    if !follow {
+        return EXIT_OK;
+    }
+    let mut path = path;
+    let mut uid = vmi.metadata.uid.clone();
+    let mut stopped = false;
+    let mut ticks = 0u32;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => return EXIT_OK,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        match copy_new(&path, &mut offset, &mut out) {
+            Ok(()) => {}
+            // The reader went away (`vmform vm console web | head`).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
+            // The old VMI's log may be gone; the next VMI brings a new one.
+            Err(_) => {}
+        }
+        ticks += 1;
+        if !ticks.is_multiple_of(VMI_POLL_EVERY) {
+            continue;
+        }
+        match instance(&target, &namespace, name).await {
+            Ok(None) if !stopped => {
+                stopped = true;
+                eprintln!("--- {namespace}/{name}: the VirtualMachineInstance is gone; waiting for the VM to run again (Ctrl-C to leave)");
+            }
+            Ok(Some(next)) if next.metadata.uid != uid => {
+                if let Some(next_path) = console_path(&next) {
+                    // Whatever the old guest wrote last, then the new one from its start.
+                    let _ = copy_new(&path, &mut offset, &mut out);
+                    eprintln!("--- {namespace}/{name}: a new VirtualMachineInstance; following its console");
+                    path = next_path;
+                    offset = 0;
+                    uid = next.metadata.uid.clone();
+                    stopped = false;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Print the last `lines` lines of a file (all of it when negative); returns where the
+/// file ended.
+fn print_tail(path: &Path, lines: i64, out: &mut impl Write) -> std::io::Result<u64> {
+    let bytes = std::fs::read(path)?;
+    let start = if lines < 0 { 0 } else { tail_start(&bytes, lines as usize) };
+    write_out(out, &bytes[start..])?;
+    Ok(bytes.len() as u64)
+}
+
+/// Where the last `lines` lines of `bytes` begin (a final newline ends the last line, it
+/// does not start an empty one).
+fn tail_start(bytes: &[u8], lines: usize) -> usize {
+    if lines == 0 {
+        return bytes.len();
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == lines {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+/// Print what was appended to the file since `offset`; a file that shrank was rewritten,
+/// and is printed from its start.
+fn copy_new(path: &Path, offset: &mut u64, out: &mut impl Write) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len < *offset {
+        *offset = 0;
+    }
+    if len == *offset {
+        return Ok(());
+    }
+    file.seek(SeekFrom::Start(*offset))?;
+    let mut buf = Vec::with_capacity((len - *offset) as usize);
+    file.take(len - *offset).read_to_end(&mut buf)?;
+    *offset += buf.len() as u64;
+    write_out(out, &buf)
+}
+
+fn write_out(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// One forwarded port, as the handler records it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Port {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    protocol: String,
+    port: u16,
+    #[serde(rename = "hostIP", default)]
+    host_ip: String,
+    host_port: u16,
+}
+
+async fn ports(args: &VmArgs) -> u8 {
+    let (target, namespace) = match connect(args).await {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let name = &args.name;
+    let vmi = match running_instance(&target, &namespace, name).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let Some(raw) = annotation(&vmi, PORTS_ANNOTATION) else {
+        if annotation(&vmi, CONSOLE_ANNOTATION).is_none() {
+            return not_local(&target, &namespace, name, "forwarded ports");
+        }
+        print_stdout(&format!("{namespace}/{name} forwards no ports\n"));
+        return EXIT_OK;
+    };
+    let ports: Vec<Port> = match serde_json::from_str(raw) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: the {PORTS_ANNOTATION} annotation of VMI {namespace}/{name} is not a list of ports: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if ports.is_empty() {
+        print_stdout(&format!("{namespace}/{name} forwards no ports\n"));
+        return EXIT_OK;
+    }
+    print_stdout(&ports_table(&ports));
+    EXIT_OK
+}
+
+fn ports_table(ports: &[Port]) -> String {
+    let rows: Vec<[String; 4]> = ports
+        .iter()
+        .map(|p| {
+            let host = if p.host_ip.contains(':') { format!("[{}]:{}", p.host_ip, p.host_port) } else { format!("{}:{}", p.host_ip, p.host_port) };
+            let protocol = if p.protocol.is_empty() { "TCP".to_string() } else { p.protocol.clone() };
+            let name = if p.name.is_empty() { "-".to_string() } else { p.name.clone() };
+            [name, protocol, p.port.to_string(), host]
+        })
+        .collect();
+    let header = ["NAME", "PROTOCOL", "GUEST PORT", "HOST"].map(String::from);
+    let widths: Vec<usize> = (0..4).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut text = String::new();
+    for row in [&header].into_iter().chain(rows.iter()) {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        text.push_str(cells.join("   ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_counts_lines_from_the_end() {
+        let log = b"one\ntwo\nthree\n";
+        assert_eq!(&log[tail_start(log, 1)..], b"three\n");
+        assert_eq!(&log[tail_start(log, 2)..], b"two\nthree\n");
+        assert_eq!(&log[tail_start(log, 9)..], log);
+        assert_eq!(&log[tail_start(log, 0)..], b"");
+        let partial = b"one\ntwo";
+        assert_eq!(&partial[tail_start(partial, 1)..], b"two");
+    }
+
+    #[test]
+    fn ports_print_as_a_table() {
+        let ports: Vec<Port> = serde_json::from_str(
+            r#"[{"name":"http","protocol":"TCP","port":80,"hostIP":"127.0.0.1","hostPort":40123},{"port":22,"hostIP":"::1","hostPort":2222}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ports_table(&ports),
+            "NAME   PROTOCOL   GUEST PORT   HOST\nhttp   TCP        80           127.0.0.1:40123\n-      TCP        22           [::1]:2222\n"
+        );
+    }
+}
