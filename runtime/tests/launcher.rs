@@ -211,10 +211,10 @@ fn status(dir: &Path) -> launcher::Status {
 fn wait_phase(dir: &Path, phase: Phase, timeout: Duration) -> launcher::Status {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(s) = launcher::read_status(dir) {
-            if s.phase == phase {
-                return s;
-            }
+        if let Ok(s) = launcher::read_status(dir)
+            && s.phase == phase
+        {
+            return s;
         }
         assert!(Instant::now() < deadline, "status.json never reached {phase:?}\nlog:\n{}", launcher_log(dir));
         std::thread::sleep(Duration::from_millis(100));
@@ -262,6 +262,24 @@ fn assert_clean(node: &Node, g: &Guest, kind: ExitKind) {
     while !qemu_pids(&g.name).is_empty() {
         assert!(Instant::now() < deadline, "QEMU of {} left running: {:?}", g.name, qemu_pids(&g.name));
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The probe never takes much longer than its limit, and here (a /dev/kvm that hangs,
+/// or none) says TCG.
+#[test]
+fn kvm_probe_is_time_limited() {
+    if std::env::var(CHILD_ENV).is_ok() || !have("qemu-system-x86_64") {
+        return;
+    }
+    let start = Instant::now();
+    let (accel, why) = vmform_runtime::libvirt::kvm::probe_detailed(Duration::from_secs(3));
+    let took = start.elapsed();
+    eprintln!("KVM probe: {accel} in {} ms ({why})", took.as_millis());
+    assert!(took < Duration::from_millis(4500), "{took:?}");
+    // Set VMFORM_TEST_KVM_WORKS on a machine whose KVM runs guests.
+    if std::env::var_os("VMFORM_TEST_KVM_WORKS").is_none() {
+        assert_eq!(accel, Accel::Tcg, "{why}");
     }
 }
 
@@ -314,6 +332,16 @@ fn launcher_runs_real_guests() {
 }
 
 fn boot_and_shutdown(node: &Node, disk: &Path) {
+    // A shut-off domain of the same name left from an earlier run is replaced.
+    let leftover = node.dir.path().join("leftover.xml");
+    std::fs::write(
+        &leftover,
+        "<domain type='qemu'><name>tests_hello</name><memory unit='MiB'>64</memory><os><type arch='x86_64' machine='q35'>hvm</type></os></domain>",
+    )
+    .unwrap();
+    node.virsh(&["define", leftover.to_str().unwrap()]);
+    assert_eq!(node.domains(), vec!["tests_hello".to_string()]);
+
     let mut g = launch(node, "hello", disk, "#cloud-config\n#vmform-marker hello\n", 30);
     let ready = wait_line(&mut g, "VMFORM-TEST-GUEST READY", BOOT_TIMEOUT);
     wait_line(&mut g, "VMFORM-USER-DATA: #vmform-marker hello", Duration::from_secs(30));

@@ -688,11 +688,11 @@ fn nic_model(i: &Value, networks: &[Value], problems: &mut Vec<String>) -> Optio
         return None;
     }
     let mac = i.get("macAddress").and_then(Value::as_str).map(str::to_string);
-    if let Some(m) = &mac {
-        if vmform_compiler::values::check_mac(m).is_err() {
-            problems.push(format!("interface \"{name}\": macAddress `{m}` is not a MAC address"));
-            return None;
-        }
+    if let Some(m) = &mac
+        && vmform_compiler::values::check_mac(m).is_err()
+    {
+        problems.push(format!("interface \"{name}\": macAddress `{m}` is not a MAC address"));
+        return None;
     }
     let mut ports = Vec::new();
     for p in i.get("ports").and_then(Value::as_array).cloned().unwrap_or_default() {

@@ -120,7 +120,12 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
 
     // A replacement launcher attaches to the running domain of its VMI.
     let attached = match start_or_attach(l, &mut conn, &plan) {
-        Ok(a) => a,
+        Ok(Start::Attached) => true,
+        Ok(Start::Started) => false,
+        Ok(Start::Cancelled) => {
+            cleanup(&mut conn, &plan);
+            return l.finish(LauncherExit::new(ExitKind::Shutdown, "SIGTERM before the guest was started: not started"));
+        }
         Err(message) => {
             cleanup(&mut conn, &plan);
             return l.finish(LauncherExit::new(ExitKind::Failed, message));
@@ -134,15 +139,23 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
     l.finish(exit)
 }
 
-/// Define and start the domain, or find it already running. `Ok(true)`: attached.
-fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<bool, String> {
+enum Start {
+    /// The domain was already running (a replacement launcher).
+    Attached,
+    Started,
+    /// SIGTERM came before the domain was started.
+    Cancelled,
+}
+
+/// Define and start the domain, or find it already running.
+fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, String> {
     let c = conn.get().ok_or("libvirtd went away")?;
     if let Ok(dom) = Domain::lookup_by_uuid_string(c, &plan.uuid) {
         if dom.is_active().unwrap_or(false) {
             // The earlier launcher's forwarded ports still hold.
             l.status.ports = std::mem::take(&mut l.earlier_ports);
             log(&format!("domain {} is already running: attaching", plan.name));
-            return Ok(true);
+            return Ok(Start::Attached);
         }
         log(&format!("undefining the leftover shut-off domain {}", plan.name));
         undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
@@ -156,6 +169,9 @@ fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Resu
         undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
     }
 
+    if l.term.load(Ordering::SeqCst) {
+        return Ok(Start::Cancelled);
+    }
     super::prepare(&plan.prepare)?;
     let xml_path = l.args.vmi_dir.join(super::DOMAIN_XML_FILE);
     if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
@@ -166,7 +182,7 @@ fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Resu
     if let Err(e) = dom.create() {
         return Err(format!("the domain did not start: {}", e.message()));
     }
-    Ok(false)
+    Ok(Start::Started)
 }
 
 /// The libvirt connection, reopened with back-off when libvirtd goes away (the guest's
