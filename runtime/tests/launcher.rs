@@ -140,12 +140,29 @@ fn vmi(name: &str, uid: &str, disk: &Path, user_data: &str, grace: u64) -> Value
     })
 }
 
+/// The launcher process: this test binary re-run, or, with `VMFORM_TEST_LAUNCHER_BIN`
+/// set to a `vmform` binary, `vmform runtime launcher`.
 fn start_launcher(node: &Node, dir: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("launcher.log")).unwrap();
-    let args = json!({"vmi_dir": dir, "uri": node.uri(), "volumes_dir": node.volumes});
-    Command::new(std::env::current_exe().unwrap())
-        .args(["launcher_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, args.to_string())
+    let mut command = match std::env::var_os("VMFORM_TEST_LAUNCHER_BIN") {
+        Some(bin) => {
+            let mut c = Command::new(bin);
+            c.args(["runtime", "launcher", "--accel", "tcg", "--vmi-dir"])
+                .arg(dir)
+                .arg("--libvirt-uri")
+                .arg(node.uri())
+                .arg("--volumes-dir")
+                .arg(&node.volumes);
+            c
+        }
+        None => {
+            let args = json!({"vmi_dir": dir, "uri": node.uri(), "volumes_dir": node.volumes});
+            let mut c = Command::new(std::env::current_exe().unwrap());
+            c.args(["launcher_child", "--exact", "--nocapture", "--test-threads=1"]).env(CHILD_ENV, args.to_string());
+            c
+        }
+    };
+    command
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)

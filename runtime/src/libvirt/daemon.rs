@@ -516,6 +516,28 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// A daemon that fails at start: the error carries the end of what it said.
+    #[test]
+    fn a_daemon_that_exits_shows_its_log() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = tempfile::Builder::new().prefix("vmf-daemon-").tempdir_in("/tmp").unwrap();
+        let fake = dir.path().join("fake-libvirtd");
+        fs::write(&fake, "#!/bin/sh\necho 'error : cannot parse config: bad setting' >&2\nexit 6\n").unwrap();
+        fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut config = DaemonConfig::new(&dir.path().join("node"), uuid::Uuid::new_v4());
+        config.libvirtd = fake;
+        let err = NodeDaemon::ensure_running_with(config).unwrap_err();
+        assert!(matches!(err, DaemonError::Exited { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("exit status: 6") && text.contains("cannot parse config: bad setting"), "{text}");
+        // The node's config was seeded and written.
+        let etc = dir.path().join("node/libvirt/etc");
+        assert!(fs::read_to_string(etc.join("qemu.conf")).unwrap().contains("security_driver = \"none\""));
+        assert!(!etc.join("qemu/networks/autostart/default.xml").exists());
+    }
+
     #[test]
     fn config_files_carry_the_settings() {
         let config = DaemonConfig::new(Path::new("/d/n1"), uuid::Uuid::nil());
