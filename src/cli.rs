@@ -181,6 +181,12 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         /// Run in the background, with a pid file and a log file in the data dir
         #[arg(long)]
         detach: bool,
+        /// Serve the API only: no controller, no handler, no VMs run
+        #[arg(long)]
+        no_runtime: bool,
+        /// The node lease's duration: how long a silent handler's node stays Ready
+        #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
+        node_lease_duration: std::time::Duration,
     },
     /// Stop the local control plane cleanly
     Down {
@@ -201,6 +207,11 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run a part of the VM runtime against a cluster (`vmform up` runs them for you)
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -211,6 +222,53 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         /// Write vmform.1 and vmform-COMMAND.1 files here instead of printing vmform.1
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// Run the controller (KubeVirt's virt-controller): VMs to VMIs, scheduling, node health
+    Controller {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Provision the VMs' data volumes as files in this dir (the local runtime's storage)
+        #[arg(long, value_name = "DIR")]
+        volumes_dir: Option<PathBuf>,
+    },
+    /// Run the handler of one node (KubeVirt's virt-handler): starts, watches and stops its guests
+    Handler {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The node's name
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// The node's own dir: its launchers' files (and its private libvirtd with --own-libvirtd)
+        #[arg(long, value_name = "DIR")]
+        node_dir: PathBuf,
+        /// Where PVC and data volume files are
+        #[arg(long, value_name = "DIR")]
+        volumes_dir: PathBuf,
+        /// The node's libvirt daemon
+        #[arg(long, value_name = "URI", conflicts_with = "own_libvirtd", required_unless_present = "own_libvirtd")]
+        libvirt_uri: Option<String>,
+        /// Start (or adopt) a private libvirtd in the node dir
+        #[arg(long)]
+        own_libvirtd: bool,
+        /// The node lease's duration; the controller marks the node NotReady when it runs out
+        #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
+        lease_duration: std::time::Duration,
+    },
+    /// Run one VMI's guest (KubeVirt's virt-launcher); started by the handler
+    #[command(hide = true)]
+    Launcher {
+        #[arg(long, value_name = "DIR")]
+        vmi_dir: PathBuf,
+        #[arg(long, value_name = "URI")]
+        libvirt_uri: String,
+        #[arg(long, value_name = "DIR")]
+        volumes_dir: PathBuf,
+        #[arg(long, value_name = "ACCEL", default_value = "tcg")]
+        accel: String,
     },
 }
 

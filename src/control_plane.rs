@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vmform_runtime::local::{self, DataDir, UpConfig, CONTEXT};
+use vmform_runtime::supervisor::{LocalRuntime, LOCAL_NODE};
 
-/// How long `up --detach` and `down` wait for the server.
+/// How long `up --detach` waits for the server.
 const WAIT: Duration = Duration::from_secs(30);
+/// How long `down` waits: guests get their grace period to shut down first.
+const DOWN_WAIT: Duration = Duration::from_secs(90);
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
 }
 
@@ -21,10 +24,12 @@ fn usage_hint(kubeconfig: &Path) -> String {
     )
 }
 
-pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool) -> u8 {
+/// `node_lease`: the runtime's node lease duration, or `None` for the API server alone.
+pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>) -> u8 {
     if detach {
-        return up_detached(data_dir, listen);
+        return up_detached(data_dir, listen, node_lease);
     }
+    crate::runtime_cmd::init_logging();
     runtime().block_on(async move {
         let server = match local::up(UpConfig { data_dir, listen }).await {
             Ok(s) => s,
@@ -34,15 +39,35 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool) -> u8 {
             }
         };
         say!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
+        let vm_runtime = if let Some(lease) = node_lease {
+            let exe = std::env::current_exe().expect("the running binary has a path");
+            match LocalRuntime::start(&server.data_dir, exe.into(), lease).await {
+                Ok(r) => {
+                    say!("runtime: controller, and the handler of node {LOCAL_NODE} (its log: {})", server.data_dir.nodes().join(LOCAL_NODE).join("handler.log").display());
+                    Some(r)
+                }
+                Err(e) => {
+                    eprintln!("error: the VM runtime did not start: {e}");
+                    server.stop().await;
+                    return EXIT_USAGE;
+                }
+            }
+        } else {
+            None
+        };
         say!("{}", usage_hint(&server.data_dir.kubeconfig()));
         wait_for_signal().await;
         eprintln!("stopping");
+        if let Some(r) = vm_runtime {
+            eprintln!("stopping the guests and the node's libvirtd");
+            r.stop().await;
+        }
         server.stop().await;
         EXIT_OK
     })
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM can be caught");
     tokio::select! {
@@ -53,7 +78,7 @@ async fn wait_for_signal() {
 
 /// Start `vmform up` again as a background process writing to the log file, and wait
 /// until it serves (or fails, showing the end of its log).
-fn up_detached(data_dir: PathBuf, listen: SocketAddr) -> u8 {
+fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>) -> u8 {
     use std::os::unix::process::CommandExt;
     let dir = DataDir(data_dir.clone());
     if dir.in_use() {
@@ -76,6 +101,10 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr) -> u8 {
     let mut child = match std::process::Command::new(exe)
         .args(["up", "--listen", &listen.to_string(), "--data-dir"])
         .arg(&data_dir)
+        .args(match node_lease {
+            Some(lease) => vec!["--node-lease-duration".to_string(), format!("{}s", lease.as_secs())],
+            None => vec!["--no-runtime".to_string()],
+        })
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("the log file handle clones"))
         .stderr(log)
@@ -132,14 +161,14 @@ pub fn down(data_dir: PathBuf) -> u8 {
         return EXIT_USAGE;
     }
     let started = Instant::now();
-    while started.elapsed() < WAIT {
+    while started.elapsed() < DOWN_WAIT {
         if !dir.in_use() {
             say!("stopped the local control plane (pid {pid})");
             return EXIT_OK;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("error: the server (pid {pid}) did not stop within {} s", WAIT.as_secs());
+    eprintln!("error: the server (pid {pid}) did not stop within {} s", DOWN_WAIT.as_secs());
     EXIT_USAGE
 }
 

@@ -30,7 +30,7 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
 }
 
-fn target_args(t: &TargetArgs) -> target::TargetArgs {
+pub(crate) fn target_args(t: &TargetArgs) -> target::TargetArgs {
     target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() }
 }
 

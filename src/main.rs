@@ -8,6 +8,7 @@ mod diff_output;
 mod fs_loader;
 mod git_loader;
 mod report;
+mod runtime_cmd;
 mod vm_cmd;
 
 use clap::{CommandFactory, Parser};
@@ -45,7 +46,10 @@ fn main() -> ExitCode {
         Command::Destroy { project, guards } => deploy_cmd::destroy(&project, &guards),
         Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
         Command::Vm { command } => vm_cmd::run(command),
-        Command::Up { data_dir, listen, detach } => control_plane::up(data_dir.resolve(), listen, detach),
+        Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration } => {
+            control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration))
+        }
+        Command::Runtime { command } => runtime_cmd::run(command),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),
         Command::Status { data_dir, kubeconfig } => control_plane::status(data_dir.resolve(), kubeconfig),
         Command::Token { command: cli::TokenCommand::Create { data_dir, read_only, name } } => {

@@ -17,7 +17,7 @@ struct World {
 impl World {
     fn new() -> World {
         let data = tempfile::tempdir().unwrap();
-        let out = run(&["up", "--detach", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
+        let out = run(&["up", "--detach", "--no-runtime", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let project = tempfile::Builder::new().prefix("shop").tempdir().unwrap();
         World { data, project }

@@ -18,7 +18,7 @@ struct Cluster {
 impl Cluster {
     fn up() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let out = vmform(&dir, &["up", "--detach", "--listen", "127.0.0.1:0"]);
+        let out = vmform(&dir, &["up", "--detach", "--no-runtime", "--listen", "127.0.0.1:0"]);
         assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
         assert!(stdout(&out).contains("export KUBECONFIG="), "{}", stdout(&out));
         Cluster { dir }
@@ -107,7 +107,7 @@ fn up_status_and_down_manage_the_control_plane() {
     assert!(kubeconfig.contains("current-context: vmform-local"), "{kubeconfig}");
 
     // A second server on the same data dir is refused, and the first keeps running.
-    let second = vmform(&cluster.dir, &["up", "--listen", "127.0.0.1:0"]);
+    let second = vmform(&cluster.dir, &["up", "--no-runtime", "--listen", "127.0.0.1:0"]);
     assert_eq!(code(&second), 2);
     assert!(stderr(&second).contains("in use by another vmform server"), "{}", stderr(&second));
 
@@ -227,7 +227,7 @@ fn acknowledged_writes_survive_sigkill() {
     let start = |dir: &Path| -> (Child, String) {
         let _ = std::fs::remove_file(dir.join("server.json"));
         let child = Command::new(env!("CARGO_BIN_EXE_vmform"))
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["up", "--no-runtime", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -335,7 +335,7 @@ fn a_server_that_cannot_start_in_the_background_says_why() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = vmform(&dir, &["up", "--detach", "--listen", &addr]);
+    let out = vmform(&dir, &["up", "--detach", "--no-runtime", "--listen", &addr]);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
     assert!(err.contains("the server exited") && err.contains(&format!("cannot listen on {addr}")), "{err}");

@@ -1,13 +1,16 @@
 //! vmform's runtime: the local control plane (a Kubernetes-compatible API server with
-//! its store) and, later, the controller, handler and launcher that run VMs through
-//! libvirt.
+//! its store), and the controller, handler and launcher that run VMs through libvirt.
 //!
 //! The compiler stays free of tokio, kube and libvirt; everything that needs them
 //! lives here.
 
 pub mod apiserver;
+pub mod controller;
 pub mod files;
+pub mod handler;
+pub mod kubevirt;
 pub mod launcher;
 pub mod libvirt;
 pub mod local;
+pub mod supervisor;
 pub mod volumes;

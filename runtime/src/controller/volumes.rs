@@ -1,0 +1,114 @@
+//! The local runtime's storage provisioner, as the controller drives it: a VM's
+//! `dataVolumeTemplates` become files under `<data>/volumes` before its first VMI (what
+//! CDI does on a cluster), imports run on blocking threads and report progress into the
+//! VM's status, and the files go when the VM is deleted.
+
+use super::ControllerError;
+use crate::volumes;
+use kube::api::DynamicObject;
+use kube::ResourceExt;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+/// Whether a VM's data volumes are there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Volumes {
+    Ready,
+    /// Being made; the text is the progress, e.g. `rootdisk: importing 42%`.
+    Importing(String),
+    /// Could not be made; the text says why.
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+enum Job {
+    Running(String),
+    Failed(String),
+}
+
+pub(crate) struct LocalVolumes {
+    dir: Option<PathBuf>,
+    jobs: Arc<Mutex<HashMap<(String, String), Job>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Drop for LocalVolumes {
+    fn drop(&mut self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl LocalVolumes {
+    pub(crate) fn new(dir: Option<PathBuf>) -> LocalVolumes {
+        LocalVolumes { dir, jobs: Default::default(), cancel: Default::default() }
+    }
+
+    /// Start what is missing and tell whether everything is there.
+    pub(crate) async fn prepare(&self, vm: &DynamicObject) -> Volumes {
+        let Some(dir) = &self.dir else { return Volumes::Ready };
+        let namespace = vm.namespace().unwrap_or_default();
+        let templates = vm.data.pointer("/spec/dataVolumeTemplates").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut waiting = Vec::new();
+        for raw in &templates {
+            let template = match volumes::DataVolumeTemplate::parse(raw) {
+                Ok(t) => t,
+                Err(e) => return Volumes::Failed(e.to_string()),
+            };
+            if volumes::claim_path(dir, &namespace, &template.name).exists() {
+                continue;
+            }
+            let key = (namespace.clone(), template.name.clone());
+            let mut jobs = self.jobs.lock().expect("the jobs lock is never poisoned");
+            match jobs.get(&key) {
+                Some(Job::Failed(message)) => {
+                    // Reported once; the next reconcile tries again.
+                    let message = message.clone();
+                    jobs.remove(&key);
+                    return Volumes::Failed(message);
+                }
+                Some(Job::Running(progress)) => waiting.push(format!("{}: {progress}", template.name)),
+                None => {
+                    jobs.insert(key.clone(), Job::Running("waiting".into()));
+                    waiting.push(format!("{}: waiting", template.name));
+                    let (jobs, cancel, dir, namespace) = (Arc::clone(&self.jobs), Arc::clone(&self.cancel), dir.clone(), namespace.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut report = |p: volumes::Progress| {
+                            jobs.lock().expect("never poisoned").insert(key.clone(), Job::Running(p.to_string()));
+                        };
+                        let result = volumes::provision(&dir, &namespace, &template, &mut report, &cancel);
+                        let mut jobs = jobs.lock().expect("never poisoned");
+                        match result {
+                            Ok(_) => jobs.remove(&key),
+                            Err(e) => jobs.insert(key, Job::Failed(format!("data volume {}: {e}", template.name))),
+                        };
+                    });
+                }
+            }
+        }
+        if waiting.is_empty() { Volumes::Ready } else { Volumes::Importing(waiting.join(", ")) }
+    }
+
+    /// Delete the files of a VM's data volume templates (its own volumes; claims it only
+    /// refers to are left alone, as Kubernetes leaves a PVC).
+    pub(crate) async fn delete_for(&self, vm: &DynamicObject) -> Result<(), ControllerError> {
+        let Some(dir) = self.dir.clone() else { return Ok(()) };
+        let namespace = vm.namespace().unwrap_or_default();
+        let names: Vec<String> = vm
+            .data
+            .pointer("/spec/dataVolumeTemplates")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)).collect())
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            for name in names {
+                volumes::delete(&dir, &namespace, &name).map_err(|e| ControllerError::Volume(format!("data volume {name}: {e}")))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("the delete task does not panic")
+    }
+}

@@ -1,0 +1,428 @@
+//! The handler (KubeVirt's virt-handler): one per node. It registers the node and keeps
+//! its heartbeat, starts a launcher for every VMI scheduled to the node, reports each
+//! VMI's phase from what its launcher writes, stops guests of deleted VMIs, and lets a
+//! VMI go (removes its finalizer) only once its guest is gone.
+//!
+//! The sync is level-triggered: every VMI event, and a short tick, compares each VMI of
+//! the node with its launcher and writes only what differs.
+
+mod launchers;
+mod node;
+
+pub use launchers::{LauncherExit, LauncherStatus};
+
+use crate::kubevirt::{self, Phase};
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use launchers::Launchers;
+use serde_json::{json, Value};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the node dir {path} cannot be used: {source}")]
+    NodeDir { path: String, source: std::io::Error },
+    #[error("libvirt: {0}")]
+    Libvirt(String),
+}
+
+/// Where the node's libvirt comes from.
+#[derive(Debug, Clone)]
+pub enum LibvirtSource {
+    /// Start (or adopt) a private libvirtd under the node dir: the local runtime.
+    Own,
+    /// Use this daemon: a real host's libvirtd.
+    Uri(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    pub node: String,
+    /// `<data>/nodes/<node>`: the node's libvirt and VMI dirs.
+    pub node_dir: PathBuf,
+    /// `<data>/volumes`: PVC and DataVolume files.
+    pub volumes_dir: PathBuf,
+    pub libvirt: LibvirtSource,
+    /// The node lease's duration; it is renewed every quarter of it.
+    pub lease_duration: Duration,
+    /// The launcher's command line before its `--vmi-dir`: `vmform runtime launcher`.
+    pub launcher_command: Vec<OsString>,
+}
+
+impl HandlerConfig {
+    pub fn vmis_dir(&self) -> PathBuf {
+        self.node_dir.join("vmis")
+    }
+}
+
+/// How often launchers' files are read between VMI events.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Run the handler until `shutdown` resolves. Guests keep running when it returns.
+pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), HandlerError> {
+    let uri = match &config.libvirt {
+        LibvirtSource::Uri(uri) => uri.clone(),
+        LibvirtSource::Own => match start_libvirtd(&config).await {
+            Ok(uri) => uri,
+            Err(e) => {
+                // The node shows why it takes no guests; whoever runs the handler retries.
+                if let Err(k) = node::register_unavailable(&client, &config.node, &e.to_string()).await {
+                    tracing::warn!("cannot record node {} as unavailable: {k}", config.node);
+                }
+                return Err(e);
+            }
+        },
+    };
+    let accel = tokio::task::spawn_blocking(|| crate::libvirt::kvm::probe(Duration::from_secs(3))).await.expect("the probe does not panic");
+    tracing::info!("node {}: libvirt {uri}, accelerator {}", config.node, accel.as_str());
+    node::register(&client, &node::NodeInfo { name: &config.node, accel: accel.as_str(), libvirt_uri: &uri }).await?;
+    let heartbeat = node::heartbeat(client.clone(), config.node.clone(), config.lease_duration);
+
+    let vmis_dir = config.vmis_dir();
+    let launchers = Launchers::adopt(vmis_dir.clone(), config.launcher_command.clone())
+        .map_err(|source| HandlerError::NodeDir { path: vmis_dir.display().to_string(), source })?;
+    let resource = kubevirt::vmi_resource();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watch = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(move |_| {
+            let _ = wake_tx.try_send(());
+            async {}
+        });
+    let launcher_args: Vec<OsString> = vec![
+        "--libvirt-uri".into(),
+        uri.clone().into(),
+        "--volumes-dir".into(),
+        config.volumes_dir.clone().into(),
+        "--accel".into(),
+        accel.as_str().into(),
+    ];
+    let mut sync = Sync { client, node: config.node.clone(), launchers, launcher_args, uri };
+    let sync_loop = async {
+        // Invariant: a handler restart never stops a running guest. Until the cache holds
+        // every VMI, a launcher without a VMI may only look orphaned, so nothing is
+        // stopped before the first full list.
+        let _ = store.wait_until_ready().await;
+        loop {
+            sync.run(&store.state()).await;
+            let _ = tokio::time::timeout(TICK, wake_rx.recv()).await;
+        }
+    };
+    let watchdog = async {
+        if matches!(config.libvirt, LibvirtSource::Own) {
+            watch_libvirtd(&config).await
+        } else {
+            std::future::pending().await
+        }
+    };
+    tokio::select! {
+        _ = heartbeat => {}
+        _ = watch => {}
+        _ = sync_loop => {}
+        e = watchdog => return e,
+        _ = shutdown => {}
+    }
+    Ok(())
+}
+
+/// Start the node's own libvirtd again whenever it dies. Its guests' QEMUs keep running
+/// meanwhile, and a new libvirtd takes them over from its state dir; launchers reconnect.
+async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), HandlerError> {
+    let pid_file = config.node_dir.join("libvirt/libvirtd.pid");
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let alive = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .is_some_and(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')));
+        if !alive {
+            tracing::warn!("node {}: libvirtd is gone; starting it again", config.node);
+            start_libvirtd(config).await?;
+        }
+    }
+}
+
+async fn start_libvirtd(config: &HandlerConfig) -> Result<String, HandlerError> {
+    let node_dir = config.node_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&node_dir).map_err(|source| HandlerError::NodeDir { path: node_dir.display().to_string(), source })?;
+        let host_uuid = host_uuid(&node_dir).map_err(|source| HandlerError::NodeDir { path: node_dir.display().to_string(), source })?;
+        let daemon = crate::libvirt::daemon::NodeDaemon::ensure_running(&node_dir, host_uuid).map_err(|e| HandlerError::Libvirt(e.to_string()))?;
+        warm_up(&daemon.uri());
+        Ok(daemon.uri().to_string())
+    })
+    .await
+    .expect("starting libvirtd does not panic")
+}
+
+/// The node's libvirt host UUID, made once and kept: two nodes must differ, or libvirt
+/// refuses to migrate between them.
+fn host_uuid(node_dir: &std::path::Path) -> std::io::Result<uuid::Uuid> {
+    let path = node_dir.join("host-uuid");
+    if let Some(uuid) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()) {
+        return Ok(uuid);
+    }
+    let uuid = uuid::Uuid::new_v4();
+    crate::files::write_atomically(&path, format!("{uuid}\n").as_bytes(), 0o644)?;
+    Ok(uuid)
+}
+
+struct Sync {
+    client: Client,
+    node: String,
+    launchers: Launchers,
+    launcher_args: Vec<OsString>,
+    uri: String,
+}
+
+impl Sync {
+    async fn run(&mut self, vmis: &[std::sync::Arc<DynamicObject>]) {
+        let mine: Vec<&DynamicObject> =
+            vmis.iter().map(|v| v.as_ref()).filter(|v| v.data.pointer("/status/nodeName").and_then(Value::as_str) == Some(self.node.as_str())).collect();
+        for vmi in &mine {
+            if let Err(e) = self.sync_vmi(vmi).await {
+                match e {
+                    HandlerError::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                    e => tracing::warn!("VMI {}/{}: {e}", vmi.namespace().unwrap_or_default(), vmi.name_any()),
+                }
+            }
+        }
+        // Launchers whose VMI is gone altogether: stop their guests, then forget them.
+        let known: std::collections::HashSet<&str> = vmis.iter().filter_map(|v| v.metadata.uid.as_deref()).collect();
+        let orphans: Vec<String> = self.launchers.by_uid.keys().filter(|uid| !known.contains(uid.as_str())).cloned().collect();
+        for uid in orphans {
+            let launcher = self.launchers.by_uid.get_mut(&uid).expect("listed above");
+            if launcher.alive() {
+                launcher.terminate();
+            } else {
+                let dir = launcher.dir.clone();
+                self.launchers.by_uid.remove(&uid);
+                let uri = self.uri.clone();
+                let _ = tokio::task::spawn_blocking(move || remove_domain(&uri, &uid)).await;
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    async fn sync_vmi(&mut self, vmi: &DynamicObject) -> Result<(), HandlerError> {
+        let uid = vmi.metadata.uid.clone().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &vmi.namespace().unwrap_or_default(), &kubevirt::vmi_resource());
+        let dir = self.launchers.dir_of(&uid);
+        let alive = self.launchers.by_uid.get_mut(&uid).is_some_and(|l| l.alive());
+        let status = launchers::read_status(&dir);
+
+        if kubevirt::is_deleting(&vmi.metadata) {
+            if alive {
+                self.launchers.by_uid.get_mut(&uid).expect("alive").terminate();
+                return Ok(());
+            }
+            let uri = self.uri.clone();
+            let domain_uid = uid.clone();
+            tokio::task::spawn_blocking(move || remove_domain(&uri, &domain_uid)).await.expect("no panic").map_err(HandlerError::Libvirt)?;
+            // The guest is gone: record how it ended, then let the VMI go.
+            let mut vmi = vmi.clone();
+            if !Phase::of(&vmi).is_final() {
+                let (phase, condition) = match status.and_then(|s| s.exit) {
+                    Some(exit) if !exit.succeeded() => (Phase::Failed, ready_false(&vmi, &exit.kind, &exit.message)),
+                    Some(exit) => (Phase::Succeeded, ready_false(&vmi, "GuestStopped", &exit.message)),
+                    None => (Phase::Succeeded, ready_false(&vmi, "PodTerminating", "stopped before its guest started")),
+                };
+                let patch = kubevirt::phase_patch(&vmi, phase, vec![condition]);
+                vmi = api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+            if kubevirt::has_finalizer(&vmi.metadata, kubevirt::HANDLER_FINALIZER) {
+                let finalizers: Vec<&String> = vmi.finalizers().iter().filter(|f| *f != kubevirt::HANDLER_FINALIZER).collect();
+                let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": vmi.resource_version() } });
+                api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+            self.launchers.by_uid.remove(&uid);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(());
+        }
+        let phase = Phase::of(vmi);
+        if phase.is_final() {
+            if alive {
+                self.launchers.by_uid.get_mut(&uid).expect("alive").terminate();
+            }
+            return Ok(());
+        }
+        let exit = status.as_ref().and_then(|s| s.exit.clone());
+        let started = self.launchers.by_uid.contains_key(&uid);
+        let next = match (alive, exit, started) {
+            (true, _, _) => match &status {
+                Some(s) if s.phase == "Running" || s.phase == "ShuttingDown" => Some(Observed::Running(s.clone())),
+                _ => None,
+            },
+            (false, Some(exit), _) if dir.join("node-shutdown").exists() => Some(Observed::Exited(LauncherExit {
+                kind: "NodeShutdown".into(),
+                message: format!("the guest was stopped because its node shut down ({})", exit.message),
+            })),
+            (false, Some(exit), _) => Some(Observed::Exited(exit)),
+            (false, None, false) if phase == Phase::Scheduled => {
+                let object = serde_json::to_value(vmi).expect("objects serialise");
+                self.launchers
+                    .spawn(&uid, &object, &self.launcher_args)
+                    .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                None
+            }
+            (false, None, _) => {
+                // The launcher is gone without a word (killed, or the machine restarted).
+                // If its guest still runs, a new launcher takes it over; if not, it failed.
+                let uri = self.uri.clone();
+                let domain_uid = uid.clone();
+                let running = tokio::task::spawn_blocking(move || domain_running(&uri, &domain_uid)).await.expect("no panic");
+                if running {
+                    let object = serde_json::to_value(vmi).expect("objects serialise");
+                    self.launchers
+                        .spawn(&uid, &object, &self.launcher_args)
+                        .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                    None
+                } else {
+                    Some(Observed::Exited(LauncherExit { kind: "Crashed".into(), message: "the guest's launcher stopped unexpectedly and the guest is gone".into() }))
+                }
+            }
+        };
+        match next {
+            None => Ok(()),
+            Some(Observed::Running(s)) => self.report_running(&api, vmi, &dir, &s).await,
+            Some(Observed::Exited(exit)) => {
+                let (phase, reason) = if exit.succeeded() { (Phase::Succeeded, "GuestStopped") } else { (Phase::Failed, exit.kind.as_str()) };
+                write_status(&api, vmi, phase, ready_false(vmi, reason, &exit.message)).await
+            }
+        }
+    }
+
+    async fn report_running(&self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), HandlerError> {
+        let console = dir.join("console.log").display().to_string();
+        let ports = serde_json::to_string(&s.ports).expect("JSON serialises");
+        let annotations = vmi.annotations();
+        if annotations.get(kubevirt::CONSOLE_ANNOTATION) != Some(&console) || annotations.get(kubevirt::PORTS_ANNOTATION) != Some(&ports) {
+            let patch = json!({ "metadata": { "annotations": { kubevirt::CONSOLE_ANNOTATION: console, kubevirt::PORTS_ANNOTATION: ports } } });
+            api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            // The status write below needs the new resourceVersion: the next tick does it.
+            return Ok(());
+        }
+        if Phase::of(vmi) == Phase::Running && kubevirt::condition_is_true(vmi, "Ready") {
+            return Ok(());
+        }
+        let condition = kubevirt::make_condition("Ready", true, "", "", kubevirt::condition(vmi, "Ready"), &kubevirt::now());
+        write_status(api, vmi, Phase::Running, condition).await
+    }
+}
+
+enum Observed {
+    Running(LauncherStatus),
+    Exited(LauncherExit),
+}
+
+async fn write_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase, condition: Value) -> Result<(), HandlerError> {
+    let patch = kubevirt::phase_patch(vmi, phase, vec![condition]);
+    api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+fn ready_false(vmi: &DynamicObject, reason: &str, message: &str) -> Value {
+    kubevirt::make_condition("Ready", false, reason, message, kubevirt::condition(vmi, "Ready"), &kubevirt::now())
+}
+
+/// Have libvirtd probe QEMU's capabilities now (it does so once, lazily, taking seconds),
+/// so the node's first guest does not wait for it.
+fn warm_up(uri: &str) {
+    #[cfg(feature = "libvirt")]
+    if let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) {
+        let _ = conn.get_capabilities();
+        let _ = conn.close();
+    }
+    #[cfg(not(feature = "libvirt"))]
+    let _ = uri;
+}
+
+/// Whether the domain of this VMI (libvirt uuid = VMI uid) is running.
+fn domain_running(uri: &str, uid: &str) -> bool {
+    #[cfg(feature = "libvirt")]
+    {
+        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return false };
+        let running = virt::domain::Domain::lookup_by_uuid_string(&conn, uid).ok().and_then(|d| d.is_active().ok()).unwrap_or(false);
+        let _ = conn.close();
+        running
+    }
+    #[cfg(not(feature = "libvirt"))]
+    {
+        let _ = (uri, uid);
+        false
+    }
+}
+
+/// Make sure no domain of this VMI is left: forced off and undefined.
+fn remove_domain(uri: &str, uid: &str) -> Result<(), String> {
+    #[cfg(feature = "libvirt")]
+    {
+        let mut conn = virt::connect::Connect::open(Some(uri)).map_err(|e| format!("cannot reach libvirt at {uri}: {e}"))?;
+        if let Ok(domain) = virt::domain::Domain::lookup_by_uuid_string(&conn, uid) {
+            if domain.is_active().unwrap_or(false) {
+                let _ = domain.destroy();
+            }
+            let _ = domain.undefine();
+        }
+        let _ = conn.close();
+        Ok(())
+    }
+    #[cfg(not(feature = "libvirt"))]
+    {
+        let _ = (uri, uid);
+        Ok(())
+    }
+}
+
+/// Stop every guest of a node (the local runtime going down): each launcher gets
+/// SIGTERM — an ACPI shutdown, then its grace period — and is waited for, at most
+/// `timeout`. A `node-shutdown` marker tells the next handler these guests did not stop
+/// by themselves, so their VMIs count as failed and run strategies restart them.
+pub fn stop_guests(vmis_dir: &std::path::Path, timeout: Duration) {
+    let Ok(entries) = std::fs::read_dir(vmis_dir) else { return };
+    let mut waiting = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if let Some(pid) = launchers::read_pid(&dir)
+            && launchers::read_status(&dir).is_none_or(|s| s.exit.is_none())
+        {
+            let _ = std::fs::write(dir.join("node-shutdown"), b"");
+            // SAFETY: kill(2) on a launcher pid from our own VMI dir.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            waiting.push(pid);
+        }
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline && waiting.iter().any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Force off and undefine every domain of a libvirt daemon (the node going down).
+pub fn destroy_all_domains(uri: &str) {
+    #[cfg(feature = "libvirt")]
+    {
+        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return };
+        if let Ok(domains) = conn.list_all_domains(0) {
+            for domain in domains {
+                if domain.is_active().unwrap_or(false) {
+                    let _ = domain.destroy();
+                }
+                let _ = domain.undefine();
+            }
+        }
+        let _ = conn.close();
+    }
+    #[cfg(not(feature = "libvirt"))]
+    let _ = uri;
+}

@@ -1,0 +1,126 @@
+//! The handler's Node: registered with this machine's capacity, kept Ready, and a
+//! heartbeat Lease in `kube-node-lease` renewed as the kubelet renews its own.
+
+use crate::kubevirt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+use std::time::Duration;
+
+pub(super) struct NodeInfo<'a> {
+    pub name: &'a str,
+    pub accel: &'a str,
+    pub libvirt_uri: &'a str,
+}
+
+/// Create or update the Node and mark it Ready.
+pub(super) async fn register(client: &Client, info: &NodeInfo<'_>) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let labels = json!({
+        "kubernetes.io/hostname": info.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "kubevirt.io/schedulable": "true",
+    });
+    let annotations = json!({ "vmform.io/accel": info.accel, "vmform.io/libvirt-uri": info.libvirt_uri });
+    if nodes.get_opt(info.name).await?.is_none() {
+        let node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": info.name, "labels": labels, "annotations": annotations },
+            "spec": {},
+        }))
+        .expect("a Node deserialises");
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    } else {
+        let patch = json!({ "metadata": { "labels": labels, "annotations": annotations } });
+        nodes.patch(info.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    set_ready(client, info.name).await
+}
+
+/// Record a node whose handler cannot run guests, with why: the scheduler places nothing
+/// on it, and `kubectl get node -o yaml` tells the user.
+pub(super) async fn register_unavailable(client: &Client, name: &str, message: &str) -> Result<(), kube::Error> {
+    register(client, &NodeInfo { name, accel: "", libvirt_uri: "" }).await?;
+    set_condition(client, name, false, "LibvirtUnavailable", message).await
+}
+
+async fn set_ready(client: &Client, name: &str) -> Result<(), kube::Error> {
+    set_condition(client, name, true, "HandlerReady", "the vmform handler is posting ready status").await
+}
+
+/// Write the node's capacity and its Ready condition.
+async fn set_condition(client: &Client, name: &str, ready: bool, reason: &str, message: &str) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let (cpus, memory_kib) = capacity();
+    let now = kubevirt::now();
+    let resources = json!({ "cpu": cpus.to_string(), "memory": format!("{memory_kib}Ki"), "pods": "110" });
+    let status = json!({
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [{
+            "type": "Ready", "status": if ready { "True" } else { "False" }, "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        }],
+        "addresses": [{ "type": "Hostname", "address": name }, { "type": "InternalIP", "address": "127.0.0.1" }],
+        "nodeInfo": {
+            "architecture": std::env::consts::ARCH, "operatingSystem": "linux",
+            "kubeletVersion": concat!("vmform-handler/", env!("CARGO_PKG_VERSION")),
+            "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "osImage": "", "containerRuntimeVersion": "libvirt", "kubeProxyVersion": "",
+            "machineID": "", "systemUUID": "", "bootID": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim(),
+        },
+    });
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({ "status": status }))).await?;
+    Ok(())
+}
+
+/// This machine's CPUs and memory (KiB).
+fn capacity() -> (usize, u64) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpus, memory)
+}
+
+/// Renew the node's Lease every quarter of its duration, forever; a node that was marked
+/// NotReady while the handler was away is marked Ready again.
+pub(super) async fn heartbeat(client: Client, name: String, duration: Duration) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), kubevirt::NODE_LEASE_NAMESPACE);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut tick = tokio::time::interval((duration / 4).max(Duration::from_millis(250)));
+    loop {
+        tick.tick().await;
+        let renew = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": name, "namespace": kubevirt::NODE_LEASE_NAMESPACE },
+            "spec": { "holderIdentity": name, "leaseDurationSeconds": duration.as_secs().max(1), "renewTime": renew },
+        });
+        let result = leases.patch(&name, &PatchParams::apply("vmform-handler").force(), &Patch::Apply(&lease)).await;
+        if let Err(e) = result {
+            tracing::warn!("cannot renew the lease of node {name}: {e}");
+            continue;
+        }
+        match nodes.get_opt(&name).await {
+            Ok(Some(node)) if !crate::controller::node_is_ready(&node) => {
+                if let Err(e) = set_ready(&client, &name).await {
+                    tracing::warn!("cannot mark node {name} Ready: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+}

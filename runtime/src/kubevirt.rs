@@ -1,0 +1,270 @@
+//! The KubeVirt API objects as the runtime reads and writes them: dynamic objects (so a
+//! field the runtime does not know is never lost on the way), the names KubeVirt uses for
+//! labels, annotations and finalizers, and the few typed readings the runtime needs.
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::ObjectMeta;
+use serde_json::Value;
+
+pub fn vm_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"), "virtualmachines")
+}
+
+pub fn vmi_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"), "virtualmachineinstances")
+}
+
+/// Set by the controller when it schedules a VMI, so `kubectl get vmi -l` finds a node's VMIs.
+pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
+/// The VM generation a VMI was created from (KubeVirt's annotation).
+pub const VM_GENERATION_ANNOTATION: &str = "kubevirt.io/vm-generation";
+/// The VM controller's: on a VM until its VMI and data volumes are gone, and on the VMIs it
+/// creates until their outcome is recorded on the VM.
+pub const VM_CONTROLLER_FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
+/// On every VMI from scheduling until its handler saw the guest gone (KubeVirt's VMI
+/// controller keeps it until the launcher pod is gone).
+pub const HANDLER_FINALIZER: &str = "foregroundDeleteVirtualMachine";
+/// The forwarded ports of a VMI, as JSON (see specs/runtime-contract.md).
+pub const PORTS_ANNOTATION: &str = "vmform.io/ports";
+/// The serial console log of a VMI on its node.
+pub const CONSOLE_ANNOTATION: &str = "vmform.io/console";
+/// Nodes' heartbeat leases live here, as on Kubernetes.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// A VMI's `status.phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Scheduling,
+    Scheduled,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+impl Phase {
+    pub fn of(vmi: &DynamicObject) -> Phase {
+        match vmi.data.pointer("/status/phase").and_then(Value::as_str).unwrap_or("") {
+            "" | "Pending" => Phase::Pending,
+            "Scheduling" => Phase::Scheduling,
+            "Scheduled" => Phase::Scheduled,
+            "Running" => Phase::Running,
+            "Succeeded" => Phase::Succeeded,
+            "Failed" => Phase::Failed,
+            _ => Phase::Unknown,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Scheduling => "Scheduling",
+            Phase::Scheduled => "Scheduled",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Unknown => "Unknown",
+        }
+    }
+    /// Succeeded and Failed never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// `spec.runStrategy`, with the deprecated `spec.running` read as KubeVirt reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStrategy {
+    Always,
+    RerunOnFailure,
+    Once,
+    Manual,
+    Halted,
+}
+
+impl RunStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStrategy::Always => "Always",
+            RunStrategy::RerunOnFailure => "RerunOnFailure",
+            RunStrategy::Once => "Once",
+            RunStrategy::Manual => "Manual",
+            RunStrategy::Halted => "Halted",
+        }
+    }
+    pub fn of(vm: &DynamicObject) -> RunStrategy {
+        match vm.data.pointer("/spec/runStrategy").and_then(Value::as_str) {
+            Some("Always") => RunStrategy::Always,
+            Some("RerunOnFailure") => RunStrategy::RerunOnFailure,
+            Some("Once") => RunStrategy::Once,
+            Some("Manual") => RunStrategy::Manual,
+            Some("Halted") => RunStrategy::Halted,
+            _ => match vm.data.pointer("/spec/running").and_then(Value::as_bool) {
+                Some(true) => RunStrategy::Always,
+                _ => RunStrategy::Halted,
+            },
+        }
+    }
+}
+
+/// What a VMI asks of a node: vCPUs, the CPU it requests in millicores, and memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Demand {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// KubeVirt's default `cpuAllocationRatio`: a vCPU without an explicit request asks for
+/// a tenth of a core.
+const CPU_ALLOCATION_RATIO: u64 = 10;
+
+pub fn vcpus(spec: &Value) -> u64 {
+    let cpu = &spec["domain"]["cpu"];
+    let part = |k: &str| cpu.get(k).and_then(Value::as_u64).filter(|n| *n > 0);
+    if part("sockets").is_some() || part("cores").is_some() || part("threads").is_some() {
+        return part("sockets").unwrap_or(1) * part("cores").unwrap_or(1) * part("threads").unwrap_or(1);
+    }
+    // Without a topology KubeVirt gives the guest as many vCPUs as whole cores requested.
+    quantity(&spec["domain"]["resources"]["requests"]["cpu"])
+        .or_else(|| quantity(&spec["domain"]["resources"]["limits"]["cpu"]))
+        .map(|cores| cores.ceil().max(1.0) as u64)
+        .unwrap_or(1)
+}
+
+/// The guest's memory: `domain.memory.guest`, else the memory request, else the limit.
+pub fn guest_memory(spec: &Value) -> Option<u64> {
+    quantity(&spec["domain"]["memory"]["guest"])
+        .or_else(|| quantity(&spec["domain"]["resources"]["requests"]["memory"]))
+        .or_else(|| quantity(&spec["domain"]["resources"]["limits"]["memory"]))
+        .map(|b| b as u64)
+}
+
+pub fn demand(spec: &Value) -> Demand {
+    let cpu_millis = quantity(&spec["domain"]["resources"]["requests"]["cpu"])
+        .map(|c| (c * 1000.0).ceil() as u64)
+        .unwrap_or_else(|| vcpus(spec) * 1000 / CPU_ALLOCATION_RATIO);
+    Demand { cpu_millis, memory_bytes: guest_memory(spec).unwrap_or(0) }
+}
+
+/// A Kubernetes quantity (`"512Mi"`, `"1.5"`, `"500m"`, or a number) as a float.
+pub fn quantity(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => parse_quantity(s),
+        _ => None,
+    }
+}
+
+fn parse_quantity(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+/// The condition of the given type in `status.conditions`, if any.
+pub fn condition<'a>(object: &'a DynamicObject, kind: &str) -> Option<&'a Value> {
+    object.data.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+pub fn condition_is_true(object: &DynamicObject, kind: &str) -> bool {
+    condition(object, kind).is_some_and(|c| c["status"] == "True")
+}
+
+/// A condition as Kubernetes writes it; `lastTransitionTime` is kept from `previous`
+/// when the status did not change, so a steady condition does not look new.
+pub fn make_condition(kind: &str, status: bool, reason: &str, message: &str, previous: Option<&Value>, now: &str) -> Value {
+    let status = if status { "True" } else { "False" };
+    let since = previous
+        .filter(|p| p["status"] == status)
+        .and_then(|p| p.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| Value::String(now.to_string()));
+    let mut c = serde_json::json!({ "type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since });
+    if !reason.is_empty() {
+        c["reason"] = Value::String(reason.to_string());
+    }
+    if !message.is_empty() {
+        c["message"] = Value::String(message.to_string());
+    }
+    c
+}
+
+/// Whether a VMI ever reached Running (its `status.phaseTransitionTimestamps` say so).
+pub fn ever_ran(vmi: &DynamicObject) -> bool {
+    Phase::of(vmi) == Phase::Running
+        || vmi.data.pointer("/status/phaseTransitionTimestamps").and_then(Value::as_array).is_some_and(|l| l.iter().any(|t| t["phase"] == "Running"))
+}
+
+/// A `status` merge patch moving a VMI to `phase`, with the transition recorded in
+/// `phaseTransitionTimestamps` when the phase changes, and `conditions` replacing those
+/// of the same type. Guarded by the resourceVersion it was read at.
+pub fn phase_patch(vmi: &DynamicObject, phase: Phase, conditions: Vec<Value>) -> Value {
+    let mut all: Vec<Value> = vmi.data.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    for c in conditions {
+        all.retain(|x| x["type"] != c["type"]);
+        all.push(c);
+    }
+    let mut status = serde_json::json!({ "phase": phase.as_str(), "conditions": all });
+    if Phase::of(vmi) != phase || vmi.data.pointer("/status/phase").is_none() {
+        let mut transitions: Vec<Value> = vmi.data.pointer("/status/phaseTransitionTimestamps").and_then(Value::as_array).cloned().unwrap_or_default();
+        transitions.push(serde_json::json!({ "phase": phase.as_str(), "phaseTransitionTimestamp": now() }));
+        status["phaseTransitionTimestamps"] = Value::Array(transitions);
+    }
+    serde_json::json!({ "metadata": { "resourceVersion": vmi.metadata.resource_version }, "status": status })
+}
+
+pub fn is_deleting(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+}
+
+pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
+    meta.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == finalizer))
+}
+
+/// Now, as the API's timestamps are written (RFC 3339, seconds, UTC).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn demand_follows_kubevirt_defaults() {
+        let spec = json!({ "domain": { "cpu": { "cores": 2, "sockets": 2 }, "memory": { "guest": "64Mi" } } });
+        assert_eq!(vcpus(&spec), 4);
+        assert_eq!(demand(&spec), Demand { cpu_millis: 400, memory_bytes: 64 << 20 });
+        let spec = json!({ "domain": { "resources": { "requests": { "cpu": "1500m", "memory": "1Gi" } } } });
+        assert_eq!(vcpus(&spec), 2);
+        assert_eq!(demand(&spec), Demand { cpu_millis: 1500, memory_bytes: 1 << 30 });
+        assert_eq!(vcpus(&json!({})), 1);
+        assert_eq!(demand(&json!({})).cpu_millis, 100);
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("512Mi"), Some(512.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_quantity("2G"), Some(2e9));
+        assert_eq!(parse_quantity("100m"), Some(0.1));
+        assert_eq!(parse_quantity("3"), Some(3.0));
+        assert_eq!(parse_quantity("3x"), None);
+    }
+}

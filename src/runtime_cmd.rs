@@ -1,0 +1,80 @@
+//! `vmform runtime controller|handler|launcher`: the runtime's parts as processes of
+//! their own, as a real cluster runs them (a Deployment, a DaemonSet, one per VM).
+//! `vmform up` runs the same code for the local cluster.
+
+use crate::cli::RuntimeCommand;
+use crate::deploy_cmd::target_args;
+use crate::{EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use vmform_runtime::{controller, handler};
+
+pub fn run(command: RuntimeCommand) -> u8 {
+    match command {
+        RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel } => launcher(vmi_dir, libvirt_uri, volumes_dir, &accel),
+        RuntimeCommand::Controller { target, volumes_dir } => {
+            init_logging();
+            crate::control_plane::runtime().block_on(async move {
+                let target = match vmform_deploy::target::connect(&target_args(&target)).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return EXIT_USAGE;
+                    }
+                };
+                let config = controller::ControllerConfig { volumes_dir, ..Default::default() };
+                controller::run(target.client, config, crate::control_plane::wait_for_signal()).await;
+                EXIT_OK
+            })
+        }
+        RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration } => {
+            init_logging();
+            crate::control_plane::runtime().block_on(async move {
+                let target = match vmform_deploy::target::connect(&target_args(&target)).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return EXIT_USAGE;
+                    }
+                };
+                let exe = std::env::current_exe().expect("the running binary has a path");
+                let config = handler::HandlerConfig {
+                    node,
+                    node_dir,
+                    volumes_dir,
+                    libvirt: libvirt_uri.map_or(handler::LibvirtSource::Own, handler::LibvirtSource::Uri),
+                    lease_duration,
+                    launcher_command: vec![exe.into(), "runtime".into(), "launcher".into()],
+                };
+                match handler::run(target.client, config, crate::control_plane::wait_for_signal()).await {
+                    Ok(()) => EXIT_OK,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        EXIT_SPEC_ERRORS
+                    }
+                }
+            })
+        }
+    }
+}
+
+#[cfg(feature = "libvirt")]
+fn launcher(vmi_dir: std::path::PathBuf, libvirt_uri: String, volumes_dir: std::path::PathBuf, accel: &str) -> u8 {
+    use vmform_runtime::launcher;
+    let accel = match accel {
+        "kvm" => vmform_runtime::libvirt::kvm::Accel::Kvm,
+        _ => vmform_runtime::libvirt::kvm::Accel::Tcg,
+    };
+    launcher::run(launcher::LauncherArgs { vmi_dir, libvirt_uri, volumes_dir, accel }).code() as u8
+}
+
+#[cfg(not(feature = "libvirt"))]
+fn launcher(_: std::path::PathBuf, _: String, _: std::path::PathBuf, _: &str) -> u8 {
+    eprintln!("error: this vmform was built without libvirt (the `libvirt` feature); it cannot run guests");
+    EXIT_USAGE
+}
+
+/// Log lines to stderr, `RUST_LOG`-filtered (default: info for vmform's own crates).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("vmform_runtime=info,vmform=info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).try_init();
+}

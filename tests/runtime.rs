@@ -1,0 +1,531 @@
+//! The bundled runtime end to end: `vmform up` with its controller, handler and
+//! launchers, real guests (the project's test guest, under QEMU's TCG) started by
+//! `vmform apply` and kubectl, and watched through their serial consoles.
+//!
+//! Guests are slow to boot under TCG on two busy cores, so the tests of this file run
+//! one at a time (`GUESTS`), and every wait is generous.
+
+mod common;
+
+use common::{code, root, stderr, stdout};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One test with guests at a time.
+static GUESTS: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    GUESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The test guest's disk, built once (scripts/test-guest caches it).
+fn guest_disk() -> PathBuf {
+    static DISK: OnceLock<PathBuf> = OnceLock::new();
+    DISK.get_or_init(|| {
+        let out = Command::new(root().join("scripts/test-guest")).output().expect("scripts/test-guest runs");
+        assert!(out.status.success(), "building the test guest failed: {}", stderr(&out));
+        let disk = root().join("target/test-guest/disk.img");
+        assert!(disk.exists());
+        disk
+    })
+    .clone()
+}
+
+/// A local cluster with the runtime, in a fresh data dir; `vmform down` on drop, which
+/// must leave no guest, launcher or libvirtd behind.
+struct Cluster {
+    data: tempfile::TempDir,
+    project: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        Cluster::up_with(&[])
+    }
+    fn up_with(flags: &[&str]) -> Cluster {
+        let data = tempfile::Builder::new().prefix("vmf").tempdir().unwrap();
+        let mut args = vec!["up", "--detach", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()];
+        args.extend(flags);
+        let out = run(&args);
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let project = tempfile::tempdir().unwrap();
+        let cluster = Cluster { data, project };
+        // The handler registers node `local` once its libvirtd answers.
+        cluster.wait("node", "", "local", "{.status.conditions[?(@.type==\"Ready\")].status}", |s| s == "True", 60);
+        cluster
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.data.path().join("kubeconfig")
+    }
+    fn node_dir(&self) -> PathBuf {
+        self.data.path().join("nodes/local")
+    }
+    fn libvirt_uri(&self) -> String {
+        format!("qemu+unix:///system?socket={}", self.node_dir().join("libvirt/run/libvirt-sock").display())
+    }
+    /// Write the specs and `vmform apply` them.
+    fn apply(&self, spec: &str) -> String {
+        std::fs::write(self.project.path().join("vms.kdl"), spec).unwrap();
+        let out = self.vmform(&["apply", "--auto-approve", self.project.path().to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "apply failed: {}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    }
+    fn vmform(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        let kubeconfig = self.kubeconfig();
+        all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+        run(&all)
+    }
+    fn kubectl(&self, args: &[&str], input: Option<&str>) -> Output {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs (installed by .ci/run)");
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+    /// A field of an object through kubectl's jsonpath ("" when the object is missing).
+    fn get(&self, kind: &str, namespace: &str, name: &str, jsonpath: &str) -> String {
+        let mut args = vec!["get", kind, name, "-o"];
+        let path = format!("jsonpath={jsonpath}");
+        args.push(&path);
+        if !namespace.is_empty() {
+            args.extend(["-n", namespace]);
+        }
+        let out = self.kubectl(&args, None);
+        if out.status.success() { stdout(&out) } else { String::new() }
+    }
+    /// Wait until `check` holds for the field, or fail with what it last was.
+    fn wait(&self, kind: &str, namespace: &str, name: &str, jsonpath: &str, check: impl Fn(&str) -> bool, seconds: u64) -> String {
+        let started = Instant::now();
+        loop {
+            let value = self.get(kind, namespace, name, jsonpath);
+            if check(&value) {
+                return value;
+            }
+            if started.elapsed() > Duration::from_secs(seconds) {
+                let vm = self.kubectl(&["get", kind, name, "-n", namespace, "-o", "yaml"], None);
+                let log = std::fs::read_to_string(self.node_dir().join("handler.log")).unwrap_or_default();
+                panic!(
+                    "{kind} {namespace}/{name}: {jsonpath} is {value:?} after {seconds} s\n{}\nhandler log (end):\n{}",
+                    stdout(&vm),
+                    log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    fn wait_status(&self, namespace: &str, vm: &str, status: &str, seconds: u64) {
+        self.wait("vm", namespace, vm, "{.status.printableStatus}", |s| s == status, seconds);
+    }
+    /// The VMI's console log on the node.
+    fn console(&self, namespace: &str, vm: &str) -> String {
+        let uid = self.get("vmi", namespace, vm, "{.metadata.uid}");
+        std::fs::read_to_string(self.node_dir().join("vmis").join(uid).join("console.log")).unwrap_or_default()
+    }
+    /// Wait until the current VMI's console has a line matching `needle`; returns the log.
+    fn wait_console(&self, namespace: &str, vm: &str, needle: &str, seconds: u64) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.console(namespace, vm);
+            if log.lines().any(|l| l.contains(needle)) {
+                return log;
+            }
+            assert!(started.elapsed() < Duration::from_secs(seconds), "no {needle:?} on the console of {namespace}/{vm} after {seconds} s:\n{log}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    fn virsh(&self, args: &[&str]) -> Output {
+        Command::new("virsh").arg("-c").arg(self.libvirt_uri()).args(args).output().expect("virsh runs")
+    }
+    /// The pid of a runtime process of this cluster: "runtime handler", "libvirtd".
+    fn pid_of(&self, what: &str) -> Option<i32> {
+        let dir = self.data.path().to_str().unwrap().to_string();
+        processes().into_iter().find(|(_, cmd)| cmd.contains(what) && cmd.contains(&dir)).map(|(p, _)| p)
+    }
+    /// The pid of the QEMU running a domain, if any.
+    fn qemu_pid(&self, domain: &str) -> Option<i32> {
+        qemu_pids().into_iter().find(|(_, cmd)| cmd.contains(&format!("guest={domain},")) && cmd.contains(self.data.path().to_str().unwrap())).map(|(p, _)| p)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = run(&["down", "--data-dir", self.data.path().to_str().unwrap()]);
+        if !std::thread::panicking() {
+            assert_eq!(code(&out), 0, "vmform down: {}{}", stdout(&out), stderr(&out));
+            let dir = self.data.path().to_str().unwrap();
+            let left: Vec<String> = processes().into_iter().filter(|(_, cmd)| cmd.contains(dir)).map(|(p, c)| format!("{p} {c}")).collect();
+            assert!(left.is_empty(), "vmform down left processes behind:\n{}", left.join("\n"));
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmform")).args(args).stdin(Stdio::null()).output().expect("run vmform")
+}
+
+/// Every process with its command line.
+fn processes() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if cmd.is_empty() {
+            continue;
+        }
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        out.push((pid, cmd));
+    }
+    out
+}
+
+fn qemu_pids() -> Vec<(i32, String)> {
+    processes().into_iter().filter(|(_, c)| c.starts_with("/usr/bin/qemu-system") || c.contains("qemu-system-x86_64 ")).collect()
+}
+
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) on a pid the test found.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+}
+
+/// A vm of the test guest. `extra` goes inside the vm block.
+fn guest_vm(namespace: &str, name: &str, strategy: &str, user_data: &str, extra: &str) -> String {
+    let disk = guest_disk();
+    format!(
+        r##"vm "{name}" {{
+    namespace "{namespace}"
+    run-strategy "{strategy}"
+    cpu 1
+    memory "128Mi"
+    disk "root" {{
+        host-disk "{disk}" type="disk"
+        bus "virtio"
+        read-only
+        boot-order 1
+    }}
+    cloud-init {{
+        user-data "#cloud-config\n{user_data}\n"
+    }}
+{extra}
+}}
+"##,
+        disk = disk.display()
+    )
+}
+
+fn boot_id(log: &str) -> String {
+    log.lines().rev().find_map(|l| l.split("VMFORM-BOOT-ID ").nth(1)).map(|s| s.trim().to_string()).expect("the console has a boot id")
+}
+
+#[test]
+fn a_vm_boots_shows_its_console_and_stops_through_acpi() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    c.apply(&guest_vm("boot", "hello", "always", "#vmform-marker hello", "    termination-grace \"30s\""));
+    c.wait_status("boot", "hello", "Running", 120);
+    assert_eq!(c.get("vm", "boot", "hello", "{.status.ready}"), "true");
+    // cloud-init user-data reached the guest through the cidata seed the launcher built
+    // (the guest prints it right after its READY line).
+    let log = c.wait_console("boot", "hello", "VMFORM-USER-DATA", 120);
+    assert!(log.contains("VMFORM-TEST-GUEST READY"), "{log}");
+    assert!(log.contains("VMFORM-USER-DATA: #vmform-marker hello"), "{log}");
+    // `vmform vm console` prints the same log.
+    let console = c.vmform(&["vm", "console", "hello", "-n", "boot", "--no-follow", "--tail", "1000"]);
+    assert_eq!(code(&console), 0, "{}", stderr(&console));
+    assert!(stdout(&console).contains("VMFORM-TEST-GUEST READY"), "{}", stdout(&console));
+    c.wait_console("boot", "hello", "tick 2", 60);
+
+    let stop = c.vmform(&["vm", "stop", "hello", "-n", "boot"]);
+    assert_eq!(code(&stop), 0, "{}{}", stdout(&stop), stderr(&stop));
+    let uid = c.get("vmi", "boot", "hello", "{.metadata.uid}");
+    let log_path = c.node_dir().join("vmis").join(&uid).join("console.log");
+    let started = Instant::now();
+    let mut last_log = String::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(l) = std::fs::read_to_string(&log_path) {
+            last_log = l;
+        }
+        if last_log.contains("VMFORM-TEST-GUEST POWEROFF") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(last_log.contains("VMFORM-TEST-GUEST POWEROFF"), "the guest got the ACPI power button within its grace period:\n{last_log}");
+    c.wait_status("boot", "hello", "Stopped", 60);
+    assert_eq!(c.get("vmi", "boot", "hello", "{.metadata.name}"), "", "the VMI is gone");
+    assert_eq!(c.qemu_pid("boot_hello"), None, "no QEMU is left");
+}
+
+#[test]
+fn a_guest_that_ignores_acpi_is_forced_off_after_its_grace_period() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    c.apply(&guest_vm("deaf", "deaf", "always", "#vmform-ignore-acpi", "    termination-grace \"5s\""));
+    c.wait_status("deaf", "deaf", "Running", 120);
+    c.wait_console("deaf", "deaf", "IGNORING-ACPI", 120);
+    let stopped_at = Instant::now();
+    let stop = c.vmform(&["vm", "stop", "deaf", "-n", "deaf"]);
+    assert_eq!(code(&stop), 0, "{}", stderr(&stop));
+    c.wait_status("deaf", "deaf", "Stopped", 60);
+    let took = stopped_at.elapsed();
+    assert!(took >= Duration::from_secs(5), "forced off only after the 5 s grace period, took {took:?}");
+    assert_eq!(c.qemu_pid("deaf_deaf"), None);
+}
+
+#[test]
+fn always_restarts_a_guest_that_powered_off_and_one_whose_qemu_was_killed() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    c.apply(&guest_vm("alw", "web", "always", "#vmform-marker a", ""));
+    c.wait_status("alw", "web", "Running", 120);
+    let first_uid = c.get("vmi", "alw", "web", "{.metadata.uid}");
+    let first = boot_id(&c.wait_console("alw", "web", "VMFORM-BOOT-ID", 120));
+    c.wait_console("alw", "web", "tick 1", 60);
+
+    // The guest powers itself off (its ACPI button, pressed behind vmform's back).
+    let out = c.virsh(&["shutdown", "alw_web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait("vmi", "alw", "web", "{.metadata.uid}", |u| !u.is_empty() && u != first_uid, 90);
+    c.wait_status("alw", "web", "Running", 120);
+    let second_uid = c.get("vmi", "alw", "web", "{.metadata.uid}");
+    let second = boot_id(&c.wait_console("alw", "web", "VMFORM-BOOT-ID", 120));
+    assert_ne!(first, second, "a new boot");
+    c.wait_console("alw", "web", "tick 1", 60);
+
+    // QEMU dies: a failure of a guest that had been running, restarted at once (the
+    // start back-off is only for guests that never got to run).
+    let pid = c.qemu_pid("alw_web").expect("QEMU runs");
+    kill(pid, libc::SIGKILL);
+    c.wait("vmi", "alw", "web", "{.metadata.uid}", |u| !u.is_empty() && u != second_uid, 90);
+    c.wait_status("alw", "web", "Running", 120);
+    let third = boot_id(&c.wait_console("alw", "web", "VMFORM-BOOT-ID", 120));
+    assert_ne!(second, third);
+    assert_eq!(c.get("vm", "alw", "web", "{.status.startFailure}"), "", "a run that reached Running clears the failures");
+}
+
+#[test]
+fn rerun_on_failure_restarts_only_a_failed_guest_and_halted_stops_it() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    c.apply(&guest_vm("rr", "db", "rerun-on-failure", "#vmform-marker r", ""));
+    c.wait_status("rr", "db", "Running", 120);
+    c.wait_console("rr", "db", "tick 1", 120);
+    let first_uid = c.get("vmi", "rr", "db", "{.metadata.uid}");
+    kill(c.qemu_pid("rr_db").expect("QEMU runs"), libc::SIGKILL);
+    c.wait("vmi", "rr", "db", "{.metadata.uid}", |u| !u.is_empty() && u != first_uid, 90);
+    c.wait_status("rr", "db", "Running", 120);
+    c.wait_console("rr", "db", "tick 1", 120);
+
+    // A clean shutdown from inside: the VMI is cleared away and the VM stays down.
+    assert!(c.virsh(&["shutdown", "rr_db"]).status.success());
+    c.wait("vmi", "rr", "db", "{.metadata.name}", |n| n.is_empty(), 60);
+    c.wait_status("rr", "db", "Stopped", 30);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.get("vmi", "rr", "db", "{.metadata.name}"), "", "not restarted");
+    assert_eq!(c.get("vm", "rr", "db", "{.status.printableStatus}"), "Stopped");
+
+    // Start it by hand, then change the strategy to halted: it is stopped.
+    let start = c.vmform(&["vm", "start", "db", "-n", "rr"]);
+    assert_eq!(code(&start), 0, "{}", stderr(&start));
+    c.wait_status("rr", "db", "Running", 120);
+    c.apply(&guest_vm("rr", "db", "halted", "#vmform-marker r", ""));
+    c.wait_status("rr", "db", "Stopped", 60);
+    assert_eq!(c.get("vmi", "rr", "db", "{.metadata.name}"), "");
+    assert_eq!(c.qemu_pid("rr_db"), None);
+}
+
+#[test]
+fn killing_the_handler_leaves_the_guest_running_and_a_new_handler_adopts_it() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    c.apply(&guest_vm("hk", "app", "always", "#vmform-marker h", "    termination-grace \"20s\""));
+    c.wait_status("hk", "app", "Running", 120);
+    let log = c.wait_console("hk", "app", "tick 1", 120);
+    let boot = boot_id(&log);
+    let qemu = c.qemu_pid("hk_app").expect("QEMU runs");
+    let dir = c.data.path().to_str().unwrap().to_string();
+    let handler = processes().into_iter().find(|(_, cmd)| cmd.contains("runtime handler") && cmd.contains(&dir)).expect("a handler runs").0;
+    kill(handler, libc::SIGKILL);
+    // `vmform up` starts a new handler; the guest never stopped.
+    let started = Instant::now();
+    let new_handler = loop {
+        if let Some((pid, _)) = processes().into_iter().find(|(p, cmd)| *p != handler && cmd.contains("runtime handler") && cmd.contains(&dir)) {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no new handler");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(new_handler, handler);
+    let ticks_before = c.console("hk", "app").matches("tick ").count();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.qemu_pid("hk_app"), Some(qemu), "the same QEMU runs");
+    let log = c.console("hk", "app");
+    assert!(log.matches("tick ").count() > ticks_before, "the guest kept ticking");
+    assert_eq!(boot_id(&log), boot, "and was not rebooted");
+    assert_eq!(c.get("vm", "hk", "app", "{.status.printableStatus}"), "Running");
+    // The new handler drives the adopted guest: a stop reaches it.
+    let stop = c.vmform(&["vm", "stop", "app", "-n", "hk"]);
+    assert_eq!(code(&stop), 0, "{}", stderr(&stop));
+    c.wait_status("hk", "app", "Stopped", 60);
+    assert_eq!(c.qemu_pid("hk_app"), None);
+}
+
+#[test]
+fn a_vm_larger_than_the_node_is_unschedulable_and_bad_volumes_are_reported() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    let huge = guest_vm("bad", "huge", "always", "#x", "").replace("memory \"128Mi\"", "memory \"4096Gi\"");
+    let missing = format!(
+        "vm \"missing\" {{\n    namespace \"bad\"\n    run-strategy \"always\"\n    memory \"64Mi\"\n    disk \"root\" {{ host-disk \"{}\" type=\"disk\"; boot-order 1 }}\n}}\n",
+        c.data.path().join("no-such-disk.img").display()
+    );
+    let container = "vm \"image\" {\n    namespace \"bad\"\n    run-strategy \"always\"\n    memory \"64Mi\"\n    disk \"root\" { image \"quay.io/containerdisks/fedora:41\"; boot-order 1 }\n}\n";
+    c.apply(&format!("{huge}\n{missing}\n{container}"));
+    c.wait_status("bad", "huge", "ErrorUnschedulable", 60);
+    let message = c.get("vmi", "bad", "huge", "{.status.conditions[?(@.type==\"PodScheduled\")].message}");
+    assert!(message.contains("Insufficient memory"), "{message}");
+
+    // A missing disk file: the launcher fails, the VM says why and backs off.
+    c.wait_status("bad", "missing", "CrashLoopBackOff", 90);
+    let failure = c.get("vm", "bad", "missing", "{.status.conditions[?(@.type==\"Failure\")].message}");
+    assert!(failure.contains("no-such-disk.img"), "{failure}");
+    // A container disk cannot be served here: refused with the volume's name.
+    c.wait("vm", "bad", "image", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains("\"root\"") && m.contains("containerDisk"), 60);
+    c.wait_status("bad", "image", "CrashLoopBackOff", 30);
+    assert!(qemu_pids().iter().all(|(_, cmd)| !cmd.contains(c.data.path().to_str().unwrap())), "no QEMU runs for these");
+}
+
+#[test]
+fn deleting_a_vm_removes_its_domain_launcher_and_scratch_disks() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    let spec = guest_vm("del", "tmp", "always", "#vmform-marker d", "    disk \"scratch\" { empty-disk \"64Mi\" }\n    termination-grace \"10s\"");
+    c.apply(&spec);
+    c.wait_status("del", "tmp", "Running", 120);
+    c.wait_console("del", "tmp", "tick 1", 120);
+    let uid = c.get("vmi", "del", "tmp", "{.metadata.uid}");
+    let vmi_dir = c.node_dir().join("vmis").join(&uid);
+    assert!(vmi_dir.join("disks").read_dir().map(|d| d.count()).unwrap_or(0) > 0, "the scratch disk and the seed are on the node");
+    let out = c.vmform(&["destroy", "--auto-approve", c.project.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    c.wait("vm", "del", "tmp", "{.metadata.name}", |n| n.is_empty(), 60);
+    assert_eq!(c.get("vmi", "del", "tmp", "{.metadata.name}"), "");
+    assert_eq!(c.qemu_pid("del_tmp"), None);
+    let domains = c.virsh(&["list", "--all", "--name"]);
+    assert_eq!(stdout(&domains).trim(), "", "no domain is left defined");
+    let started = Instant::now();
+    while vmi_dir.exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!vmi_dir.exists(), "the VMI's dir and scratch disks are gone");
+    assert!(!processes().iter().any(|(_, cmd)| cmd.contains("runtime launcher") && cmd.contains(&uid)), "no launcher is left");
+}
+
+#[test]
+fn kubectl_drives_the_runtime_too() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    let disk = guest_disk();
+    let yaml = format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {{ name: kc, namespace: default }}
+spec:
+  runStrategy: Manual
+  template:
+    spec:
+      domain:
+        devices:
+          disks: [{{ name: root, disk: {{ bus: virtio, readonly: true }} }}]
+        memory: {{ guest: 128Mi }}
+      volumes: [{{ name: root, hostDisk: {{ path: "{}", type: Disk }} }}]
+"#,
+        disk.display()
+    );
+    let out = c.kubectl(&["apply", "-f", "-"], Some(&yaml));
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait_status("default", "kc", "Stopped", 30);
+    // virtctl's way of starting it: PUT on the subresource.
+    let out = c.kubectl(&["replace", "--raw", "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/kc/start", "-f", "-"], Some("{}"));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    c.wait_status("default", "kc", "Running", 120);
+    let table = c.kubectl(&["get", "vmi", "kc"], None);
+    assert!(stdout(&table).contains("Running"), "{}", stdout(&table));
+    let out = c.kubectl(&["replace", "--raw", "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/kc/stop", "-f", "-"], Some("{}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait_status("default", "kc", "Stopped", 60);
+    let out = c.kubectl(&["delete", "vm", "kc", "--wait=true", "--timeout=60s"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_node_whose_handler_stops_answering_goes_not_ready_and_its_vms_move_on() {
+    let _one = one_at_a_time();
+    let c = Cluster::up_with(&["--node-lease-duration", "4s"]);
+    c.apply(&guest_vm("nl", "svc", "always", "#vmform-marker n", "    termination-grace \"5s\""));
+    c.wait_status("nl", "svc", "Running", 120);
+    let first_uid = c.get("vmi", "nl", "svc", "{.metadata.uid}");
+    let handler = c.pid_of("runtime handler").expect("a handler runs");
+    // A frozen handler: alive (so `vmform up` does not restart it) but silent.
+    kill(handler, libc::SIGSTOP);
+    c.wait("node", "", "local", "{.status.conditions[?(@.type==\"Ready\")].status}", |s| s == "Unknown", 30);
+    // The controller fails the VMI on the lost node; Always wants a new one, which has
+    // nowhere to go.
+    c.wait("vm", "nl", "svc", "{.status.printableStatus}", |s| s == "ErrorUnschedulable", 30);
+    let message = c.get("vmi", "nl", "svc", "{.status.conditions[?(@.type==\"PodScheduled\")].message}");
+    assert!(message.contains("not ready"), "{message}");
+    kill(handler, libc::SIGCONT);
+    // Back: the node is Ready, the old guest (its VMI gone) is stopped, the new VMI runs.
+    c.wait("node", "", "local", "{.status.conditions[?(@.type==\"Ready\")].status}", |s| s == "True", 30);
+    c.wait_status("nl", "svc", "Running", 120);
+    assert_ne!(c.get("vmi", "nl", "svc", "{.metadata.uid}"), first_uid);
+    let started = Instant::now();
+    while qemu_pids().iter().filter(|(_, cmd)| cmd.contains("guest=nl_svc,")).count() > 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the old guest was never stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_guest_keeps_running_while_libvirtd_restarts() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    c.apply(&guest_vm("lv", "db", "always", "#vmform-marker l", "    termination-grace \"10s\""));
+    c.wait_status("lv", "db", "Running", 120);
+    c.wait_console("lv", "db", "tick 1", 120);
+    let qemu = c.qemu_pid("lv_db").expect("QEMU runs");
+    let libvirtd = c.pid_of("libvirtd").expect("libvirtd runs");
+    kill(libvirtd, libc::SIGKILL);
+    // The handler starts it again; the guest never noticed.
+    let started = Instant::now();
+    loop {
+        if c.pid_of("libvirtd").is_some_and(|p| p != libvirtd) && c.virsh(&["domstate", "lv_db"]).status.success() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "libvirtd was not restarted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(c.qemu_pid("lv_db"), Some(qemu));
+    let ticks = c.console("lv", "db").matches("tick ").count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(c.console("lv", "db").matches("tick ").count() > ticks, "the guest kept running");
+    assert_eq!(c.get("vm", "lv", "db", "{.status.printableStatus}"), "Running");
+    // The launcher still drives it through the new daemon.
+    let stop = c.vmform(&["vm", "stop", "db", "-n", "lv"]);
+    assert_eq!(code(&stop), 0, "{}", stderr(&stop));
+    c.wait_status("lv", "db", "Stopped", 60);
+    assert_eq!(c.qemu_pid("lv_db"), None);
+}
