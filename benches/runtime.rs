@@ -177,23 +177,27 @@ fn fleet(disk: &Path, n: usize) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let mut rss_kib = vec![];
+    // The launchers' own memory: VmRSS counts the shared libraries (libvirt.so and its
+    // ~55 dependencies, also mapped by libvirtd) in full in every launcher; Pss shares
+    // them out; RssAnon is what each launcher alone holds.
+    let field = |text: &str, key: &str| text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok());
+    let (mut rss, mut pss, mut anon) = (vec![], vec![], vec![]);
     for entry in std::fs::read_dir(c.vmis_dir()).unwrap().flatten() {
         let Some(pid) = std::fs::read_to_string(entry.path().join("launcher.pid")).ok().and_then(|p| p.trim().parse::<u32>().ok()) else { continue };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()) {
-            rss_kib.push(kib);
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        if let (Some(r), Some(p), Some(a)) = (field(&status, "VmRSS:"), field(&rollup, "Pss:"), field(&status, "RssAnon:")) {
+            rss.push(r / 1024.0);
+            pss.push(p / 1024.0);
+            anon.push(a / 1024.0);
         }
     }
-    if !rss_kib.is_empty() {
-        let mean = rss_kib.iter().sum::<f64>() / rss_kib.len() as f64;
-        println!(
-            "launcher RSS over {} launchers: p50 {:.1} MiB, max {:.1} MiB, mean {:.1} MiB",
-            rss_kib.len(),
-            percentile(&mut rss_kib, 0.5) / 1024.0,
-            rss_kib[rss_kib.len() - 1] / 1024.0,
-            mean / 1024.0
-        );
+    if !rss.is_empty() {
+        let n = rss.len();
+        println!("launcher memory over {n} launchers (p50 / max, MiB):");
+        println!("  VmRSS   {:.1} / {:.1}", percentile(&mut rss, 0.5), rss[n - 1]);
+        println!("  Pss     {:.1} / {:.1}", percentile(&mut pss, 0.5), pss[n - 1]);
+        println!("  RssAnon {:.1} / {:.1}", percentile(&mut anon, 0.5), anon[n - 1]);
     }
     let unschedulable = c.get("vm", "bench", "", "{range .items[*]}{.metadata.name}={.status.printableStatus}{\" \"}{end}");
     println!("final: {unschedulable}");

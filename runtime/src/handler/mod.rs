@@ -223,7 +223,14 @@ impl Sync {
 
         if kubevirt::is_deleting(&vmi.metadata) {
             if alive {
-                self.launchers.by_uid.get_mut(&uid).expect("alive").terminate();
+                let launcher = self.launchers.by_uid.get_mut(&uid).expect("alive");
+                if launcher.terminated.is_none() {
+                    // The stop may have shortened the grace period since the launcher
+                    // started: it reads vmi.json again on SIGTERM.
+                    let object = serde_json::to_vec_pretty(vmi).expect("objects serialise");
+                    let _ = crate::files::write_atomically(&dir.join("vmi.json"), &object, 0o644);
+                }
+                launcher.terminate();
                 return Ok(());
             }
             let uri = self.uri.clone();

@@ -257,10 +257,16 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
     let mut shutdown_asked: Option<Instant> = None;
     let mut acpi_sent = false;
     let mut destroyed = false;
+    let mut grace = plan.grace;
     loop {
         if shutdown_asked.is_none() && l.term.load(Ordering::SeqCst) {
             shutdown_asked = Some(Instant::now());
-            l.set(Phase::ShuttingDown, format!("SIGTERM: asking the guest to shut down (grace {} s)", plan.grace.as_secs()));
+            // A stop can shorten the grace period (`vmform vm stop --grace-period`,
+            // virtctl's StopOptions): the handler rewrites vmi.json before its SIGTERM.
+            if let Some(vmi) = std::fs::read(l.args.vmi_dir.join("vmi.json")).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
+                grace = domain::grace_period(&vmi);
+            }
+            l.set(Phase::ShuttingDown, format!("SIGTERM: asking the guest to shut down (grace {} s)", grace.as_secs()));
         }
         let Some(c) = conn.get() else {
             std::thread::sleep(POLL);
@@ -294,7 +300,9 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
                     }
                 }
             }
-            if !destroyed && asked.elapsed() >= plan.grace {
+            // Invariant: a launcher forwards termination to the guest (the ACPI request
+            // above) and forces it off only once its grace period is over.
+            if !destroyed && asked.elapsed() >= grace {
                 match dom.destroy() {
                     Ok(()) => {
                         destroyed = true;
@@ -311,7 +319,7 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
         }
         match dom.get_state() {
             Ok((state, reason)) => {
-                if let Some(exit) = ended(state, reason, shutdown_asked.is_some(), destroyed, plan.grace) {
+                if let Some(exit) = ended(state, reason, shutdown_asked.is_some(), destroyed, grace) {
                     return exit;
                 }
             }
