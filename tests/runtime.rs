@@ -529,3 +529,70 @@ fn a_guest_keeps_running_while_libvirtd_restarts() {
     c.wait_status("lv", "db", "Stopped", 60);
     assert_eq!(c.qemu_pid("lv_db"), None);
 }
+
+/// Serve one file over HTTP on 127.0.0.1, slowly enough (about 4 MiB/s) that an import's
+/// progress can be seen. Returns the URL.
+fn serve_slowly(file: PathBuf) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/disk.img", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let file = file.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let body = std::fs::read(&file).unwrap();
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n", body.len());
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for chunk in body.chunks(256 * 1024) {
+                    if stream.write_all(chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(60));
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_data_volume_is_imported_over_http_and_ports_are_forwarded() {
+    let _one = one_at_a_time();
+    let c = Cluster::up();
+    let url = serve_slowly(guest_disk());
+    let spec = format!(
+        "vm \"imp\" {{\n    namespace \"dv\"\n    run-strategy \"always\"\n    memory \"128Mi\"\n    disk \"root\" {{\n        volume size=\"64Mi\" source=\"{url}\"\n        bus \"virtio\"\n        boot-order 1\n    }}\n    network \"default\" masquerade=#true\n    port \"ssh\" 22\n}}\n"
+    );
+    c.apply(&spec);
+    // The import shows in the VM's status while it runs.
+    let progress = c.wait("vm", "dv", "imp", "{.status.conditions[?(@.type==\"DataVolumesReady\")].message}", |m| m.contains('%'), 60);
+    assert!(progress.contains("imp-root"), "{progress}");
+    assert_eq!(c.get("vm", "dv", "imp", "{.status.printableStatus}"), "Provisioning");
+    c.wait_status("dv", "imp", "Running", 180);
+    // The guest boots from the imported copy.
+    c.wait_console("dv", "imp", "VMFORM-TEST-GUEST READY", 120);
+    let volume = c.data.path().join("volumes/dv/imp-root.img");
+    assert_eq!(std::fs::metadata(&volume).unwrap().len(), 64 << 20, "grown to the requested size");
+
+    // Its declared port is forwarded from a loopback port that `vmform vm ports` lists.
+    let ports = c.vmform(&["vm", "ports", "imp", "-n", "dv"]);
+    assert_eq!(code(&ports), 0, "{}", stderr(&ports));
+    let table = stdout(&ports);
+    let host_port: u16 = table
+        .lines()
+        .find(|l| l.contains("ssh"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("127.0.0.1:")).and_then(|p| p.parse().ok()))
+        .unwrap_or_else(|| panic!("no 127.0.0.1 port for ssh in:\n{table}"));
+    std::net::TcpStream::connect(("127.0.0.1", host_port)).expect("QEMU listens on the forwarded port");
+
+    // Deleting the VM deletes the volume it owns (a loss the plan asks to confirm).
+    let out = c.vmform(&["destroy", "--auto-approve", "--allow-data-loss", c.project.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    c.wait("vm", "dv", "imp", "{.metadata.name}", |n| n.is_empty(), 90);
+    assert!(!volume.exists(), "the data volume was deleted with its VM");
+}
