@@ -79,9 +79,44 @@ pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
             add(used.entry(n.clone()).or_default(), *d);
         }
     }
+    let node = match choose_node(nodes.iter().map(|n| n.as_ref()), &used, demand, &selector) {
+        Ok(node) => node,
+        Err(message) => {
+            let c = condition(&vmi, "PodScheduled", false, "Unschedulable", &message);
+            if kubevirt::condition(&vmi, "PodScheduled") != Some(&c) {
+                set_status(&api, &vmi, Phase::Pending, None, vec![c]).await?;
+            }
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    placements.insert(uid, (node.clone(), demand));
+    drop(placements);
+    let mut finalizers = vmi.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == kubevirt::HANDLER_FINALIZER) {
+        finalizers.push(kubevirt::HANDLER_FINALIZER.to_string());
+    }
+    let patch = json!({
+        "metadata": { "labels": { kubevirt::NODE_NAME_LABEL: node }, "finalizers": finalizers, "resourceVersion": vmi.resource_version() },
+    });
+    let vmi = api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    set_status(&api, &vmi, Phase::Scheduled, Some(&node), vec![condition(&vmi, "PodScheduled", true, "", "")]).await?;
+    Ok(Action::await_change())
+}
+
+/// The node for a VMI: Ready, schedulable, matching its node selector, with room for its
+/// demand beside what `used` says each node has taken; of those, the one with the most
+/// memory left. Else the Kubernetes scheduler's message, e.g. `0/1 nodes are available:
+/// 1 Insufficient memory.`
+fn choose_node<'a>(
+    nodes: impl ExactSizeIterator<Item = &'a Node>,
+    used: &BTreeMap<String, Demand>,
+    demand: Demand,
+    selector: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let total = nodes.len();
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut best: Option<(String, u64)> = None;
-    for node in nodes.iter() {
+    for node in nodes {
         let reason = if !is_ready(node) {
             Some("node(s) were not ready")
         } else if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
@@ -107,32 +142,14 @@ pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
             *reasons.entry(r).or_default() += 1;
         }
     }
-    let Some((node, _)) = best else {
-        // The scheduler's own wording: "0/1 nodes are available: 1 Insufficient memory."
-        let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        let message = if nodes.is_empty() {
-            "0/0 nodes are available: no node is registered (is a handler running?).".to_string()
-        } else {
-            format!("0/{} nodes are available: {}.", nodes.len(), detail.join(", "))
-        };
-        let c = condition(&vmi, "PodScheduled", false, "Unschedulable", &message);
-        if kubevirt::condition(&vmi, "PodScheduled") != Some(&c) {
-            set_status(&api, &vmi, Phase::Pending, None, vec![c]).await?;
+    match best {
+        Some((node, _)) => Ok(node),
+        None if total == 0 => Err("0/0 nodes are available: no node is registered (is a handler running?).".to_string()),
+        None => {
+            let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            Err(format!("0/{total} nodes are available: {}.", detail.join(", ")))
         }
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    };
-    placements.insert(uid, (node.clone(), demand));
-    drop(placements);
-    let mut finalizers = vmi.finalizers().to_vec();
-    if !finalizers.iter().any(|f| f == kubevirt::HANDLER_FINALIZER) {
-        finalizers.push(kubevirt::HANDLER_FINALIZER.to_string());
     }
-    let patch = json!({
-        "metadata": { "labels": { kubevirt::NODE_NAME_LABEL: node }, "finalizers": finalizers, "resourceVersion": vmi.resource_version() },
-    });
-    let vmi = api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    set_status(&api, &vmi, Phase::Scheduled, Some(&node), vec![condition(&vmi, "PodScheduled", true, "", "")]).await?;
-    Ok(Action::await_change())
 }
 
 fn add(total: &mut Demand, more: Demand) {
@@ -175,4 +192,58 @@ async fn set_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase,
 
 async fn remove_finalizer(api: &Api<DynamicObject>, vmi: &DynamicObject) -> Result<(), ControllerError> {
     super::vm::remove_finalizer(api, vmi, kubevirt::HANDLER_FINALIZER).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, ready: bool, cpu: &str, memory: &str, labels: serde_json::Value, unschedulable: bool) -> Node {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": labels },
+            "spec": { "unschedulable": unschedulable },
+            "status": {
+                "allocatable": { "cpu": cpu, "memory": memory },
+                "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "Unknown" } }],
+            },
+        }))
+        .unwrap()
+    }
+
+    const SMALL: Demand = Demand { cpu_millis: 100, memory_bytes: 128 << 20 };
+
+    #[test]
+    fn picks_the_ready_matching_node_with_the_most_memory_left() {
+        let nodes = [
+            node("a", true, "2", "1Gi", json!({ "zone": "x" }), false),
+            node("b", true, "2", "4Gi", json!({ "zone": "x" }), false),
+            node("c", true, "2", "8Gi", json!({ "zone": "y" }), false),
+            node("d", false, "2", "64Gi", json!({ "zone": "x" }), false),
+            node("e", true, "2", "64Gi", json!({ "zone": "x" }), true),
+        ];
+        let none = BTreeMap::new();
+        assert_eq!(choose_node(nodes.iter(), &none, SMALL, &BTreeMap::new()), Ok("c".into()));
+        let zone_x = BTreeMap::from([("zone".to_string(), "x".to_string())]);
+        assert_eq!(choose_node(nodes.iter(), &none, SMALL, &zone_x), Ok("b".into()));
+        // What is already placed counts.
+        let used = BTreeMap::from([("b".to_string(), Demand { cpu_millis: 0, memory_bytes: 3900 << 20 })]);
+        assert_eq!(choose_node(nodes.iter(), &used, SMALL, &zone_x), Ok("a".into()));
+    }
+
+    #[test]
+    fn says_why_nothing_fits_as_the_kubernetes_scheduler_does() {
+        let nodes = [node("local", true, "2", "1Gi", json!({}), false)];
+        let none = BTreeMap::new();
+        let huge = Demand { cpu_millis: 100, memory_bytes: 4 << 30 };
+        assert_eq!(choose_node(nodes.iter(), &none, huge, &BTreeMap::new()), Err("0/1 nodes are available: 1 Insufficient memory.".into()));
+        // 20 one-vCPU guests fill two cores at KubeVirt's 100m per vCPU; the 21st does not fit.
+        let full = BTreeMap::from([("local".to_string(), Demand { cpu_millis: 2000, memory_bytes: 0 })]);
+        assert_eq!(choose_node(nodes.iter(), &full, SMALL, &BTreeMap::new()), Err("0/1 nodes are available: 1 Insufficient cpu.".into()));
+        let elsewhere = BTreeMap::from([("zone".to_string(), "z".to_string())]);
+        assert_eq!(
+            choose_node(nodes.iter(), &none, SMALL, &elsewhere),
+            Err("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.".into())
+        );
+        assert!(choose_node(std::iter::empty(), &none, SMALL, &BTreeMap::new()).unwrap_err().contains("no node is registered"));
+    }
 }
