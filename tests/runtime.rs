@@ -393,7 +393,12 @@ fn a_vm_larger_than_the_node_is_unschedulable_and_bad_volumes_are_reported() {
         c.data.path().join("no-such-disk.img").display()
     );
     let container = "vm \"image\" {\n    namespace \"bad\"\n    run-strategy \"always\"\n    memory \"64Mi\"\n    disk \"root\" { image \"quay.io/containerdisks/fedora:41\"; boot-order 1 }\n}\n";
-    c.apply(&format!("{huge}\n{missing}\n{container}"));
+    let claim = "vm \"claim\" {\n    namespace \"bad\"\n    run-strategy \"always\"\n    memory \"64Mi\"\n    disk \"root\" { pvc \"nowhere\"; boot-order 1 }\n}\n";
+    c.apply(&format!("{huge}\n{missing}\n{container}\n{claim}"));
+    // A claim with no volume behind it: KubeVirt's ErrorPvcNotFound, naming where it is looked for.
+    c.wait_status("bad", "claim", "ErrorPvcNotFound", 60);
+    let why = c.get("vmi", "bad", "claim", "{.status.conditions[?(@.type==\"Synchronized\")].message}");
+    assert!(why.contains("bad/nowhere") && why.contains("volumes/bad/nowhere.img"), "{why}");
     c.wait_status("bad", "huge", "ErrorUnschedulable", 60);
     let message = c.get("vmi", "bad", "huge", "{.status.conditions[?(@.type==\"PodScheduled\")].message}");
     assert!(message.contains("Insufficient memory"), "{message}");

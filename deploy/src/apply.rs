@@ -251,26 +251,29 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
     Ok(applied)
 }
 
-/// Delete a member, with the plan's resourceVersion as precondition: an object changed
-/// since the plan is not deleted.
+/// Delete a member only if it is still as the plan saw it: its version checked, then the
+/// delete made with the resourceVersion of that read as precondition (a status write in
+/// between is read again; a change the plan did not see refuses the delete).
 async fn delete_member(target: &Target, set: &ApplySet, api: &Api<DynamicObject>, namespace: &str, name: &str, plan: &Plan) -> Result<(), DeployError> {
-    let rv = plan.live_versions.get(&format!("{namespace}/{name}")).filter(|rv| !rv.is_empty()).cloned();
-    let live = api.get_opt(name).await.map_err(|e| target.error(e))?;
-    match live {
-        None => Ok(()),
-        Some(o) if !inventory::is_member(&serde_json::to_value(&o).expect("objects serialise"), set) => {
-            Err(DeployError::NotOwned { kind: "VirtualMachine", namespace: namespace.into(), name: name.into(), project: set.project.clone() })
+    let planned = plan.live_versions.get(&format!("{namespace}/{name}")).cloned().unwrap_or_default();
+    let stale = || DeployError::StalePlan { moved: vec![format!("{namespace}/{name}")] };
+    for _ in 0..5 {
+        let Some(live) = api.get_opt(name).await.map_err(|e| target.error(e))? else { return Ok(()) };
+        if !inventory::is_member(&serde_json::to_value(&live).expect("objects serialise"), set) {
+            return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace: namespace.into(), name: name.into(), project: set.project.clone() });
         }
-        Some(_) => {
-            let params = DeleteParams { preconditions: Some(Preconditions { resource_version: rv, uid: None }), ..DeleteParams::default() };
-            match api.delete(name, &params).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 409 => Err(DeployError::StalePlan { moved: vec![format!("{namespace}/{name}")] }),
-                Err(e) => Err(target.error(e)),
-            }
+        if plan::version_of(&live.metadata) != planned {
+            return Err(stale());
+        }
+        let params = DeleteParams { preconditions: Some(Preconditions { resource_version: live.metadata.resource_version.clone(), uid: None }), ..DeleteParams::default() };
+        match api.delete(name, &params).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(target.error(e)),
         }
     }
+    Err(stale())
 }
 
 /// KubeVirt's restart: `PUT …/virtualmachines/NAME/restart` in `subresources.kubevirt.io`.

@@ -72,7 +72,7 @@ pub struct Plan {
     /// Every namespace the project's VMs live in after the apply.
     pub member_namespaces: Vec<String>,
     pub steps: Vec<Step>,
-    /// `namespace/name` → the resourceVersion read, or `""` for "did not exist": a saved
+    /// `namespace/name` → the [`version_of`] read, or `""` for "did not exist": a saved
     /// plan is refused if any of these moved.
     pub live_versions: BTreeMap<String, String>,
     pub drift: Vec<Drift>,
@@ -308,7 +308,8 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         let normalised = normalise(object, desired_json.as_ref())
             .map_err(|e| DeployError::Api(format!("the live VirtualMachine {k} cannot be read as vmform's type: {e}")))?;
         old.push(normalised);
-        live_versions.insert(k.clone(), object["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string());
+        let meta: kube::core::ObjectMeta = serde_json::from_value(object["metadata"].clone()).unwrap_or_default();
+        live_versions.insert(k.clone(), version_of(&meta));
     }
     // The prevent-destroy annotation is part of what is compared, so adding or removing
     // `lifecycle prevent-destroy` is a change the next apply makes.
@@ -420,20 +421,50 @@ impl Plan {
     }
 }
 
-/// The members of `set` now, as `namespace/name` → resourceVersion.
+/// What a plan depends on in a live VM, as a short string: its generation (which moves
+/// with its spec) and its labels and annotations. Not its resourceVersion: a runtime
+/// writes a VM's status all the time, and that must not make every plan stale.
+pub fn version_of(meta: &kube::core::ObjectMeta) -> String {
+    // FNV-1a: stable across runs and versions, so saved plans stay comparable.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = serde_json::to_string(&(&meta.labels, &meta.annotations)).expect("maps serialise");
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("g{}-{hash:016x}", meta.generation.unwrap_or(0))
+}
+
+/// The members of `set` now, as `namespace/name` → [`version_of`].
 pub async fn live_versions(target: &Target, set: &ApplySet) -> Result<BTreeMap<String, String>, DeployError> {
     let all: Api<DynamicObject> = Api::all_with(target.client.clone(), &vm_resource());
     let members = all.list(&ListParams::default().labels(&set.selector())).await.map_err(|e| target.error(e))?;
     Ok(members
         .items
         .into_iter()
-        .map(|m| (key(m.metadata.namespace.as_deref().unwrap_or(""), m.metadata.name.as_deref().unwrap_or("")), m.metadata.resource_version.unwrap_or_default()))
+        .map(|m| (key(m.metadata.namespace.as_deref().unwrap_or(""), m.metadata.name.as_deref().unwrap_or("")), version_of(&m.metadata)))
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_depends_on_spec_labels_and_annotations_not_on_status_writes() {
+        let meta = |generation: i64, rv: &str, label: &str| -> kube::core::ObjectMeta {
+            serde_json::from_value(serde_json::json!({
+                "name": "web", "generation": generation, "resourceVersion": rv,
+                "labels": { "app": label }, "annotations": { "vmform.io/prevent-destroy": "true" },
+            }))
+            .unwrap()
+        };
+        let planned = version_of(&meta(3, "100", "web"));
+        // A runtime writing the VM's status moves its resourceVersion only.
+        assert_eq!(version_of(&meta(3, "250", "web")), planned);
+        assert_ne!(version_of(&meta(4, "251", "web")), planned, "a spec change");
+        assert_ne!(version_of(&meta(3, "252", "api")), planned, "a label change");
+    }
 
     #[test]
     fn diff_paths_map_to_managed_field_segments() {

@@ -59,6 +59,16 @@ pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
         set_status(&api, &vmi, Phase::Failed, None, vec![condition(&vmi, "Synchronized", false, "Unsupported", &message)]).await?;
         return Ok(Action::await_change());
     }
+    // KubeVirt waits for a missing claim (ErrorPvcNotFound) rather than failing.
+    let missing = ctx.volumes.missing_claims(&namespace, &vmi.data["spec"]);
+    if !missing.is_empty() {
+        let message = format!("PersistentVolumeClaim {} not found: the local runtime keeps each claim as a file there", missing.join(", "));
+        let c = condition(&vmi, "Synchronized", false, "FailedPvcNotFound", &message);
+        if kubevirt::condition(&vmi, "Synchronized") != Some(&c) {
+            set_status(&api, &vmi, Phase::Pending, None, vec![c]).await?;
+        }
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let demand = kubevirt::demand(&vmi.data["spec"]);
     let selector: BTreeMap<String, String> = vmi.data.pointer("/spec/nodeSelector").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     let mut placements = ctx.placements.lock().await;
@@ -99,7 +109,11 @@ pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
         "metadata": { "labels": { kubevirt::NODE_NAME_LABEL: node }, "finalizers": finalizers, "resourceVersion": vmi.resource_version() },
     });
     let vmi = api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    set_status(&api, &vmi, Phase::Scheduled, Some(&node), vec![condition(&vmi, "PodScheduled", true, "", "")]).await?;
+    let mut conditions = vec![condition(&vmi, "PodScheduled", true, "", "")];
+    if kubevirt::condition(&vmi, "Synchronized").is_some() {
+        conditions.push(condition(&vmi, "Synchronized", true, "", ""));
+    }
+    set_status(&api, &vmi, Phase::Scheduled, Some(&node), conditions).await?;
     Ok(Action::await_change())
 }
 

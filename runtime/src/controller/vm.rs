@@ -47,6 +47,15 @@ pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Resu
         strategy_changed: vm.data.pointer("/status/runStrategy").and_then(Value::as_str) != Some(strategy.as_str()),
     };
     let requests = requests(&vm);
+    // A start of a Halted VM (a paused one; the plain one patches the spec itself) turns
+    // it to Always, as KubeVirt's controller does; the request is served under Always.
+    if strategy == RunStrategy::Halted && requests.first() == Some(&Request::Start) {
+        let patch = if vm.data.pointer("/spec/running").is_some() { json!({ "spec": { "running": true } }) } else { json!({ "spec": { "runStrategy": "Always" } }) };
+        let mut patch = patch;
+        patch["metadata"] = json!({ "resourceVersion": vm.resource_version() });
+        vms.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     let instance = vmi.as_ref().map(|i| Instance {
         uid: i.metadata.uid.as_deref().unwrap_or(""),
         phase: Phase::of(i),
@@ -74,7 +83,15 @@ pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Resu
     }
     let mut created = None;
     if decision.create {
-        let new = new_vmi(&vm);
+        let paused = vm
+            .data
+            .pointer("/status/stateChangeRequests/0")
+            .filter(|r| r["action"] == "Start")
+            .is_some_and(|r| r.pointer("/data/paused").and_then(Value::as_str) == Some("true"));
+        let mut new = new_vmi(&vm);
+        if paused {
+            new.data["spec"]["startStrategy"] = json!("Paused");
+        }
         created = Some(vmis.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &new).await?);
     }
 
@@ -90,7 +107,8 @@ pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Resu
         remove_finalizer(&vmis, vmi, kubevirt::VM_CONTROLLER_FINALIZER).await?;
     }
     Ok(match (provisioning, retry_after) {
-        (Some(_), _) => Action::requeue(Duration::from_secs(1)),
+        (Some(super::Volumes::Importing(_)), _) => Action::requeue(Duration::from_secs(1)),
+        (Some(_), _) => Action::requeue(Duration::from_secs(10)),
         (None, Some(t)) if t > now && created.is_none() => Action::requeue((t - now).to_std().unwrap_or_default() + Duration::from_millis(50)),
         _ => Action::requeue(Duration::from_secs(60)),
     })
@@ -250,7 +268,11 @@ fn status(
     status["printableStatus"] = json!(printable);
     status["ready"] = json!(vmi.is_some_and(|i| kubevirt::condition_is_true(i, "Ready")) && !stopping);
     status["created"] = json!(vmi.is_some());
-    status["runStrategy"] = json!(strategy.as_str());
+    // Recorded once a VMI was made under it, so RerunOnFailure can tell "new" (start it)
+    // from "stopped by its guest" (leave it).
+    if vmi.is_some() {
+        status["runStrategy"] = json!(strategy.as_str());
+    }
     match vmi {
         Some(i) => {
             let started_from = i.annotations().get(kubevirt::VM_GENERATION_ANNOTATION).and_then(|g| g.parse::<i64>().ok());
@@ -276,6 +298,8 @@ fn status(
 
     let mut conditions = Vec::new();
     conditions.push(match vmi.and_then(|i| kubevirt::condition(i, "Ready")) {
+        // Going away: not ready any more, whatever the VMI said last.
+        Some(_) if stopping => kubevirt::make_condition("Ready", false, "PodTerminating", "the VMI is being stopped", previous("Ready").as_ref(), &stamp),
         Some(c) => c.clone(),
         None if vmi.is_none() => kubevirt::make_condition("Ready", false, "VMINotExists", "VMI does not exist", previous("Ready").as_ref(), &stamp),
         None => kubevirt::make_condition("Ready", false, "VMIConditionMissing", "VMI is missing the Ready condition", previous("Ready").as_ref(), &stamp),

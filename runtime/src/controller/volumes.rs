@@ -26,8 +26,12 @@ pub enum Volumes {
 #[derive(Debug, Clone)]
 enum Job {
     Running(String),
-    Failed(String),
+    /// Failed; tried again after the instant, not before (no hot retry loop).
+    Failed(String, std::time::Instant),
 }
+
+/// How long a failed import waits before it is tried again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) struct LocalVolumes {
     dir: Option<PathBuf>,
@@ -63,14 +67,9 @@ impl LocalVolumes {
             let key = (namespace.clone(), template.name.clone());
             let mut jobs = self.jobs.lock().expect("the jobs lock is never poisoned");
             match jobs.get(&key) {
-                Some(Job::Failed(message)) => {
-                    // Reported once; the next reconcile tries again.
-                    let message = message.clone();
-                    jobs.remove(&key);
-                    return Volumes::Failed(message);
-                }
+                Some(Job::Failed(message, retry)) if std::time::Instant::now() < *retry => return Volumes::Failed(message.clone()),
                 Some(Job::Running(progress)) => waiting.push(format!("{}: {progress}", template.name)),
-                None => {
+                Some(Job::Failed(..)) | None => {
                     jobs.insert(key.clone(), Job::Running("waiting".into()));
                     waiting.push(format!("{}: waiting", template.name));
                     let (jobs, cancel, dir, namespace) = (Arc::clone(&self.jobs), Arc::clone(&self.cancel), dir.clone(), namespace.clone());
@@ -82,13 +81,30 @@ impl LocalVolumes {
                         let mut jobs = jobs.lock().expect("never poisoned");
                         match result {
                             Ok(_) => jobs.remove(&key),
-                            Err(e) => jobs.insert(key, Job::Failed(format!("data volume {}: {e}", template.name))),
+                            Err(e) => jobs.insert(key, Job::Failed(e.to_string(), std::time::Instant::now() + RETRY_AFTER)),
                         };
                     });
                 }
             }
         }
         if waiting.is_empty() { Volumes::Ready } else { Volumes::Importing(waiting.join(", ")) }
+    }
+
+    /// The claims a VMI names (`persistentVolumeClaim`, `dataVolume`) that have no file,
+    /// each as `namespace/claim (path)`; none when this runtime does not keep volumes.
+    pub(crate) fn missing_claims(&self, namespace: &str, spec: &Value) -> Vec<String> {
+        let Some(dir) = &self.dir else { return Vec::new() };
+        spec["volumes"]
+            .as_array()
+            .map(|volumes| {
+                volumes
+                    .iter()
+                    .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName").or_else(|| v.pointer("/dataVolume/name")).and_then(Value::as_str))
+                    .filter(|claim| !volumes::claim_path(dir, namespace, claim).exists())
+                    .map(|claim| format!("{namespace}/{claim} ({})", volumes::claim_path(dir, namespace, claim).display()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Delete the files of a VM's data volume templates (its own volumes; claims it only

@@ -124,8 +124,11 @@ impl Launchers {
         let dir = self.dir_of(uid);
         std::fs::create_dir_all(&dir)?;
         crate::files::write_atomically(&dir.join("vmi.json"), &serde_json::to_vec_pretty(vmi).expect("JSON serialises"), 0o644)?;
-        // A status left by an earlier launcher of this VMI would be read as this one's.
-        let _ = std::fs::remove_file(dir.join("status.json"));
+        // A finished earlier launcher's status would be read as this one's outcome; an
+        // unfinished one's stays, for a replacement that takes its guest over (its ports).
+        if read_status(&dir).is_some_and(|s| s.exit.is_some()) {
+            let _ = std::fs::remove_file(dir.join("status.json"));
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("launcher.log"))?;
         let mut command = std::process::Command::new(&self.command[0]);
         command.args(&self.command[1..]).arg("--vmi-dir").arg(&dir).args(args);

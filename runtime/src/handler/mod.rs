@@ -66,6 +66,10 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Run the handler until `shutdown` resolves. Guests keep running when it returns.
 pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), HandlerError> {
+    // libvirt prints every error to stderr by default, expected ones ("no domain with
+    // matching uuid") included; the handler reports what matters itself.
+    #[cfg(feature = "libvirt")]
+    virt::error::clear_error_callback();
     let uri = match &config.libvirt {
         LibvirtSource::Uri(uri) => uri.clone(),
         LibvirtSource::Own => match start_libvirtd(&config).await {
@@ -289,6 +293,7 @@ impl Sync {
                 let domain_uid = uid.clone();
                 let running = tokio::task::spawn_blocking(move || domain_running(&uri, &domain_uid)).await.expect("no panic");
                 if running {
+                    tracing::info!("VMI {}/{}: its launcher is gone but the guest runs; a new launcher takes it over", vmi.namespace().unwrap_or_default(), vmi.name_any());
                     let object = serde_json::to_value(vmi).expect("objects serialise");
                     self.launchers
                         .spawn(&uid, &object, &self.launcher_args)

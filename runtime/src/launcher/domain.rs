@@ -306,6 +306,9 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
     if sockets * cores * threads > 255 {
         problems.push(format!("spec.domain.cpu: {} vCPUs is more than the local runtime runs (255)", sockets * cores * threads));
     }
+    if s(spec, "/startStrategy") == Some("Paused") {
+        problems.push("spec.startStrategy Paused is not supported by the local runtime (it has no pause or unpause yet); start it without --paused".into());
+    }
     if domain.pointer("/cpu/dedicatedCpuPlacement").and_then(Value::as_bool) == Some(true) {
         problems.push("spec.domain.cpu.dedicatedCpuPlacement is not supported by the local runtime (no CPU pinning)".into());
     }
