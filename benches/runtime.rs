@@ -57,7 +57,11 @@ impl Cluster {
     }
     fn get(&self, kind: &str, namespace: &str, name: &str, jsonpath: &str) -> String {
         let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(["get", kind, name, "-o", &format!("jsonpath={jsonpath}")]);
+        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(["get", kind]);
+        if !name.is_empty() {
+            cmd.arg(name);
+        }
+        cmd.args(["-o", &format!("jsonpath={jsonpath}")]);
         if !namespace.is_empty() {
             cmd.args(["-n", namespace]);
         }

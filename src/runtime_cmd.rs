@@ -42,7 +42,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
                     volumes_dir,
                     libvirt: libvirt_uri.map_or(handler::LibvirtSource::Own, handler::LibvirtSource::Uri),
                     lease_duration,
-                    launcher_command: vec![exe.into(), "runtime".into(), "launcher".into()],
+                    launcher_command: launcher_command(&exe),
                 };
                 match handler::run(target.client, config, crate::control_plane::wait_for_signal()).await {
                     Ok(()) => EXIT_OK,
@@ -54,6 +54,13 @@ pub fn run(command: RuntimeCommand) -> u8 {
             })
         }
     }
+}
+
+/// The launcher's command: the small `vmform-launcher` next to this binary when it is
+/// there (a launcher runs per guest, so its memory counts), else `vmform runtime launcher`.
+pub fn launcher_command(vmform: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let small = vmform.with_file_name("vmform-launcher");
+    if small.is_file() { vec![small.into()] } else { vec![vmform.into(), "runtime".into(), "launcher".into()] }
 }
 
 #[cfg(feature = "libvirt")]

@@ -318,17 +318,17 @@ impl Sync {
         let console = dir.join("console.log").display().to_string();
         let ports = serde_json::to_string(&s.ports).expect("JSON serialises");
         let annotations = vmi.annotations();
+        let mut vmi = std::borrow::Cow::Borrowed(vmi);
         if annotations.get(kubevirt::CONSOLE_ANNOTATION) != Some(&console) || annotations.get(kubevirt::PORTS_ANNOTATION) != Some(&ports) {
-            let patch = json!({ "metadata": { "annotations": { kubevirt::CONSOLE_ANNOTATION: console, kubevirt::PORTS_ANNOTATION: ports } } });
-            api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            // The status write below needs the new resourceVersion: the next tick does it.
+            // Guarded like the status write after it, which then builds on what this returns.
+            let patch = json!({ "metadata": { "resourceVersion": vmi.resource_version(), "annotations": { kubevirt::CONSOLE_ANNOTATION: console, kubevirt::PORTS_ANNOTATION: ports } } });
+            vmi = std::borrow::Cow::Owned(api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?);
+        }
+        if Phase::of(&vmi) == Phase::Running && kubevirt::condition_is_true(&vmi, "Ready") {
             return Ok(());
         }
-        if Phase::of(vmi) == Phase::Running && kubevirt::condition_is_true(vmi, "Ready") {
-            return Ok(());
-        }
-        let condition = kubevirt::make_condition("Ready", true, "", "", kubevirt::condition(vmi, "Ready"), &kubevirt::now());
-        write_status(api, vmi, Phase::Running, condition).await
+        let condition = kubevirt::make_condition("Ready", true, "", "", kubevirt::condition(&vmi, "Ready"), &kubevirt::now());
+        write_status(api, &vmi, Phase::Running, condition).await
     }
 }
 

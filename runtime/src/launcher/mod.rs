@@ -31,6 +31,32 @@ pub struct LauncherArgs {
     pub accel: Accel,
 }
 
+impl LauncherArgs {
+    /// `--vmi-dir DIR --libvirt-uri URI --volumes-dir DIR [--accel kvm|tcg]`, as the handler
+    /// passes them (the small `vmform-launcher` binary has no CLI library).
+    pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<LauncherArgs, String> {
+        let (mut vmi_dir, mut libvirt_uri, mut volumes_dir, mut accel) = (None, None, None, Accel::Tcg);
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let flag = flag.to_string_lossy().into_owned();
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--vmi-dir" => vmi_dir = Some(PathBuf::from(value)),
+                "--volumes-dir" => volumes_dir = Some(PathBuf::from(value)),
+                "--libvirt-uri" => libvirt_uri = Some(value.to_string_lossy().into_owned()),
+                "--accel" => accel = value.to_string_lossy().parse().map_err(|e| format!("--accel: {e}"))?,
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        Ok(LauncherArgs {
+            vmi_dir: vmi_dir.ok_or("--vmi-dir is required")?,
+            libvirt_uri: libvirt_uri.ok_or("--libvirt-uri is required")?,
+            volumes_dir: volumes_dir.ok_or("--volumes-dir is required")?,
+            accel,
+        })
+    }
+}
+
 /// How the guest ended (the `exit.kind` of `status.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitKind {
@@ -202,6 +228,17 @@ pub fn run(args: LauncherArgs) -> LauncherExit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_small_binary_reads_the_handlers_flags() {
+        let args = |list: &[&str]| LauncherArgs::from_args(list.iter().map(std::ffi::OsString::from));
+        let parsed = args(&["--vmi-dir", "/d", "--libvirt-uri", "qemu:///x", "--volumes-dir", "/v", "--accel", "kvm"]).unwrap();
+        assert_eq!((parsed.vmi_dir, parsed.libvirt_uri.as_str(), parsed.volumes_dir, parsed.accel), (PathBuf::from("/d"), "qemu:///x", PathBuf::from("/v"), Accel::Kvm));
+        assert_eq!(args(&["--vmi-dir", "/d", "--libvirt-uri", "u", "--volumes-dir", "/v"]).unwrap().accel, Accel::Tcg);
+        assert!(args(&["--vmi-dir", "/d"]).unwrap_err().contains("--libvirt-uri"));
+        assert!(args(&["--vmi-dir"]).unwrap_err().contains("needs a value"));
+        assert!(args(&["--bogus", "1"]).unwrap_err().contains("unknown flag"));
+    }
 
     #[test]
     fn exit_codes_follow_the_contract() {
