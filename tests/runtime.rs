@@ -469,6 +469,17 @@ spec:
     c.wait_status("default", "kc", "Running", 120);
     let table = c.kubectl(&["get", "vmi", "kc"], None);
     assert!(stdout(&table).contains("Running"), "{}", stdout(&table));
+    // A change that needs a restart says so on the VM; a restart applies it.
+    let first_uid = c.get("vmi", "default", "kc", "{.metadata.uid}");
+    let out = c.kubectl(&["patch", "vm", "kc", "--type", "merge", "-p", r#"{"spec":{"template":{"spec":{"domain":{"memory":{"guest":"160Mi"}}}}}}"#], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait("vm", "default", "kc", "{.status.conditions[?(@.type==\"RestartRequired\")].status}", |s| s == "True", 30);
+    let restart = c.vmform(&["vm", "restart", "kc", "-n", "default"]);
+    assert_eq!(code(&restart), 0, "{}", stderr(&restart));
+    c.wait("vmi", "default", "kc", "{.metadata.uid}", |u| !u.is_empty() && u != first_uid, 90);
+    c.wait_status("default", "kc", "Running", 120);
+    assert_eq!(c.get("vmi", "default", "kc", "{.spec.domain.memory.guest}"), "160Mi");
+    assert_eq!(c.get("vm", "default", "kc", "{.status.conditions[?(@.type==\"RestartRequired\")].status}"), "");
     let out = c.kubectl(&["replace", "--raw", "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/kc/stop", "-f", "-"], Some("{}"));
     assert!(out.status.success(), "{}", stderr(&out));
     c.wait_status("default", "kc", "Stopped", 60);
