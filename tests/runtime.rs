@@ -247,6 +247,9 @@ fn a_vm_boots_shows_its_console_and_stops_through_acpi() {
     assert_eq!(code(&console), 0, "{}", stderr(&console));
     assert!(stdout(&console).contains("VMFORM-TEST-GUEST READY"), "{}", stdout(&console));
     c.wait_console("boot", "hello", "tick 2", 60);
+    // Its disk is a host disk only this node may use: it cannot live-migrate, and says why.
+    let migratable = c.get("vmi", "boot", "hello", "{.status.conditions[?(@.type==\"LiveMigratable\")]}");
+    assert!(migratable.contains("\"status\":\"False\"") && migratable.contains("non-shared HostDisk") && migratable.contains("DisksNotLiveMigratable"), "{migratable}");
 
     let stop = c.vmform(&["vm", "stop", "hello", "-n", "boot"]);
     assert_eq!(code(&stop), 0, "{}{}", stdout(&stop), stderr(&stop));
@@ -351,8 +354,10 @@ fn rerun_on_failure_restarts_only_a_failed_guest_and_halted_stops_it() {
 fn killing_the_handler_leaves_the_guest_running_and_a_new_handler_adopts_it() {
     let _one = one_at_a_time();
     let c = Cluster::up();
-    c.apply(&guest_vm("hk", "app", "always", "#vmform-marker h", "    termination-grace \"20s\""));
+    // A shared host disk (the nodes of this machine all see it) can live-migrate.
+    c.apply(&guest_vm("hk", "app", "always", "#vmform-marker h", "    termination-grace \"20s\"").replace("type=\"disk\"", "type=\"disk\" shared=#true"));
     c.wait_status("hk", "app", "Running", 120);
+    c.wait("vmi", "hk", "app", "{.status.conditions[?(@.type==\"LiveMigratable\")].status}", |s| s == "True", 30);
     let log = c.wait_console("hk", "app", "tick 1", 120);
     let boot = boot_id(&log);
     let qemu = c.qemu_pid("hk_app").expect("QEMU runs");
@@ -592,6 +597,8 @@ fn a_data_volume_is_imported_over_http_and_ports_are_forwarded() {
     c.wait_status("dv", "imp", "Running", 180);
     // The guest boots from the imported copy.
     c.wait_console("dv", "imp", "VMFORM-TEST-GUEST READY", 120);
+    let migratable = c.get("vmi", "dv", "imp", "{.status.conditions[?(@.type==\"LiveMigratable\")].message}");
+    assert!(migratable.contains("PVC imp-root is not shared"), "a claim without ReadWriteMany cannot move: {migratable}");
     let volume = c.data.path().join("volumes/dv/imp-root.img");
     assert_eq!(std::fs::metadata(&volume).unwrap().len(), 64 << 20, "grown to the requested size");
 

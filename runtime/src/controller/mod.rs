@@ -13,7 +13,7 @@ pub mod strategy;
 mod vm;
 mod volumes;
 
-pub use volumes::Volumes;
+pub use volumes::{access_modes_path, Volumes};
 
 use crate::kubevirt;
 use futures_util::StreamExt;

@@ -45,6 +45,20 @@ impl Drop for LocalVolumes {
     }
 }
 
+/// `<claim>.json` beside `<claim>.img`: the claim's access modes, as its template asked.
+pub fn access_modes_path(dir: &std::path::Path, namespace: &str, claim: &str) -> PathBuf {
+    volumes::claim_path(dir, namespace, claim).with_extension("json")
+}
+
+fn record_access_modes(dir: &std::path::Path, namespace: &str, template: &volumes::DataVolumeTemplate) -> std::io::Result<()> {
+    let path = access_modes_path(dir, namespace, &template.name);
+    let record = serde_json::to_vec(&serde_json::json!({ "accessModes": template.access_modes })).expect("JSON serialises");
+    if std::fs::read(&path).ok().as_deref() == Some(&record[..]) {
+        return Ok(());
+    }
+    crate::files::write_atomically(&path, &record, 0o600)
+}
+
 impl LocalVolumes {
     pub(crate) fn new(dir: Option<PathBuf>) -> LocalVolumes {
         LocalVolumes { dir, jobs: Default::default(), cancel: Default::default() }
@@ -62,6 +76,11 @@ impl LocalVolumes {
                 Err(e) => return Volumes::Failed(e.to_string()),
             };
             if volumes::claim_path(dir, &namespace, &template.name).exists() {
+                // What a PVC object would say about the claim: whether it is shared
+                // decides whether the VM can live-migrate.
+                if let Err(e) = record_access_modes(dir, &namespace, &template) {
+                    return Volumes::Failed(format!("data volume {}: cannot record its access modes: {e}", template.name));
+                }
                 continue;
             }
             let key = (namespace.clone(), template.name.clone());
@@ -121,6 +140,7 @@ impl LocalVolumes {
         tokio::task::spawn_blocking(move || {
             for name in names {
                 volumes::delete(&dir, &namespace, &name).map_err(|e| ControllerError::Volume(format!("data volume {name}: {e}")))?;
+                let _ = std::fs::remove_file(access_modes_path(&dir, &namespace, &name));
             }
             Ok(())
         })

@@ -1,0 +1,81 @@
+//! Whether a VMI can live-migrate: KubeVirt's `LiveMigratable` condition, with its reasons
+//! and messages, for what the local runtime can have. The nodes of one machine share its
+//! data dir, so shared host disks and ReadWriteMany claims move; a claim only one node may
+//! write (ReadWriteOnce), or whose access modes are unknown, does not.
+
+use serde_json::Value;
+use std::path::Path;
+
+/// KubeVirt's reason for disks that cannot move.
+pub const DISKS_NOT_MIGRATABLE: &str = "DisksNotLiveMigratable";
+/// KubeVirt's reason for a CPU model that cannot move.
+pub const CPU_MODE_NOT_MIGRATABLE: &str = "CPUModeLiveMigratable";
+
+/// `Ok` when the VMI can live-migrate, else KubeVirt's reason and message.
+/// `volumes_dir`: where the local runtime keeps claims and their access modes.
+pub fn check(namespace: &str, spec: &Value, volumes_dir: &Path) -> Result<(), (&'static str, String)> {
+    for volume in spec["volumes"].as_array().into_iter().flatten() {
+        let claim = volume.pointer("/persistentVolumeClaim/claimName").or_else(|| volume.pointer("/dataVolume/name")).and_then(Value::as_str);
+        if let Some(claim) = claim {
+            let record = std::fs::read(crate::controller::access_modes_path(volumes_dir, namespace, claim)).ok();
+            let modes: Option<Vec<String>> = record.and_then(|r| serde_json::from_slice::<Value>(&r).ok()).and_then(|v| serde_json::from_value(v["accessModes"].clone()).ok());
+            match modes {
+                None => {
+                    return Err((
+                        DISKS_NOT_MIGRATABLE,
+                        format!("cannot migrate VMI: Unable to determine if PVC {claim} is shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)"),
+                    ));
+                }
+                Some(modes) if !modes.iter().any(|m| m == "ReadWriteMany") => {
+                    return Err((
+                        DISKS_NOT_MIGRATABLE,
+                        format!("cannot migrate VMI: PVC {claim} is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else if volume.get("hostDisk").is_some() && volume.pointer("/hostDisk/shared").and_then(Value::as_bool) != Some(true) {
+            return Err((DISKS_NOT_MIGRATABLE, "cannot migrate VMI with non-shared HostDisk".to_string()));
+        }
+    }
+    // A host-passthrough CPU model is not refused here: the local nodes are one machine,
+    // so their CPUs are the same. Choosing a target on another host would have to compare
+    // CPUs (a node's bootID tells hosts apart); there is no migration controller yet.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(dir: &Path, claim: &str, modes: &[&str]) {
+        let path = crate::controller::access_modes_path(dir, "ns", claim);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec(&json!({ "accessModes": modes })).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn shared_storage_moves_and_single_node_storage_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        record(dir.path(), "shared", &["ReadWriteMany"]);
+        record(dir.path(), "single", &["ReadWriteOnce"]);
+        let spec = |volumes: Value| json!({ "volumes": volumes });
+        let ok = spec(json!([
+            { "name": "a", "dataVolume": { "name": "shared" } },
+            { "name": "b", "hostDisk": { "path": "/x.img", "type": "Disk", "shared": true } },
+            { "name": "c", "cloudInitNoCloud": { "userData": "#" } },
+            { "name": "d", "emptyDisk": { "capacity": "1Gi" } },
+        ]));
+        assert_eq!(check("ns", &ok, dir.path()), Ok(()));
+        let rwo = spec(json!([{ "name": "a", "persistentVolumeClaim": { "claimName": "single" } }]));
+        assert_eq!(
+            check("ns", &rwo, dir.path()),
+            Err((DISKS_NOT_MIGRATABLE, "cannot migrate VMI: PVC single is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)".into()))
+        );
+        let unknown = spec(json!([{ "name": "a", "persistentVolumeClaim": { "claimName": "handmade" } }]));
+        assert!(check("ns", &unknown, dir.path()).unwrap_err().1.contains("Unable to determine if PVC handmade is shared"));
+        let host = spec(json!([{ "name": "a", "hostDisk": { "path": "/x.img", "type": "Disk" } }]));
+        assert_eq!(check("ns", &host, dir.path()), Err((DISKS_NOT_MIGRATABLE, "cannot migrate VMI with non-shared HostDisk".into())));
+    }
+}
