@@ -187,6 +187,11 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         /// The node lease's duration: how long a silent handler's node stays Ready
         #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
         node_lease_duration: std::time::Duration,
+        /// How many nodes to run: 1 is node `local`; N ≥ 2 are `local-0` … `local-(N-1)`,
+        /// each in its own network namespace with its own address and libvirtd (needs
+        /// CAP_SYS_ADMIN and CAP_NET_ADMIN, else one node)
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
+        nodes: u16,
     },
     /// Stop the local control plane cleanly
     Down {
@@ -257,6 +262,10 @@ pub enum RuntimeCommand {
         /// The node lease's duration; the controller marks the node NotReady when it runs out
         #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
         lease_duration: std::time::Duration,
+        /// The node's InternalIP address (default 127.0.0.1); with it the Node also carries
+        /// the libvirt migration URI qemu+tcp://ADDR/system
+        #[arg(long, value_name = "ADDR")]
+        node_address: Option<std::net::IpAddr>,
     },
     /// Run one VMI's guest (KubeVirt's virt-launcher); started by the handler
     #[command(hide = true)]

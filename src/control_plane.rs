@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vmform_runtime::local::{self, DataDir, UpConfig, CONTEXT};
-use vmform_runtime::supervisor::{LocalRuntime, LOCAL_NODE};
+use vmform_runtime::supervisor::LocalRuntime;
 
 /// How long `up --detach` waits for the server.
 const WAIT: Duration = Duration::from_secs(30);
@@ -25,9 +25,11 @@ fn usage_hint(kubeconfig: &Path) -> String {
 }
 
 /// `node_lease`: the runtime's node lease duration, or `None` for the API server alone.
-pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>) -> u8 {
+/// `nodes`: how many handler nodes (1: node `local`; N ≥ 2: `local-0` … in network
+/// namespaces of their own).
+pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>, nodes: usize) -> u8 {
     if detach {
-        return up_detached(data_dir, listen, node_lease);
+        return up_detached(data_dir, listen, node_lease, nodes);
     }
     crate::runtime_cmd::init_logging();
     runtime().block_on(async move {
@@ -41,9 +43,19 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
         say!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
         let vm_runtime = if let Some(lease) = node_lease {
             let exe = std::env::current_exe().expect("the running binary has a path");
-            match LocalRuntime::start(&server.data_dir, exe.into(), lease).await {
+            match LocalRuntime::start(&server.data_dir, exe.into(), lease, nodes).await {
                 Ok(r) => {
-                    say!("runtime: controller, and the handler of node {LOCAL_NODE} (its log: {})", server.data_dir.nodes().join(LOCAL_NODE).join("handler.log").display());
+                    if let Some(notice) = r.notice() {
+                        eprintln!("warning: {notice}");
+                    }
+                    for node in r.nodes() {
+                        let net = match (&node.netns, node.address) {
+                            (Some(ns), Some(a)) => format!(", address {a}, network namespace {ns}"),
+                            _ => String::new(),
+                        };
+                        say!("runtime: the handler of node {}{net} (its log: {})", node.name, node.dir.join("handler.log").display());
+                    }
+                    say!("runtime: controller running");
                     Some(r)
                 }
                 Err(e) => {
@@ -59,7 +71,7 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
         wait_for_signal().await;
         eprintln!("stopping");
         if let Some(r) = vm_runtime {
-            eprintln!("stopping the guests and the node's libvirtd");
+            eprintln!("stopping the guests and the nodes' libvirtds and networks");
             r.stop().await;
         }
         server.stop().await;
@@ -78,7 +90,7 @@ pub(crate) async fn wait_for_signal() {
 
 /// Start `vmform up` again as a background process writing to the log file, and wait
 /// until it serves (or fails, showing the end of its log).
-fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>) -> u8 {
+fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>, nodes: usize) -> u8 {
     use std::os::unix::process::CommandExt;
     let dir = DataDir(data_dir.clone());
     if dir.in_use() {
@@ -97,6 +109,13 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
             return EXIT_USAGE;
         }
     };
+    if nodes >= 2 && node_lease.is_some() {
+        // The server falls back to one node then; say so here, not only in its log.
+        let leftover = Path::new("/run/netns").join(vmform_runtime::libvirt::netns::netns_name(&data_dir, 0)).exists();
+        if let (false, Err(e)) = (leftover, vmform_runtime::libvirt::netns::probe()) {
+            eprintln!("warning: cannot make network namespaces here ({e}); they need CAP_SYS_ADMIN and CAP_NET_ADMIN: running ONE node, `local`, instead of {nodes}");
+        }
+    }
     let exe = std::env::current_exe().expect("the running binary has a path");
     let mut child = match std::process::Command::new(exe)
         .args(["up", "--listen", &listen.to_string(), "--data-dir"])
@@ -105,6 +124,7 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
             Some(lease) => vec!["--node-lease-duration".to_string(), format!("{}s", lease.as_secs())],
             None => vec!["--no-runtime".to_string()],
         })
+        .args(["--nodes".to_string(), nodes.to_string()])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("the log file handle clones"))
         .stderr(log)

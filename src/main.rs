@@ -46,8 +46,8 @@ fn main() -> ExitCode {
         Command::Destroy { project, guards } => deploy_cmd::destroy(&project, &guards),
         Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
         Command::Vm { command } => vm_cmd::run(command),
-        Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration } => {
-            control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration))
+        Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes } => {
+            control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into())
         }
         Command::Runtime { command } => runtime_cmd::run(command),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),

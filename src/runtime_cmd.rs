@@ -25,7 +25,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
                 EXIT_OK
             })
         }
-        RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration } => {
+        RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration, node_address } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
                 let target = match vmform_deploy::target::connect(&target_args(&target)).await {
@@ -43,6 +43,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
                     libvirt: libvirt_uri.map_or(handler::LibvirtSource::Own, handler::LibvirtSource::Uri),
                     lease_duration,
                     launcher_command: launcher_command(&exe),
+                    node_address,
                 };
                 match handler::run(target.client, config, crate::control_plane::wait_for_signal()).await {
                     Ok(()) => EXIT_OK,

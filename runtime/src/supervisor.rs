@@ -6,7 +6,9 @@
 
 use crate::controller::{self, ControllerConfig};
 use crate::local::DataDir;
+use crate::libvirt::netns::Network;
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -21,8 +23,20 @@ const GUEST_STOP_TIMEOUT: Duration = Duration::from_secs(35);
 pub struct LocalRuntime {
     stop: watch::Sender<bool>,
     controller: tokio::task::JoinHandle<()>,
-    handler: tokio::task::JoinHandle<()>,
-    node_dir: PathBuf,
+    handlers: Vec<tokio::task::JoinHandle<()>>,
+    nodes: Vec<LocalNode>,
+    network: Option<Network>,
+    notice: Option<String>,
+}
+
+/// One node of the local runtime.
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    pub name: String,
+    pub dir: PathBuf,
+    /// Its network namespace and address (`--nodes N`, N ≥ 2); `None`: the host's network.
+    pub netns: Option<String>,
+    pub address: Option<Ipv4Addr>,
 }
 
 impl DataDir {
@@ -42,35 +56,118 @@ pub async fn local_client(dir: &DataDir) -> Result<kube::Client, String> {
 }
 
 impl LocalRuntime {
-    /// Start the controller and the handler. `vmform` is the command that runs vmform
-    /// (the handler is `vmform runtime handler …`).
-    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration) -> Result<LocalRuntime, String> {
+    /// Start the controller and the handlers of `nodes` nodes (1: node `local` in the
+    /// host's network; N ≥ 2: `local-0` … in network namespaces of their own, or node
+    /// `local` with a [`notice`](Self::notice) saying why when namespaces cannot be
+    /// made). `vmform` is the command that runs vmform (a handler is `vmform runtime
+    /// handler …`).
+    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize) -> Result<LocalRuntime, String> {
         let client = local_client(dir).await?;
+        let (network, notice) = if nodes >= 2 {
+            let data_dir = dir.0.clone();
+            let state = dir.nodes().join("network");
+            tokio::task::spawn_blocking(move || make_network(&data_dir, &state, nodes)).await.map_err(|e| e.to_string())?
+        } else {
+            (None, None)
+        };
+        let nodes: Vec<LocalNode> = match &network {
+            Some(net) => net
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| LocalNode {
+                    name: format!("{LOCAL_NODE}-{i}"),
+                    dir: dir.nodes().join(format!("{LOCAL_NODE}-{i}")),
+                    netns: Some(n.netns.clone()),
+                    address: Some(n.address),
+                })
+                .collect(),
+            None => vec![LocalNode { name: LOCAL_NODE.into(), dir: dir.nodes().join(LOCAL_NODE), netns: None, address: None }],
+        };
+        for node in &nodes {
+            std::fs::create_dir_all(&node.dir).map_err(|e| format!("{}: {e}", node.dir.display()))?;
+            // Whoever starts the node's libvirtd (its handler, again after a crash) starts
+            // it in the node's network.
+            let net = node.netns.as_deref().zip(node.address);
+            crate::libvirt::daemon::write_node_network(&node.dir, net).map_err(|e| format!("{}: {e}", node.dir.display()))?;
+        }
         let (stop, stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let config = ControllerConfig { volumes_dir: Some(dir.volumes()), ..Default::default() };
         let controller = tokio::spawn(controller::run(client, config, until_stopped(stopped.clone())));
-        let node_dir = dir.nodes().join(LOCAL_NODE);
-        std::fs::create_dir_all(&node_dir).map_err(|e| format!("{}: {e}", node_dir.display()))?;
-        let mut args: Vec<OsString> = vec!["runtime".into(), "handler".into(), "--own-libvirtd".into(), "--node".into(), LOCAL_NODE.into()];
-        args.extend(["--lease-duration".into(), format!("{}s", node_lease.as_secs().max(1)).into()]);
-        for (flag, value) in [("--kubeconfig", dir.kubeconfig()), ("--node-dir", node_dir.clone()), ("--volumes-dir", dir.volumes())] {
-            args.push(flag.into());
-            args.push(value.into());
+        let mut handlers = Vec::new();
+        for node in &nodes {
+            let mut args: Vec<OsString> = vec!["runtime".into(), "handler".into(), "--own-libvirtd".into(), "--node".into(), node.name.clone().into()];
+            args.extend(["--lease-duration".into(), format!("{}s", node_lease.as_secs().max(1)).into()]);
+            for (flag, value) in [("--kubeconfig", dir.kubeconfig()), ("--node-dir", node.dir.clone()), ("--volumes-dir", dir.volumes())] {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+            if let Some(address) = node.address {
+                args.extend(["--node-address".into(), address.to_string().into()]);
+            }
+            handlers.push(tokio::spawn(supervise(vmform.clone(), args, node.dir.join("handler.log"), stopped.clone())));
         }
-        let handler = tokio::spawn(supervise(vmform, args, node_dir.join("handler.log"), stopped));
-        Ok(LocalRuntime { stop, controller, handler, node_dir })
+        Ok(LocalRuntime { stop, controller, handlers, nodes, network, notice })
     }
 
-    /// Stop the handler and the controller, then the node's guests and its libvirtd.
+    /// The nodes it runs.
+    pub fn nodes(&self) -> &[LocalNode] {
+        &self.nodes
+    }
+
+    /// Why it runs one node when more were asked for.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// Stop the handlers and the controller, then the nodes' guests and libvirtds, then
+    /// their network (namespaces, veths, bridge).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.handler.await;
+        for handler in self.handlers {
+            let _ = handler.await;
+        }
         let _ = self.controller.await;
-        let node_dir = self.node_dir;
-        let _ = tokio::task::spawn_blocking(move || stop_node(&node_dir)).await;
+        let stops: Vec<_> = self.nodes.into_iter().map(|node| tokio::task::spawn_blocking(move || stop_node(&node.dir))).collect();
+        for stop in stops {
+            let _ = stop.await;
+        }
+        if let Some(network) = self.network {
+            let _ = tokio::task::spawn_blocking(move || {
+                for e in network.teardown() {
+                    tracing::warn!("cannot remove the nodes' network: {e}");
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// The network of `nodes` nodes, made (or reused after a crash); `None` and why when
+/// network namespaces cannot be made here.
+fn make_network(data_dir: &std::path::Path, state: &std::path::Path, nodes: usize) -> (Option<Network>, Option<String>) {
+    let network = Network::plan(data_dir, state, nodes);
+    // A namespace of this data dir left by a crash proves we can; else try a throwaway one.
+    let reusing = std::path::Path::new("/run/netns").join(&network.nodes[0].netns).exists();
+    if !reusing {
+        if let Err(e) = crate::libvirt::netns::probe() {
+            let why = format!(
+                "cannot make network namespaces here ({e}); they need CAP_SYS_ADMIN and CAP_NET_ADMIN: running ONE node, `{LOCAL_NODE}`, instead of {nodes}"
+            );
+            return (None, Some(why));
+        }
+    }
+    match network.ensure() {
+        Ok(()) => (Some(network), None),
+        Err(e) => {
+            for e in network.teardown() {
+                tracing::warn!("cannot remove a partly made network: {e}");
+            }
+            (None, Some(format!("cannot make the nodes' network ({e}): running ONE node, `{LOCAL_NODE}`, instead of {nodes}")))
+        }
     }
 }
 
@@ -78,6 +175,7 @@ impl LocalRuntime {
 /// failing), until told to stop; then SIGTERM it and wait.
 async fn supervise(vmform: OsString, args: Vec<OsString>, log: PathBuf, mut stopped: watch::Receiver<bool>) {
     let mut pause = Duration::from_secs(1);
+    stop_stale_handler(&log.with_file_name("handler.pid"));
     loop {
         let output = match std::fs::OpenOptions::new().create(true).append(true).open(&log) {
             Ok(f) => f,
@@ -97,6 +195,10 @@ async fn supervise(vmform: OsString, args: Vec<OsString>, log: PathBuf, mut stop
                 return;
             }
         };
+        let pid_file = log.with_file_name("handler.pid");
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(&pid_file, format!("{pid}\n"));
+        }
         let started = std::time::Instant::now();
         let exited = tokio::select! {
             status = child.wait() => Some(status),
@@ -130,6 +232,30 @@ async fn supervise(vmform: OsString, args: Vec<OsString>, log: PathBuf, mut stop
             }
         }
     }
+}
+
+/// A handler a killed `vmform up` left running (it is in a process group of its own) is
+/// stopped before a new one starts for its node: two handlers of a node would fight.
+fn stop_stale_handler(pid_file: &std::path::Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) else { return };
+    let node_dir = pid_file.parent().map(|d| d.as_os_str().as_encoded_bytes().to_vec()).unwrap_or_default();
+    let is_it = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == node_dir.as_slice()) && c.windows(7).any(|w| w == b"handler"))
+    };
+    if pid <= 0 || !is_it(pid) {
+        return;
+    }
+    tracing::warn!("stopping handler pid {pid}, left running by an earlier vmform up");
+    // SAFETY: kill(2) of a process whose command line names this node's dir.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for _ in 0..100 {
+        if !is_it(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
 /// Stop every guest of the node, then its libvirtd.

@@ -53,6 +53,8 @@ pub struct HandlerConfig {
     pub lease_duration: Duration,
     /// The launcher's command line before its `--vmi-dir`: `vmform runtime launcher`.
     pub launcher_command: Vec<OsString>,
+    /// The node's InternalIP (127.0.0.1 when `None`): `vmform up --nodes N` gives each node its own.
+    pub node_address: Option<std::net::IpAddr>,
 }
 
 impl HandlerConfig {
@@ -85,7 +87,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     };
     let accel = tokio::task::spawn_blocking(|| crate::libvirt::kvm::probe(Duration::from_secs(3))).await.expect("the probe does not panic");
     tracing::info!("node {}: libvirt {uri}, accelerator {}", config.node, accel.as_str());
-    node::register(&client, &node::NodeInfo { name: &config.node, accel: accel.as_str(), libvirt_uri: &uri }).await?;
+    node::register(&client, &node::NodeInfo { name: &config.node, accel: accel.as_str(), libvirt_uri: &uri, address: config.node_address }).await?;
     let heartbeat = node::heartbeat(client.clone(), config.node.clone(), config.lease_duration);
 
     let vmis_dir = config.vmis_dir();

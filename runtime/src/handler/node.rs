@@ -13,6 +13,9 @@ pub(super) struct NodeInfo<'a> {
     pub name: &'a str,
     pub accel: &'a str,
     pub libvirt_uri: &'a str,
+    /// The node's InternalIP (127.0.0.1 when `None`); with one, libvirt also answers on
+    /// TCP there, for migrations.
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// Create or update the Node and mark it Ready.
@@ -24,7 +27,10 @@ pub(super) async fn register(client: &Client, info: &NodeInfo<'_>) -> Result<(),
         "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "kubevirt.io/schedulable": "true",
     });
-    let annotations = json!({ "vmform.io/accel": info.accel, "vmform.io/libvirt-uri": info.libvirt_uri });
+    let mut annotations = json!({ "vmform.io/accel": info.accel, "vmform.io/libvirt-uri": info.libvirt_uri });
+    if let Some(address) = info.address {
+        annotations["vmform.io/libvirt-migration-uri"] = json!(format!("qemu+tcp://{address}/system"));
+    }
     if nodes.get_opt(info.name).await?.is_none() {
         let node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
@@ -41,13 +47,16 @@ pub(super) async fn register(client: &Client, info: &NodeInfo<'_>) -> Result<(),
         let patch = json!({ "metadata": { "labels": labels, "annotations": annotations } });
         nodes.patch(info.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
+    let address = info.address.map_or("127.0.0.1".to_string(), |a| a.to_string());
+    let addresses = json!({ "status": { "addresses": [{ "type": "Hostname", "address": info.name }, { "type": "InternalIP", "address": address }] } });
+    nodes.patch_status(info.name, &PatchParams::default(), &Patch::Merge(&addresses)).await?;
     set_ready(client, info.name).await
 }
 
 /// Record a node whose handler cannot run guests, with why: the scheduler places nothing
 /// on it, and `kubectl get node -o yaml` tells the user.
 pub(super) async fn register_unavailable(client: &Client, name: &str, message: &str) -> Result<(), kube::Error> {
-    register(client, &NodeInfo { name, accel: "", libvirt_uri: "" }).await?;
+    register(client, &NodeInfo { name, accel: "", libvirt_uri: "", address: None }).await?;
     set_condition(client, name, false, "LibvirtUnavailable", message).await
 }
 
@@ -55,7 +64,7 @@ async fn set_ready(client: &Client, name: &str) -> Result<(), kube::Error> {
     set_condition(client, name, true, "HandlerReady", "the vmform handler is posting ready status").await
 }
 
-/// Write the node's capacity and its Ready condition.
+/// Write the node's capacity and its Ready condition (its addresses are `register`'s).
 async fn set_condition(client: &Client, name: &str, ready: bool, reason: &str, message: &str) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let (cpus, memory_kib) = capacity();
@@ -69,7 +78,6 @@ async fn set_condition(client: &Client, name: &str, ready: bool, reason: &str, m
             "message": message,
             "lastHeartbeatTime": now, "lastTransitionTime": now,
         }],
-        "addresses": [{ "type": "Hostname", "address": name }, { "type": "InternalIP", "address": "127.0.0.1" }],
         "nodeInfo": {
             "architecture": std::env::consts::ARCH, "operatingSystem": "linux",
             "kubeletVersion": concat!("vmform-handler/", env!("CARGO_PKG_VERSION")),

@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -74,10 +75,51 @@ pub struct DaemonConfig {
     pub start_timeout: Duration,
     /// How long `stop()` waits after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// A network namespace (`/run/netns/<name>`) to run the daemon in, entered before
+    /// its mount namespace is made (`vmform up --nodes N`).
+    pub netns: Option<String>,
+    /// The node's address: libvirtd listens on TCP there (no authentication: it is only
+    /// reachable on the nodes' bridge) and QEMU takes migrations there.
+    pub listen_address: Option<Ipv4Addr>,
+}
+
+/// The file in a node dir that says which network namespace and address the node's
+/// daemon has (written by `vmform up --nodes N`; absent for a node in the host's
+/// network): lines `netns NAME` and `address IPV4`. [`DaemonConfig::new`] reads it, so
+/// whoever (re)starts the daemon starts it in the node's network.
+pub const NODE_NETWORK_FILE: &str = "node-network";
+
+/// Write (`Some`) or remove (`None`) a node dir's [`NODE_NETWORK_FILE`].
+pub fn write_node_network(node_dir: &Path, network: Option<(&str, Ipv4Addr)>) -> io::Result<()> {
+    let path = node_dir.join(NODE_NETWORK_FILE);
+    match network {
+        Some((netns, address)) => crate::files::write_atomically(&path, format!("netns {netns}\naddress {address}\n").as_bytes(), 0o644),
+        None => match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// A node dir's network namespace and address, from its [`NODE_NETWORK_FILE`].
+pub fn read_node_network(node_dir: &Path) -> (Option<String>, Option<Ipv4Addr>) {
+    let text = fs::read_to_string(node_dir.join(NODE_NETWORK_FILE)).unwrap_or_default();
+    let mut netns = None;
+    let mut address = None;
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("netns", v)) => netns = Some(v.trim().to_string()),
+            Some(("address", v)) => address = v.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    (netns, address)
 }
 
 impl DaemonConfig {
+    /// The daemon of `node_dir`, in the network its [`NODE_NETWORK_FILE`] names (if any).
     pub fn new(node_dir: &Path, host_uuid: uuid::Uuid) -> DaemonConfig {
+        let (netns, listen_address) = read_node_network(node_dir);
         DaemonConfig {
             node_dir: node_dir.to_path_buf(),
             host_uuid,
@@ -85,6 +127,8 @@ impl DaemonConfig {
             etc_template: PathBuf::from("/etc/libvirt"),
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(15),
+            netns,
+            listen_address,
         }
     }
 
@@ -154,7 +198,18 @@ impl NodeDaemon {
             .iter()
             .map(|(dir, target)| Ok((cstring(&base.join(dir))?, cstring(Path::new(target))?)))
             .collect::<Result<Vec<_>, DaemonError>>()?;
+        // The namespace is opened before the fork; the child enters it first.
+        let netns = match &config.netns {
+            Some(name) => {
+                let path = Path::new("/run/netns").join(name);
+                Some(fs::File::open(&path).map_err(io_err(format!("cannot open the network namespace {}", path.display())))?)
+            }
+            None => None,
+        };
         let mut command = Command::new(&libvirtd);
+        if config.listen_address.is_some() {
+            command.arg("--listen");
+        }
         command
             .arg("-d")
             .arg("-p")
@@ -168,7 +223,15 @@ impl NodeDaemon {
         // SAFETY: the closure runs in the forked child before exec and only makes raw
         // system calls on data prepared before the fork.
         unsafe {
-            command.pre_exec(move || enter_private_mounts(&mounts));
+            command.pre_exec(move || {
+                if let Some(ns) = &netns {
+                    use std::os::fd::AsRawFd;
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                enter_private_mounts(&mounts)
+            });
         }
         let mut child = command.spawn().map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => DaemonError::NotPermitted { what: "unshare/mount".into(), source: e },
@@ -328,9 +391,14 @@ fn seed_config(config: &DaemonConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// libvirtd.conf of a node: unix sockets only, no authentication (the socket is 0700 and
-/// root's), a log file in the node's log dir.
+/// libvirtd.conf of a node: unix sockets, no authentication (the socket is 0700 and
+/// root's), a log file in the node's log dir; with a listen address also TCP there,
+/// without authentication (the nodes' bridge is private to this machine).
 pub fn libvirtd_conf(config: &DaemonConfig) -> String {
+    let tcp = match config.listen_address {
+        Some(a) => format!("listen_tcp = 1\nlisten_addr = \"{a}\"\nauth_tcp = \"none\"\n"),
+        None => "listen_tcp = 0\n".to_string(),
+    };
     format!(
         "# Written by vmform for the node at {node}.\n\
          host_uuid = \"{uuid}\"\n\
@@ -341,7 +409,7 @@ pub fn libvirtd_conf(config: &DaemonConfig) -> String {
          auth_unix_rw = \"none\"\n\
          auth_unix_ro = \"none\"\n\
          listen_tls = 0\n\
-         listen_tcp = 0\n\
+         {tcp}\
          log_level = 3\n\
          log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n",
         node = config.node_dir.display(),
@@ -352,6 +420,10 @@ pub fn libvirtd_conf(config: &DaemonConfig) -> String {
 /// qemu.conf of a node: QEMU as root without ownership changes, security drivers,
 /// cgroups, namespaces or virtlogd (specs/runtime-environment.md).
 pub fn qemu_conf(config: &DaemonConfig) -> String {
+    let migration = match config.listen_address {
+        Some(a) => format!("migration_address = \"{a}\"\nmigration_host = \"{a}\"\n"),
+        None => String::new(),
+    };
     format!(
         "# Written by vmform for the node at {node}.\n\
          user = \"root\"\n\
@@ -361,7 +433,8 @@ pub fn qemu_conf(config: &DaemonConfig) -> String {
          security_driver = \"none\"\n\
          cgroup_controllers = [ ]\n\
          namespaces = [ ]\n\
-         stdio_handler = \"file\"\n",
+         stdio_handler = \"file\"\n\
+         {migration}",
         node = config.node_dir.display(),
     )
 }
@@ -548,5 +621,22 @@ mod tests {
         for s in ["security_driver = \"none\"", "stdio_handler = \"file\"", "dynamic_ownership = 0", "namespaces = [ ]"] {
             assert!(q.contains(s), "{s}");
         }
+        assert!(l.contains("listen_tcp = 0") && !q.contains("migration_address"));
+    }
+
+    #[test]
+    fn a_node_with_an_address_listens_on_tcp_there() {
+        let dir = tempfile::tempdir().unwrap();
+        write_node_network(dir.path(), Some(("vmform-x-0", Ipv4Addr::new(10, 231, 7, 1)))).unwrap();
+        let config = DaemonConfig::new(dir.path(), uuid::Uuid::nil());
+        assert_eq!(config.netns.as_deref(), Some("vmform-x-0"));
+        let l = libvirtd_conf(&config);
+        for s in ["listen_tcp = 1\n", "listen_addr = \"10.231.7.1\"", "auth_tcp = \"none\""] {
+            assert!(l.contains(s), "{s} in {l}");
+        }
+        let q = qemu_conf(&config);
+        assert!(q.contains("migration_address = \"10.231.7.1\"") && q.contains("migration_host = \"10.231.7.1\""), "{q}");
+        write_node_network(dir.path(), None).unwrap();
+        assert_eq!(DaemonConfig::new(dir.path(), uuid::Uuid::nil()).netns, None);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod kvm;
+pub mod netns;
 
 pub use daemon::{DaemonConfig, DaemonError, NodeDaemon};
 pub use kvm::{probe, Accel};
