@@ -282,3 +282,31 @@ fn one_node_is_node_local_in_the_hosts_network() {
 fn vmform_tag(data_dir: &Path) -> String {
     vmform_runtime::libvirt::netns::tag(data_dir)
 }
+
+/// Without CAP_NET_ADMIN and CAP_SYS_ADMIN (dropped with capsh) `up --nodes 2` says it
+/// cannot make namespaces and runs one node, `local`.
+#[test]
+fn without_the_capabilities_it_says_so_and_runs_one_node() {
+    if !is_root() || Command::new("capsh").arg("--help").output().is_err() {
+        eprintln!("skipped: needs root and capsh");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::Builder::new().prefix("vmf").tempdir().unwrap();
+    let command = format!(
+        "{} up --detach --nodes 2 --listen 127.0.0.1:0 --data-dir {}",
+        env!("CARGO_BIN_EXE_vmform"),
+        data.path().display()
+    );
+    let out = Command::new("capsh").args(["--drop=cap_net_admin,cap_sys_admin", "--", "-c", &command]).stdin(Stdio::null()).output().unwrap();
+    let mut c = Cluster { data, project: tempfile::tempdir().unwrap(), down: false };
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("cannot make network namespaces here") && said.contains("running ONE node, `local`"), "{said}");
+    // The node exists (NotReady: a private libvirtd needs CAP_SYS_ADMIN too, and it says why).
+    c.wait(&["node", "local"], "{.metadata.name}", |s| s == "local", 60);
+    assert_eq!(c.kubectl(&["get", "node", "local-0", "--ignore-not-found", "-o", "name"]), "");
+    let out = c.down();
+    assert_eq!(code(&out), 0, "down: {}{}", stdout(&out), stderr(&out));
+    assert_nothing_left(c.data.path(), &format!("vmform-{}", vmform_tag(c.data.path())), &format!("vmf{}", vmform_tag(c.data.path())));
+}
