@@ -48,14 +48,17 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
                     if let Some(notice) = r.notice() {
                         eprintln!("warning: {notice}");
                     }
-                    for node in r.nodes() {
-                        let net = match (&node.netns, node.address) {
-                            (Some(ns), Some(a)) => format!(", address {a}, network namespace {ns}"),
-                            _ => String::new(),
-                        };
-                        say!("runtime: the handler of node {}{net} (its log: {})", node.name, node.dir.join("handler.log").display());
+                    match r.nodes() {
+                        [node] => say!("runtime: controller, and the handler of node {} (its log: {})", node.name, node.dir.join("handler.log").display()),
+                        nodes => {
+                            say!("runtime: controller, and the handlers of {} nodes:", nodes.len());
+                            for node in nodes {
+                                let address = node.address.map(|a| a.to_string()).unwrap_or_default();
+                                let netns = node.netns.as_deref().unwrap_or_default();
+                                say!("  node {}: address {address}, network namespace {netns} (its log: {})", node.name, node.dir.join("handler.log").display());
+                            }
+                        }
                     }
-                    say!("runtime: controller running");
                     Some(r)
                 }
                 Err(e) => {

@@ -171,7 +171,7 @@ fn two_nodes_with_their_own_network_libvirtd_and_host_uuid_and_down_leaves_nothi
     // Each node's libvirtd answers the other over TCP, from inside its namespace.
     let netns0 = std::fs::read_to_string(c.node_dir("local-0").join("node-network")).unwrap();
     let netns0 = netns0.lines().find_map(|l| l.strip_prefix("netns ")).unwrap().to_string();
-    let netns1 = netns0.replace("-0", "-1");
+    let netns1 = format!("{}-1", netns0.strip_suffix("-0").unwrap());
     for (ns, other) in [(&netns0, &ip1), (&netns1, &ip0)] {
         let out = Command::new("ip").args(["netns", "exec", ns, "virsh", "-c", &format!("qemu+tcp://{other}/system"), "hostname"]).output().unwrap();
         assert!(out.status.success(), "virsh from {ns} to {other}: {}", stderr(&out));
@@ -240,6 +240,16 @@ fn up_after_a_crash_reuses_the_network_and_down_still_cleans_up() {
     // The namespaces, bridge and libvirtds are still there; a new `up` takes them over.
     let out = run(&["up", "--detach", "--nodes", "2", "--listen", "127.0.0.1:0", "--data-dir", c.dir()]);
     assert_eq!(code(&out), 0, "up after a crash: {}{}", stdout(&out), stderr(&out));
+    // The nodes are still Ready from before the crash: wait for the new handlers to have
+    // registered them (their logs say so a second time).
+    for node in ["local-0", "local-1"] {
+        let waiting = Instant::now();
+        let log = c.node_dir(node).join("handler.log");
+        while std::fs::read_to_string(&log).unwrap_or_default().matches(", accelerator ").count() < 2 {
+            assert!(waiting.elapsed() < Duration::from_secs(90), "the new handler of {node} did not register it");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
     c.wait_ready("local-0", 90);
     c.wait_ready("local-1", 90);
     assert_eq!(c.node_field("local-0", "{.status.addresses[?(@.type==\"InternalIP\")].address}"), ip0, "the same subnet again");
