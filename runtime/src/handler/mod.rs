@@ -7,6 +7,7 @@
 //! the node with its launcher and writes only what differs.
 
 mod launchers;
+pub mod migratable;
 mod node;
 
 pub use launchers::{LauncherExit, LauncherStatus};
@@ -113,7 +114,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
         "--accel".into(),
         accel.as_str().into(),
     ];
-    let mut sync = Sync { client, node: config.node.clone(), launchers, launcher_args, uri };
+    let mut sync = Sync { client, node: config.node.clone(), launchers, launcher_args, uri, volumes_dir: config.volumes_dir.clone() };
     let sync_loop = async {
         // Invariant: a handler restart never stops a running guest. Until the cache holds
         // every VMI, a launcher without a VMI may only look orphaned, so nothing is
@@ -189,6 +190,7 @@ struct Sync {
     launchers: Launchers,
     launcher_args: Vec<OsString>,
     uri: String,
+    volumes_dir: PathBuf,
 }
 
 impl Sync {
@@ -326,11 +328,18 @@ impl Sync {
             let patch = json!({ "metadata": { "resourceVersion": vmi.resource_version(), "annotations": { kubevirt::CONSOLE_ANNOTATION: console, kubevirt::PORTS_ANNOTATION: ports } } });
             vmi = std::borrow::Cow::Owned(api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?);
         }
-        if Phase::of(&vmi) == Phase::Running && kubevirt::condition_is_true(&vmi, "Ready") {
+        let stamp = kubevirt::now();
+        let migratable = match migratable::check(&vmi.namespace().unwrap_or_default(), &vmi.data["spec"], &self.volumes_dir) {
+            Ok(()) => kubevirt::make_condition("LiveMigratable", true, "", "", kubevirt::condition(&vmi, "LiveMigratable"), &stamp),
+            Err((reason, message)) => kubevirt::make_condition("LiveMigratable", false, reason, &message, kubevirt::condition(&vmi, "LiveMigratable"), &stamp),
+        };
+        if Phase::of(&vmi) == Phase::Running && kubevirt::condition_is_true(&vmi, "Ready") && kubevirt::condition(&vmi, "LiveMigratable") == Some(&migratable) {
             return Ok(());
         }
-        let condition = kubevirt::make_condition("Ready", true, "", "", kubevirt::condition(&vmi, "Ready"), &kubevirt::now());
-        write_status(api, &vmi, Phase::Running, condition).await
+        let ready = kubevirt::make_condition("Ready", true, "", "", kubevirt::condition(&vmi, "Ready"), &stamp);
+        let patch = kubevirt::phase_patch(&vmi, Phase::Running, vec![ready, migratable]);
+        api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
     }
 }
 
