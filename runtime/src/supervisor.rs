@@ -152,13 +152,11 @@ fn make_network(data_dir: &std::path::Path, state: &std::path::Path, nodes: usiz
     let network = Network::plan(data_dir, state, nodes);
     // A namespace of this data dir left by a crash proves we can; else try a throwaway one.
     let reusing = std::path::Path::new("/run/netns").join(&network.nodes[0].netns).exists();
-    if !reusing {
-        if let Err(e) = crate::libvirt::netns::probe() {
-            let why = format!(
-                "cannot make network namespaces here ({e}); they need CAP_SYS_ADMIN and CAP_NET_ADMIN: running ONE node, `{LOCAL_NODE}`, instead of {nodes}"
-            );
-            return (None, Some(why));
-        }
+    if !reusing && let Err(e) = crate::libvirt::netns::probe() {
+        let why = format!(
+            "cannot make network namespaces here ({e}); they need CAP_SYS_ADMIN and CAP_NET_ADMIN: running ONE node, `{LOCAL_NODE}`, instead of {nodes}"
+        );
+        return (None, Some(why));
     }
     match network.ensure() {
         Ok(()) => (Some(network), None),

@@ -141,10 +141,10 @@ fn teardown_tag(tag: &str) -> Vec<NetError> {
     for link in links.iter().filter(|l| l.starts_with(&veth)) {
         let _ = ip(&["link", "del", link]);
     }
-    if links.contains(&bridge) {
-        if let Err(e) = ip(&["link", "del", &bridge]) {
-            errors.push(e);
-        }
+    if links.contains(&bridge)
+        && let Err(e) = ip(&["link", "del", &bridge])
+    {
+        errors.push(e);
     }
     errors
 }
