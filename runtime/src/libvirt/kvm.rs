@@ -82,15 +82,26 @@ pub fn probe_detailed(timeout: Duration) -> (Accel, String) {
 }
 
 fn run_probe(qemu: &Path, debug_log: &Path, timeout: Duration) -> (Accel, String) {
+    use std::os::unix::process::CommandExt;
     let start = Instant::now();
-    let child = Command::new(qemu)
+    let mut command = Command::new(qemu);
+    command
         .args(["-accel", "kvm", "-machine", "q35", "-m", "16", "-nodefaults", "-display", "none", "-no-reboot"])
         .args(["-chardev", &format!("file,id=dbg,path={}", debug_log.display())])
         .args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
+        .stderr(Stdio::piped());
+    // A probe whose caller dies (a handler killed mid-probe) must not outlive it; the
+    // calling thread waits for the probe, so it lives as long as the probe should.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = command.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => return (Accel::Tcg, format!("cannot start {}: {e}", qemu.display())),
