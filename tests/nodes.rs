@@ -188,7 +188,7 @@ fn two_nodes_with_their_own_network_libvirtd_and_host_uuid_and_down_leaves_nothi
     std::fs::write(
         c.project.path().join("vms.kdl"),
         format!(
-            "vm \"one\" {{\n    namespace \"nodes\"\n    run-strategy \"always\"\n    cpu 1\n    memory \"128Mi\"\n    termination-grace \"5s\"\n    disk \"root\" {{\n        host-disk \"{}\" type=\"disk\"\n        bus \"virtio\"\n        read-only\n        boot-order 1\n    }}\n}}\n",
+            "vm \"one\" {{\n    namespace \"nodes\"\n    run-strategy \"always\"\n    cpu 1\n    memory \"128Mi\"\n    termination-grace \"5s\"\n    disk \"root\" {{\n        host-disk \"{}\" type=\"disk\"\n        bus \"virtio\"\n        read-only\n        boot-order 1\n    }}\n    network \"default\" masquerade=#true\n    port \"ssh\" 22\n}}\n",
             disk.display()
         ),
     )
@@ -205,6 +205,18 @@ fn two_nodes_with_their_own_network_libvirtd_and_host_uuid_and_down_leaves_nothi
     };
     let other = if node == "local-0" { "local-1" } else { "local-0" };
     assert_eq!((domains(&node), domains(other)), (1, 0), "the guest's domain runs on {node} only");
+    // Its forwarded port is bound on its node's address, which the host reaches over the
+    // bridge (127.0.0.1 inside the node's namespace would not be).
+    let ports = run(&["vm", "ports", "one", "-n", "nodes", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+    assert_eq!(code(&ports), 0, "{}", stderr(&ports));
+    let node_ip = c.kubectl(&["get", "node", &node, "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"]);
+    let listed = stdout(&ports);
+    let address = listed
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{node_ip}:")))
+        .unwrap_or_else(|| panic!("no port on the node's address {node_ip} in:\n{listed}"))
+        .to_string();
+    std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5)).expect("the host reaches the forwarded port");
     let qemu: Vec<String> = processes_with("qemu-system").into_iter().filter(|p| p.contains("nodes_one") || p.contains(c.dir())).collect();
     eprintln!("QEMU of the guest: {qemu:?}");
 

@@ -778,7 +778,10 @@ pub struct BuildOptions<'a> {
     pub vmi_dir: &'a Path,
     pub volumes_dir: &'a Path,
     pub firmware: &'a HostFirmware,
-    /// A free host port on 127.0.0.1 for a protocol (`TCP`, `UDP`).
+    /// The address QEMU binds forwarded ports on: 127.0.0.1, or the node's own address
+    /// when the node has a network namespace of its own (the host reaches it there).
+    pub host_ip: &'a str,
+    /// A free port on `host_ip` for a protocol (`TCP`, `UDP`).
     pub host_port: &'a mut dyn FnMut(&str) -> std::io::Result<u16>,
 }
 
@@ -982,7 +985,7 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
     let _ = writeln!(w, "  </devices>");
 
     // Masquerade interfaces: QEMU user networking (KubeVirt's addresses: the guest is
-    // 10.0.2.2 behind 10.0.2.1), the declared ports forwarded from 127.0.0.1.
+    // 10.0.2.2 behind 10.0.2.1), the declared ports forwarded from `host_ip`.
     let mut ports = Vec::new();
     if !model.nics.is_empty() {
         let _ = writeln!(w, "  <qemu:commandline>");
@@ -995,12 +998,12 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
             }
             for p in &nic.ports {
                 let host_port = (opts.host_port)(p.protocol).map_err(DomainError::Ports)?;
-                let _ = write!(netdev, ",hostfwd={}:127.0.0.1:{host_port}-:{}", p.protocol.to_ascii_lowercase(), p.port);
+                let _ = write!(netdev, ",hostfwd={}:{}:{host_port}-:{}", p.protocol.to_ascii_lowercase(), opts.host_ip, p.port);
                 ports.push(ForwardedPort {
                     name: p.name.clone(),
                     protocol: p.protocol.to_string(),
                     port: p.port,
-                    host_ip: "127.0.0.1".into(),
+                    host_ip: opts.host_ip.to_string(),
                     host_port,
                 });
             }

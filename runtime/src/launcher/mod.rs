@@ -200,6 +200,28 @@ fn is_block_device(m: &std::fs::Metadata) -> bool {
     m.file_type().is_block_device()
 }
 
+/// A free port on `ip` inside the network namespace `netns` (`/run/netns/NAME`), where the
+/// node's QEMU binds its forwarded ports: checked from a thread that joins that namespace
+/// for the check (setns moves only the calling thread) and then ends.
+pub fn free_port_in(netns: &str, ip: std::net::Ipv4Addr, protocol: &str) -> io::Result<u16> {
+    let (path, udp) = (format!("/run/netns/{netns}"), protocol.eq_ignore_ascii_case("UDP"));
+    std::thread::spawn(move || -> io::Result<u16> {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(&path)?;
+        // SAFETY: setns on an open namespace file; it affects this thread only.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if udp {
+            Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+        } else {
+            Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+        }
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("the port check panicked")))
+}
+
 /// A free port on 127.0.0.1 for `TCP` or `UDP`: bound, read, released (QEMU binds it a
 /// moment later).
 pub fn free_host_port(protocol: &str) -> io::Result<u16> {

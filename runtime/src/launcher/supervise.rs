@@ -15,6 +15,9 @@ use virt::sys;
 use super::domain::{self, BuildOptions, DomainPlan, HostFirmware};
 use super::{ExitKind, LauncherArgs, LauncherExit, Phase, Status};
 
+/// Picks a free port for a protocol on the address forwarded ports bind.
+type PortPicker = dyn FnMut(&str) -> std::io::Result<u16>;
+
 /// How often the domain's state is read.
 const POLL: Duration = Duration::from_millis(100);
 /// The longest wait between reconnection attempts while libvirtd is away.
@@ -97,10 +100,18 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
     l.set(Phase::Starting, "preparing the domain");
 
     let firmware = HostFirmware::detect();
-    let mut host_port = super::free_host_port;
+    // A node with a network namespace of its own (`vmform up --nodes N`): its QEMU runs
+    // there, so forwarded ports bind the node's address, which the host reaches.
+    let node_dir = dir.parent().and_then(Path::parent).unwrap_or(&dir);
+    let (netns, node_address) = crate::libvirt::daemon::read_node_network(node_dir);
+    let (host_ip, mut host_port): (String, Box<PortPicker>) = match (netns, node_address) {
+        (Some(netns), Some(address)) => (address.to_string(), Box::new(move |protocol: &str| super::free_port_in(&netns, address, protocol))),
+        _ => ("127.0.0.1".to_string(), Box::new(super::free_host_port)),
+    };
     let plan = match domain::build(
         &vmi,
         BuildOptions {
+            host_ip: &host_ip,
             accel: l.args.accel,
             vmi_dir: &dir,
             volumes_dir: &l.args.volumes_dir,

@@ -31,6 +31,7 @@ fn build_with(vmi: &Value, accel: Accel, fw: &HostFirmware) -> Result<DomainPlan
     build(
         vmi,
         BuildOptions {
+            host_ip: "127.0.0.1",
             accel,
             vmi_dir: Path::new("/data/nodes/n1/vmis/6a1d"),
             volumes_dir: Path::new("/data/volumes"),
