@@ -13,13 +13,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
         RuntimeCommand::Controller { target, volumes_dir } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
-                let target = match vmform_deploy::target::connect(&target_args(&target)).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return EXIT_USAGE;
-                    }
-                };
+                let Some(target) = connect(&target).await else { return EXIT_USAGE };
                 let config = controller::ControllerConfig { volumes_dir, ..Default::default() };
                 controller::run(target.client, config, crate::control_plane::wait_for_signal()).await;
                 EXIT_OK
@@ -28,13 +22,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
         RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration, node_address } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
-                let target = match vmform_deploy::target::connect(&target_args(&target)).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return EXIT_USAGE;
-                    }
-                };
+                let Some(target) = connect(&target).await else { return EXIT_USAGE };
                 let exe = std::env::current_exe().expect("the running binary has a path");
                 let config = handler::HandlerConfig {
                     node,
@@ -53,6 +41,17 @@ pub fn run(command: RuntimeCommand) -> u8 {
                     }
                 }
             })
+        }
+    }
+}
+
+/// The cluster a runtime part works for; `None` after saying why it cannot be reached.
+async fn connect(target: &crate::cli::TargetArgs) -> Option<vmform_deploy::target::Target> {
+    match vmform_deploy::target::connect(&target_args(target)).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
         }
     }
 }
