@@ -155,20 +155,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
-    /// Start, stop or restart a VM, or read its serial console and forwarded ports
+    /// Start, stop, restart or migrate a VM, or read its serial console and forwarded ports
     #[command(
-        long_about = "Start, stop or restart a VM, or read its serial console and forwarded ports.\n\n\
+        long_about = "Start, stop, restart or migrate a VM, or read its serial console and forwarded ports.\n\n\
 start, stop and restart are KubeVirt's own VM actions (what virtctl calls), so they do the same on the local \
 control plane and on any KubeVirt cluster: by the VM's run strategy they change it (Halted and Always), ask the \
-controller to act (Manual, RerunOnFailure), or are refused with KubeVirt's reason. console and ports read what \
-vmform's local runtime records on the VM's VirtualMachineInstance.\n\n\
+controller to act (Manual, RerunOnFailure), or are refused with KubeVirt's reason. migrate creates a KubeVirt \
+VirtualMachineInstanceMigration and follows it. console and ports read what vmform's local runtime records on the \
+VM's VirtualMachineInstance (and follow it to another node after a migration).\n\n\
 Exit codes: 0 done, 1 the cluster refused the action (or the VM does not exist, or is not running), 2 usage or \
 target error (no cluster, refused credentials, no KubeVirt, consoles that are not on this machine).",
-        after_help = "Examples:\n  vmform vm start web\n  vmform vm stop web -n shop --grace-period 10\n  vmform vm restart web --force\n  vmform vm console web --tail 100\n  vmform vm ports web"
+        after_help = "Examples:\n  vmform vm start web\n  vmform vm stop web -n shop --grace-period 10\n  vmform vm restart web --force\n  vmform vm migrate web --to local-1\n  vmform vm console web --tail 100\n  vmform vm ports web"
     )]
     Vm {
         #[command(subcommand)]
         command: VmCommand,
+    },
+    /// Cordon, uncordon or drain a node: move its VMs off it for maintenance
+    #[command(after_help = "Examples:\n  vmform node drain local-0\n  vmform node uncordon local-0")]
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
     },
     /// Start the local control plane: a Kubernetes-compatible API server on this machine
     #[command(after_help = "Examples:\n  vmform up                      # in the foreground; Ctrl-C stops it\n  vmform up --detach             # in the background; `vmform down` stops it\n  KUBECONFIG=$(vmform status --kubeconfig) kubectl get vm -A")]
@@ -278,6 +285,9 @@ pub enum RuntimeCommand {
         volumes_dir: PathBuf,
         #[arg(long, value_name = "ACCEL", default_value = "tcg")]
         accel: String,
+        /// Receive the guest of this live migration (its uid) instead of starting one
+        #[arg(long, value_name = "MIGRATION_UID")]
+        incoming: Option<String>,
     },
 }
 
@@ -508,6 +518,80 @@ pub enum VmCommand {
         #[command(flatten)]
         vm: VmArgs,
     },
+    /// Live-migrate a running VM to another node and follow the migration to its end
+    #[command(
+        long_about = "Live-migrate a running VM to another node and follow the migration to its end.\n\n\
+Creates a KubeVirt VirtualMachineInstanceMigration for the VM's instance: the controller picks a target node \
+(Ready, schedulable, with room, matching the VM's node selector, never the one it is on), and the guest moves \
+without a restart. Prints each phase, then where the VM went, how long it took and how long the guest was paused. \
+Works the same on any KubeVirt cluster.\n\n\
+Exit codes: 0 migrated (or, with --detach, the migration was created), 1 the migration failed or was refused \
+(the VM is not running, cannot live-migrate, no node can take it), or it did not end within --timeout, \
+2 usage or target error.",
+        after_help = "Examples:\n  vmform vm migrate web\n  vmform vm migrate web -n shop --to local-1\n  vmform vm migrate web --detach && kubectl get vmim -w"
+    )]
+    Migrate {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Migrate to this node (its kubernetes.io/hostname label), not the one the controller picks
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+        /// Create the migration and exit without following it
+        #[arg(long)]
+        detach: bool,
+        /// How long to follow the migration before giving up on it (it goes on)
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Cancel a VM's running migration: the guest stays where it is
+    #[command(after_help = "Exit codes: 0 cancelled (or it had ended before it could be), 1 no migration of the VM runs, 2 usage or target error.")]
+    MigrateCancel {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Mark a node unschedulable: no new VM is placed on it, the ones it runs stay
+    Cordon {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Make a node schedulable again
+    Uncordon {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Cordon a node and move every VM off it: live-migrate those that may, stop the others
+    #[command(
+        long_about = "Cordon a node and move every VM off it, as `kubectl drain` does for a KubeVirt node.\n\n\
+Each VirtualMachineInstance on the node is handled by its evictionStrategy: LiveMigrate live-migrates it (and \
+leaves it running, reported as not moved, when it cannot migrate); LiveMigrateIfPossible migrates it when it can and \
+stops it otherwise; None (or none set) stops it; External leaves it to whoever set that. A stopped VM then does what \
+its run strategy says: Always starts it again on another node, Manual and RerunOnFailure keep it stopped. Migrations \
+run under the cluster's limits (2 at once out of one node). Prints what happened to each VM.\n\n\
+Exit codes: 0 the node is drained (no VM left on it, External ones aside), 1 a VM could not be moved off it or \
+--timeout passed, 2 usage or target error.",
+        after_help = "Examples:\n  vmform node drain local-0\n  vmform node drain local-0 --timeout 20m && vmform node uncordon local-0"
+    )]
+    Drain {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// How long to wait for the node to empty
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// Which node, on which cluster.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's name
+    #[arg(value_name = "NODE")]
+    pub name: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// Which VM, on which cluster.

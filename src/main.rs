@@ -7,6 +7,8 @@ mod deploy_cmd;
 mod diff_output;
 mod fs_loader;
 mod git_loader;
+mod migration_cmd;
+mod node_cmd;
 mod report;
 mod runtime_cmd;
 mod vm_cmd;
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Destroy { project, guards } => deploy_cmd::destroy(&project, &guards),
         Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
         Command::Vm { command } => vm_cmd::run(command),
+        Command::Node { command } => node_cmd::run(command),
         Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes } => {
             control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into())
         }

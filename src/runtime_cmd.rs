@@ -9,7 +9,7 @@ use vmform_runtime::{controller, handler};
 
 pub fn run(command: RuntimeCommand) -> u8 {
     match command {
-        RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel } => launcher(vmi_dir, libvirt_uri, volumes_dir, &accel),
+        RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel, incoming } => launcher(vmi_dir, libvirt_uri, volumes_dir, &accel, incoming),
         RuntimeCommand::Controller { target, volumes_dir } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
@@ -64,17 +64,17 @@ pub fn launcher_command(vmform: &std::path::Path) -> Vec<std::ffi::OsString> {
 }
 
 #[cfg(feature = "libvirt")]
-fn launcher(vmi_dir: std::path::PathBuf, libvirt_uri: String, volumes_dir: std::path::PathBuf, accel: &str) -> u8 {
+fn launcher(vmi_dir: std::path::PathBuf, libvirt_uri: String, volumes_dir: std::path::PathBuf, accel: &str, incoming: Option<String>) -> u8 {
     use vmform_runtime::launcher;
     let accel = match accel {
         "kvm" => vmform_runtime::libvirt::kvm::Accel::Kvm,
         _ => vmform_runtime::libvirt::kvm::Accel::Tcg,
     };
-    launcher::run(launcher::LauncherArgs { vmi_dir, libvirt_uri, volumes_dir, accel }).code() as u8
+    launcher::run(launcher::LauncherArgs { vmi_dir, libvirt_uri, volumes_dir, accel, incoming }).code() as u8
 }
 
 #[cfg(not(feature = "libvirt"))]
-fn launcher(_: std::path::PathBuf, _: String, _: std::path::PathBuf, _: &str) -> u8 {
+fn launcher(_: std::path::PathBuf, _: String, _: std::path::PathBuf, _: &str, _: Option<String>) -> u8 {
     eprintln!("error: this vmform was built without libvirt (the `libvirt` feature); it cannot run guests");
     EXIT_USAGE
 }

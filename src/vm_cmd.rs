@@ -22,7 +22,7 @@ use std::time::Duration;
 use vmform_deploy::target::{self, Target};
 
 /// The cluster refused, or the VM is missing or not running.
-const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 
 /// The VMI annotations the local runtime's handler writes.
 const CONSOLE_ANNOTATION: &str = "vmform.io/console";
@@ -62,12 +62,14 @@ pub fn run(command: VmCommand) -> u8 {
             }
             VmCommand::Console { vm, tail, no_follow } => console(&vm, tail, !no_follow).await,
             VmCommand::Ports { vm } => ports(&vm).await,
+            VmCommand::Migrate { vm, to, detach, timeout } => crate::migration_cmd::migrate(&vm, to.as_deref(), detach, timeout).await,
+            VmCommand::MigrateCancel { vm } => crate::migration_cmd::cancel(&vm).await,
         }
     })
 }
 
 /// The cluster, and the VM's namespace (`-n`, else the context's, else `default`).
-async fn connect(args: &VmArgs) -> Result<(Target, String), u8> {
+pub(crate) async fn connect(args: &VmArgs) -> Result<(Target, String), u8> {
     let t = &args.target;
     let wanted = target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() };
     match target::connect(&wanted).await {
@@ -83,7 +85,7 @@ async fn connect(args: &VmArgs) -> Result<(Target, String), u8> {
 }
 
 /// A request that did not get an answer from the cluster, or was refused for who sent it.
-fn target_failure(target: &Target, e: kube::Error) -> u8 {
+pub(crate) fn target_failure(target: &Target, e: kube::Error) -> u8 {
     eprintln!("error: {}", target.error(e));
     EXIT_USAGE
 }
@@ -136,7 +138,7 @@ fn resource(kind: &str, plural: &str) -> ApiResource {
 }
 
 /// The VM's VirtualMachineInstance, after checking the VM exists.
-async fn running_instance(target: &Target, namespace: &str, name: &str) -> Result<DynamicObject, u8> {
+pub(crate) async fn running_instance(target: &Target, namespace: &str, name: &str) -> Result<DynamicObject, u8> {
     let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
     match vms.get_opt(name).await {
         Ok(Some(_)) => {}
@@ -244,6 +246,16 @@ async fn console(args: &VmArgs, tail: i64, follow: bool) -> u8 {
                     offset = 0;
                     uid = next.metadata.uid.clone();
                     stopped = false;
+                }
+            }
+            // The same guest, live-migrated: its console goes on in the new node's log.
+            Ok(Some(next)) => {
+                if let Some(next_path) = console_path(&next).filter(|p| *p != path) {
+                    let _ = copy_new(&path, &mut offset, &mut out);
+                    let node = next.data.pointer("/status/nodeName").and_then(Value::as_str).unwrap_or("another node");
+                    eprintln!("--- {namespace}/{name}: migrated to {node}; following its console there");
+                    path = next_path;
+                    offset = 0;
                 }
             }
             _ => {}

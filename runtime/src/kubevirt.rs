@@ -4,6 +4,7 @@
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::ObjectMeta;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub fn vm_resource() -> ApiResource {
@@ -12,6 +13,14 @@ pub fn vm_resource() -> ApiResource {
 
 pub fn vmi_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"), "virtualmachineinstances")
+}
+
+pub fn migration_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstanceMigration"), "virtualmachineinstancemigrations")
+}
+
+pub fn migration_policy_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("migrations.kubevirt.io", "v1alpha1", "MigrationPolicy"), "migrationpolicies")
 }
 
 /// Set by the controller when it schedules a VMI, so `kubectl get vmi -l` finds a node's VMIs.
@@ -28,6 +37,18 @@ pub const HANDLER_FINALIZER: &str = "foregroundDeleteVirtualMachine";
 pub const PORTS_ANNOTATION: &str = "vmform.io/ports";
 /// The serial console log of a VMI on its node.
 pub const CONSOLE_ANNOTATION: &str = "vmform.io/console";
+/// On a VMI while it migrates: the node it is moving to (KubeVirt's label).
+pub const MIGRATION_TARGET_NODE_LABEL: &str = "kubevirt.io/migrationTargetNodeName";
+/// The migration controller's, on every VirtualMachineInstanceMigration until its outcome
+/// is final: deleting a running migration aborts it first.
+pub const MIGRATION_FINALIZER: &str = "kubevirt.io/migrationJobFinalize";
+/// What a completed migration took (libvirt's job statistics), as JSON: on the VMI (the
+/// source handler's) and on its VirtualMachineInstanceMigration (the controller's copy).
+pub const MIGRATION_STATS_ANNOTATION: &str = "vmform.io/migration-stats";
+/// On a Node: the libvirt URI other nodes migrate guests to (`qemu+tcp://ADDR/system`).
+pub const MIGRATION_URI_ANNOTATION: &str = "vmform.io/libvirt-migration-uri";
+/// On a Node: which machine and storage it runs on; nodes that agree see the same files.
+pub const STORAGE_ANNOTATION: &str = "vmform.io/storage";
 /// Nodes' heartbeat leases live here, as on Kubernetes.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -69,6 +90,131 @@ impl Phase {
     /// Succeeded and Failed never change again.
     pub fn is_final(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// KubeVirt's default `completionTimeoutPerGiB`: seconds a migration may take per GiB it moves.
+pub const DEFAULT_COMPLETION_TIMEOUT_PER_GIB: u64 = 150;
+
+/// A VirtualMachineInstanceMigration's `status.phase`, in the order a migration goes
+/// through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MigrationPhase {
+    Pending,
+    Scheduling,
+    Scheduled,
+    PreparingTarget,
+    TargetReady,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl MigrationPhase {
+    pub const ALL: [MigrationPhase; 8] = [
+        MigrationPhase::Pending,
+        MigrationPhase::Scheduling,
+        MigrationPhase::Scheduled,
+        MigrationPhase::PreparingTarget,
+        MigrationPhase::TargetReady,
+        MigrationPhase::Running,
+        MigrationPhase::Succeeded,
+        MigrationPhase::Failed,
+    ];
+    /// `None` for an object no controller has seen yet (no phase).
+    pub fn of(vmim: &DynamicObject) -> Option<MigrationPhase> {
+        let phase = vmim.data.pointer("/status/phase").and_then(Value::as_str)?;
+        Self::ALL.into_iter().find(|p| p.as_str() == phase)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationPhase::Pending => "Pending",
+            MigrationPhase::Scheduling => "Scheduling",
+            MigrationPhase::Scheduled => "Scheduled",
+            MigrationPhase::PreparingTarget => "PreparingTarget",
+            MigrationPhase::TargetReady => "TargetReady",
+            MigrationPhase::Running => "Running",
+            MigrationPhase::Succeeded => "Succeeded",
+            MigrationPhase::Failed => "Failed",
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, MigrationPhase::Succeeded | MigrationPhase::Failed)
+    }
+    /// Handed to the nodes and not finished: it counts against the limits.
+    pub fn in_flight(self) -> bool {
+        self > MigrationPhase::Pending && !self.is_final()
+    }
+}
+
+/// The migration options in force for one migration (KubeVirt's
+/// `migrationState.migrationConfiguration`): the cluster's, with a MigrationPolicy's on top.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationConfiguration {
+    /// Bytes per second, as a quantity (`64Mi`); `0` or none: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth_per_migration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_timeout_per_gi_b: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_migrations_per_cluster: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_outbound_migrations_per_node: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_auto_converge: Option<bool>,
+    /// The longest the guest may be paused at the switch-over (QEMU's downtime limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_downtime_ms: Option<u64>,
+}
+
+/// A VMI's `status.migrationState` (KubeVirt's `VirtualMachineInstanceMigrationState`), the
+/// part the runtime reads and writes. The controller writes who and where; the target
+/// handler `targetNodeAddress`; the source handler the start and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MigrationState {
+    pub migration_uid: String,
+    pub source_node: String,
+    pub target_node: String,
+    pub target_node_address: Option<String>,
+    pub start_timestamp: Option<String>,
+    pub end_timestamp: Option<String>,
+    pub mode: Option<String>,
+    pub completed: bool,
+    pub failed: bool,
+    pub failure_reason: Option<String>,
+    pub abort_requested: bool,
+    pub abort_status: Option<String>,
+    pub migration_configuration: Option<MigrationConfiguration>,
+    pub migration_policy_name: Option<String>,
+}
+
+impl MigrationState {
+    pub fn of(vmi: &DynamicObject) -> Option<MigrationState> {
+        serde_json::from_value(vmi.data.pointer("/status/migrationState")?.clone()).ok()
+    }
+    /// Handed to the nodes, and neither completed nor failed.
+    pub fn in_flight(&self) -> bool {
+        !self.migration_uid.is_empty() && !self.completed && !self.failed
+    }
+    pub fn started(&self) -> bool {
+        self.start_timestamp.is_some()
+    }
+    /// The whole state as a merge patch value: every field written, so nothing of an
+    /// earlier migration's state survives.
+    pub fn to_patch(&self) -> Value {
+        let mut v = serde_json::to_value(self).expect("the migration state serialises");
+        for flag in ["completed", "failed", "abortRequested"] {
+            if v[flag] == Value::Bool(false) {
+                v[flag] = Value::Null;
+            }
+        }
+        v
+    }
+    /// A merge patch of the VMI's status with this state, guarded by `vmi`'s resourceVersion.
+    pub fn status_patch(&self, vmi: &DynamicObject) -> Value {
+        serde_json::json!({ "metadata": { "resourceVersion": vmi.metadata.resource_version }, "status": { "migrationState": self.to_patch() } })
     }
 }
 

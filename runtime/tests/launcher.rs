@@ -29,6 +29,7 @@ fn launcher_child() {
         libvirt_uri: v["uri"].as_str().unwrap().to_string(),
         volumes_dir: PathBuf::from(v["volumes_dir"].as_str().unwrap()),
         accel: Accel::Tcg,
+        incoming: None,
     });
     eprintln!("launcher exit: {exit:?}");
     std::process::exit(exit.code());

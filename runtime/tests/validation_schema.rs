@@ -104,6 +104,7 @@ fn definition_of(kind: &str) -> Option<&'static str> {
         "VirtualMachine" => Some("v1.VirtualMachine"),
         "VirtualMachineInstance" => Some("v1.VirtualMachineInstance"),
         "VirtualMachineInstanceMigration" => Some("v1.VirtualMachineInstanceMigration"),
+        "MigrationPolicy" => Some("v1alpha1.MigrationPolicy"),
         _ => None,
     }
 }

@@ -58,6 +58,19 @@ pub const MIGRATION: Resource = Resource {
     has_status: true,
 };
 
+/// KubeVirt's MigrationPolicy: migration options for the VMIs (and namespaces) it selects.
+pub const MIGRATION_POLICY: Resource = Resource {
+    group: "migrations.kubevirt.io",
+    version: "v1alpha1",
+    plural: "migrationpolicies",
+    singular: "migrationpolicy",
+    kind: "MigrationPolicy",
+    namespaced: false,
+    short_names: &[],
+    categories: &["all"],
+    has_status: true,
+};
+
 pub const NAMESPACE: Resource = Resource {
     group: "",
     version: "v1",
@@ -121,10 +134,11 @@ pub const LEASE: Resource = Resource {
 };
 
 /// Every served resource, in discovery order.
-pub const ALL: [&Resource; 8] = [&NAMESPACE, &NODE, &EVENT, &CONFIG_MAP, &LEASE, &VIRTUAL_MACHINE, &VIRTUAL_MACHINE_INSTANCE, &MIGRATION];
+pub const ALL: [&Resource; 9] =
+    [&NAMESPACE, &NODE, &EVENT, &CONFIG_MAP, &LEASE, &VIRTUAL_MACHINE, &VIRTUAL_MACHINE_INSTANCE, &MIGRATION, &MIGRATION_POLICY];
 
 /// The groups other than core, each with its one version.
-pub const GROUPS: [(&str, &str); 2] = [("coordination.k8s.io", "v1"), ("kubevirt.io", "v1")];
+pub const GROUPS: [(&str, &str); 3] = [("coordination.k8s.io", "v1"), ("kubevirt.io", "v1"), ("migrations.kubevirt.io", "v1alpha1")];
 
 impl Resource {
     /// `kubevirt.io/v1`, or `v1` for the core group.

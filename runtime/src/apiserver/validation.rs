@@ -32,7 +32,7 @@
 //! decoding error; here it is a cause like the structural schema's.
 
 use super::error::Cause;
-use super::resources::{Resource, CONFIG_MAP, EVENT, LEASE, MIGRATION, NAMESPACE, NODE, VIRTUAL_MACHINE, VIRTUAL_MACHINE_INSTANCE};
+use super::resources::{Resource, CONFIG_MAP, EVENT, LEASE, MIGRATION, MIGRATION_POLICY, NAMESPACE, NODE, VIRTUAL_MACHINE, VIRTUAL_MACHINE_INSTANCE};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
@@ -348,6 +348,23 @@ const VIRTUAL_MACHINE_INSTANCE_ROOT: &[Field] = &[opt("apiVersion", STR), opt("k
 // KubeVirt's schema leaves vmiName optional (a migration can also receive or send); its webhook requires it.
 const MIGRATION_ROOT: &[Field] =
     &[opt("apiVersion", STR), opt("kind", STR), req("spec", Shape::Object(&[opt("vmiName", STR), opt("addedNodeSelector", STR_MAP)]))];
+// migrations.kubevirt.io/v1alpha1: the options vmform's runtime reads, and the selectors.
+const MIGRATION_POLICY_ROOT: &[Field] = &[
+    opt("apiVersion", STR),
+    opt("kind", STR),
+    req(
+        "spec",
+        Shape::Object(&[
+            opt("allowAutoConverge", BOOL),
+            opt("allowPostCopy", BOOL),
+            opt("allowWorkloadDisruption", BOOL),
+            opt("bandwidthPerMigration", QUANTITY),
+            opt("completionTimeoutPerGiB", INT),
+            opt("maxDowntimeMs", INT),
+            req("selectors", Shape::Object(&[opt("namespaceSelector", STR_MAP), opt("virtualMachineInstanceSelector", STR_MAP)])),
+        ]),
+    ),
+];
 
 // The core kinds, lightly.
 const NAMESPACE_ROOT: &[Field] =
@@ -445,6 +462,7 @@ const KINDS: &[KindRules] = &[
     KindRules { resource: &VIRTUAL_MACHINE, schema: VIRTUAL_MACHINE_ROOT, admission: virtual_machine_rules },
     KindRules { resource: &VIRTUAL_MACHINE_INSTANCE, schema: VIRTUAL_MACHINE_INSTANCE_ROOT, admission: instance_rules },
     KindRules { resource: &MIGRATION, schema: MIGRATION_ROOT, admission: migration_rules },
+    KindRules { resource: &MIGRATION_POLICY, schema: MIGRATION_POLICY_ROOT, admission: no_rules },
     KindRules { resource: &NAMESPACE, schema: NAMESPACE_ROOT, admission: no_rules },
     KindRules { resource: &NODE, schema: NODE_ROOT, admission: no_rules },
     KindRules { resource: &EVENT, schema: EVENT_ROOT, admission: event_rules },

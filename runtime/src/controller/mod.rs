@@ -5,14 +5,18 @@
 //!   and the VM's status;
 //! - `scheduler`: places pending VMIs on nodes, refuses what the runtime cannot serve,
 //!   fails VMIs of a node that stopped answering;
+//! - `migration`: VirtualMachineInstanceMigrations: checks, limits, the target node, the
+//!   hand-over to the nodes, and the phases the nodes' progress gives;
 //! - `nodes`: a node whose heartbeat Lease expired goes NotReady.
 
+mod migration;
 mod nodes;
 mod scheduler;
 pub mod strategy;
 mod vm;
 mod volumes;
 
+pub use migration::MigrationConfig;
 pub use volumes::{access_modes_path, Volumes};
 
 use crate::kubevirt;
@@ -44,11 +48,12 @@ pub struct ControllerConfig {
     pub volumes_dir: Option<PathBuf>,
     /// How often node leases are checked.
     pub node_check_interval: Duration,
+    pub migrations: MigrationConfig,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerConfig { volumes_dir: None, node_check_interval: Duration::from_secs(2) }
+        ControllerConfig { volumes_dir: None, node_check_interval: Duration::from_secs(2), migrations: MigrationConfig::default() }
     }
 }
 
@@ -61,6 +66,7 @@ pub(crate) struct Context {
     /// VMIs placed on a node whose placement the VMI cache may not show yet.
     placements: tokio::sync::Mutex<HashMap<String, (String, kubevirt::Demand)>>,
     volumes: volumes::LocalVolumes,
+    migrations: MigrationConfig,
 }
 
 impl Context {
@@ -107,6 +113,7 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: impl std::f
         vmis: vmis.clone(),
         placements: Default::default(),
         volumes: volumes::LocalVolumes::new(config.volumes_dir.clone()),
+        migrations: config.migrations.clone(),
     });
     let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
 
@@ -135,6 +142,30 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: impl std::f
         .graceful_shutdown_on(shutdown.clone())
         .run(vm::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
+    let migration_resource = kubevirt::migration_resource();
+    let migration_api: Api<DynamicObject> = Api::all_with(client.clone(), &migration_resource);
+    let migrations = Controller::new_with(migration_api, watcher::Config::default(), migration_resource.clone());
+    let migration_store = migrations.store();
+    let migration_controller = migrations
+        // A VMI's progress moves its unfinished migrations on.
+        .watches_with(vmi_api.clone(), vmi_resource.clone(), watcher::Config::default(), move |vmi: DynamicObject| {
+            let (namespace, name) = (vmi.metadata.namespace.clone().unwrap_or_default(), vmi.metadata.name.clone().unwrap_or_default());
+            migration_store
+                .state()
+                .into_iter()
+                .filter(|m| {
+                    m.metadata.namespace.as_deref() == Some(namespace.as_str())
+                        && m.data.pointer("/spec/vmiName").and_then(serde_json::Value::as_str) == Some(name.as_str())
+                        && !kubevirt::MigrationPhase::of(m).is_some_and(kubevirt::MigrationPhase::is_final)
+                })
+                .map(|m| ObjectRef::from_obj_with(m.as_ref(), kubevirt::migration_resource()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        // One at a time: the limits and the target's room count the ones before.
+        .with_config(kube::runtime::controller::Config::default().concurrency(1))
+        .run(migration::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
     let vmi_controller = Controller::new_with(vmi_api, watcher::Config::default(), vmi_resource.clone())
         .reconcile_all_on(wake(scheduler_node_rx))
         .graceful_shutdown_on(shutdown.clone())
@@ -144,7 +175,7 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: impl std::f
         .for_each(|_| async {});
     let node_lifecycle = nodes::watch_leases(client, nodes, config.node_check_interval);
     tokio::select! {
-        _ = async { tokio::join!(vm_controller, vmi_controller) } => {}
+        _ = async { tokio::join!(vm_controller, vmi_controller, migration_controller) } => {}
         _ = caches => {}
         _ = node_lifecycle => {}
         _ = shutdown => {}

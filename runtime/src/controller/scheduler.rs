@@ -76,20 +76,15 @@ pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
     let vmis = ctx.vmis.state();
     // What each node has taken: the VMIs the cache shows on it, plus placements made
     // since that the cache may not show yet.
-    let mut used: BTreeMap<String, Demand> = BTreeMap::new();
     let uid = vmi.metadata.uid.clone().unwrap_or_default();
     placements.retain(|p_uid, _| vmis.iter().any(|v| v.metadata.uid.as_deref() == Some(p_uid) && !Phase::of(v).is_final() && v.data.pointer("/status/nodeName").is_none()));
-    for v in vmis.iter().filter(|v| !Phase::of(v).is_final() && v.metadata.uid.as_deref() != Some(&uid)) {
-        if let Some(n) = v.data.pointer("/status/nodeName").and_then(Value::as_str) {
-            add(used.entry(n.to_string()).or_default(), kubevirt::demand(&v.data["spec"]));
-        }
-    }
+    let mut used = used_by_node(&vmis, &uid);
     for (p_uid, (n, d)) in placements.iter() {
         if *p_uid != uid {
             add(used.entry(n.clone()).or_default(), *d);
         }
     }
-    let node = match choose_node(nodes.iter().map(|n| n.as_ref()), &used, demand, &selector) {
+    let node = match choose_node(nodes.iter().map(|n| n.as_ref()), &used, demand, &selector, None) {
         Ok(node) => node,
         Err(message) => {
             let c = condition(&vmi, "PodScheduled", false, "Unschedulable", &message);
@@ -117,21 +112,42 @@ pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
     Ok(Action::await_change())
 }
 
-/// The node for a VMI: Ready, schedulable, matching its node selector, with room for its
-/// demand beside what `used` says each node has taken; of those, the one with the most
-/// memory left. Else the Kubernetes scheduler's message, e.g. `0/1 nodes are available:
-/// 1 Insufficient memory.`
-fn choose_node<'a>(
+/// What each node has taken: every VMI that is not final on its node, and a migrating one
+/// on its target too (the target holds its room from the hand-over on). `except`: the uid
+/// of the VMI being placed.
+pub(super) fn used_by_node(vmis: &[Arc<DynamicObject>], except: &str) -> BTreeMap<String, Demand> {
+    let mut used: BTreeMap<String, Demand> = BTreeMap::new();
+    for v in vmis.iter().filter(|v| !Phase::of(v).is_final() && v.metadata.uid.as_deref() != Some(except)) {
+        let demand = kubevirt::demand(&v.data["spec"]);
+        if let Some(n) = v.data.pointer("/status/nodeName").and_then(Value::as_str) {
+            add(used.entry(n.to_string()).or_default(), demand);
+        }
+        if let Some(ms) = kubevirt::MigrationState::of(v).filter(kubevirt::MigrationState::in_flight) {
+            add(used.entry(ms.target_node).or_default(), demand);
+        }
+    }
+    used
+}
+
+/// The node for a VMI: Ready, schedulable, matching its node selector, not `source` (a
+/// migration's), with room for its demand beside what `used` says each node has taken;
+/// of those, the one with the most memory left. Else the Kubernetes scheduler's message,
+/// e.g. `0/1 nodes are available: 1 Insufficient memory.`
+pub(super) fn choose_node<'a>(
     nodes: impl ExactSizeIterator<Item = &'a Node>,
     used: &BTreeMap<String, Demand>,
     demand: Demand,
     selector: &BTreeMap<String, String>,
+    source: Option<&str>,
 ) -> Result<String, String> {
     let total = nodes.len();
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut best: Option<(String, u64)> = None;
     for node in nodes {
-        let reason = if !is_ready(node) {
+        let reason = if source == Some(node.name_any().as_str()) {
+            // KubeVirt's target pod has anti-affinity to the source's.
+            Some("node(s) didn't match pod anti-affinity rules")
+        } else if !is_ready(node) {
             Some("node(s) were not ready")
         } else if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
             Some("node(s) were unschedulable")
@@ -236,12 +252,14 @@ mod tests {
             node("e", true, "2", "64Gi", json!({ "zone": "x" }), true),
         ];
         let none = BTreeMap::new();
-        assert_eq!(choose_node(nodes.iter(), &none, SMALL, &BTreeMap::new()), Ok("c".into()));
+        assert_eq!(choose_node(nodes.iter(), &none, SMALL, &BTreeMap::new(), None), Ok("c".into()));
         let zone_x = BTreeMap::from([("zone".to_string(), "x".to_string())]);
-        assert_eq!(choose_node(nodes.iter(), &none, SMALL, &zone_x), Ok("b".into()));
+        assert_eq!(choose_node(nodes.iter(), &none, SMALL, &zone_x, None), Ok("b".into()));
         // What is already placed counts.
         let used = BTreeMap::from([("b".to_string(), Demand { cpu_millis: 0, memory_bytes: 3900 << 20 })]);
-        assert_eq!(choose_node(nodes.iter(), &used, SMALL, &zone_x), Ok("a".into()));
+        assert_eq!(choose_node(nodes.iter(), &used, SMALL, &zone_x, None), Ok("a".into()));
+        // A migration never targets its source.
+        assert_eq!(choose_node(nodes.iter(), &none, SMALL, &BTreeMap::new(), Some("c")), Ok("b".into()));
     }
 
     #[test]
@@ -249,15 +267,20 @@ mod tests {
         let nodes = [node("local", true, "2", "1Gi", json!({}), false)];
         let none = BTreeMap::new();
         let huge = Demand { cpu_millis: 100, memory_bytes: 4 << 30 };
-        assert_eq!(choose_node(nodes.iter(), &none, huge, &BTreeMap::new()), Err("0/1 nodes are available: 1 Insufficient memory.".into()));
+        assert_eq!(choose_node(nodes.iter(), &none, huge, &BTreeMap::new(), None), Err("0/1 nodes are available: 1 Insufficient memory.".into()));
         // 20 one-vCPU guests fill two cores at KubeVirt's 100m per vCPU; the 21st does not fit.
         let full = BTreeMap::from([("local".to_string(), Demand { cpu_millis: 2000, memory_bytes: 0 })]);
-        assert_eq!(choose_node(nodes.iter(), &full, SMALL, &BTreeMap::new()), Err("0/1 nodes are available: 1 Insufficient cpu.".into()));
+        assert_eq!(choose_node(nodes.iter(), &full, SMALL, &BTreeMap::new(), None), Err("0/1 nodes are available: 1 Insufficient cpu.".into()));
         let elsewhere = BTreeMap::from([("zone".to_string(), "z".to_string())]);
         assert_eq!(
-            choose_node(nodes.iter(), &none, SMALL, &elsewhere),
+            choose_node(nodes.iter(), &none, SMALL, &elsewhere, None),
             Err("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.".into())
         );
-        assert!(choose_node(std::iter::empty(), &none, SMALL, &BTreeMap::new()).unwrap_err().contains("no node is registered"));
+        assert!(choose_node(std::iter::empty(), &none, SMALL, &BTreeMap::new(), None).unwrap_err().contains("no node is registered"));
+        let two = [node("local-0", true, "2", "1Gi", json!({}), false), node("local-1", true, "2", "1Gi", json!({}), true)];
+        assert_eq!(
+            choose_node(two.iter(), &none, SMALL, &BTreeMap::new(), Some("local-0")),
+            Err("0/2 nodes are available: 1 node(s) didn't match pod anti-affinity rules, 1 node(s) were unschedulable.".into())
+        );
     }
 }

@@ -244,8 +244,12 @@ fn status(
     let failing = start_failure.as_ref().and_then(|f| f["consecutiveFailCount"].as_u64()).unwrap_or(0) > 0;
     let vmi_condition = |kind: &str, reason: &str| vmi.and_then(|i| kubevirt::condition(i, kind)).filter(|c| c["status"] == "False" && c["reason"] == reason).is_some();
     // KubeVirt's setPrintableStatus: the first that applies.
+    // KubeVirt's IsMigrating: started and not ended.
+    let migrating = vmi.and_then(kubevirt::MigrationState::of).is_some_and(|m| m.started() && m.end_timestamp.is_none());
     let printable = if stopping {
         "Stopping"
+    } else if migrating {
+        "Migrating"
     } else if phase == Some(Phase::Running) {
         "Running"
     } else if vmi_condition("Synchronized", "FailedPvcNotFound") {

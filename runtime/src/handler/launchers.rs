@@ -18,12 +18,20 @@ pub struct LauncherStatus {
     pub message: String,
     pub ports: Vec<serde_json::Value>,
     pub exit: Option<LauncherExit>,
+    pub migration: Option<crate::launcher::MigrationReport>,
+}
+
+impl LauncherStatus {
+    /// The launcher's report on the migration `uid`, if it took part in it.
+    pub fn migration(&self, uid: &str) -> Option<&crate::launcher::MigrationReport> {
+        self.migration.as_ref().filter(|m| m.uid == uid)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct LauncherExit {
-    /// Shutdown, ForcedOff, Crashed or Failed.
+    /// Shutdown, ForcedOff, Crashed, Failed or Migrated.
     pub kind: String,
     pub message: String,
 }
@@ -33,6 +41,10 @@ impl LauncherExit {
     pub fn succeeded(&self) -> bool {
         matches!(self.kind.as_str(), "Shutdown" | "ForcedOff")
     }
+    /// The guest left for another node.
+    pub fn migrated(&self) -> bool {
+        self.kind == "Migrated"
+    }
 }
 
 pub struct Launcher {
@@ -40,6 +52,8 @@ pub struct Launcher {
     pid: Option<i32>,
     child: Option<std::process::Child>,
     pub terminated: Option<Instant>,
+    /// The migration a receiving launcher was started for (`--incoming`).
+    pub incoming: Option<String>,
 }
 
 impl Launcher {
@@ -108,7 +122,8 @@ impl Launchers {
             }
             let uid = entry.file_name().to_string_lossy().into_owned();
             let pid = read_pid(&dir).filter(|pid| process_runs(*pid, &dir));
-            by_uid.insert(uid, Launcher { dir, pid, child: None, terminated: None });
+            let incoming = read_status(&dir).and_then(|s| s.migration).filter(|m| m.role == crate::launcher::Role::Target).map(|m| m.uid);
+            by_uid.insert(uid, Launcher { dir, pid, child: None, terminated: None, incoming });
         }
         Ok(Launchers { vmis_dir, command, by_uid })
     }
@@ -118,8 +133,8 @@ impl Launchers {
     }
 
     /// Start a launcher for a VMI: write `vmi.json`, spawn it in a new session with its
-    /// output in `launcher.log`.
-    pub fn spawn(&mut self, uid: &str, vmi: &serde_json::Value, args: &[OsString]) -> std::io::Result<()> {
+    /// output in `launcher.log`. `incoming`: a receiving launcher for that migration.
+    pub fn spawn(&mut self, uid: &str, vmi: &serde_json::Value, args: &[OsString], incoming: Option<&str>) -> std::io::Result<()> {
         use std::os::unix::process::CommandExt;
         let dir = self.dir_of(uid);
         std::fs::create_dir_all(&dir)?;
@@ -132,6 +147,12 @@ impl Launchers {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("launcher.log"))?;
         let mut command = std::process::Command::new(&self.command[0]);
         command.args(&self.command[1..]).arg("--vmi-dir").arg(&dir).args(args);
+        if let Some(migration) = incoming {
+            command.arg("--incoming").arg(migration);
+            // An earlier migration's request must not reach this launcher.
+            let _ = std::fs::remove_file(dir.join(crate::launcher::MIGRATE_FILE));
+            let _ = std::fs::remove_file(dir.join(crate::launcher::MIGRATE_ABORT_FILE));
+        }
         command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
         // Invariant: a handler restart never stops a running guest. The launcher gets a
         // session of its own and no pipe to the handler, so neither a signal to the
@@ -146,7 +167,7 @@ impl Launchers {
         }
         let child = command.spawn()?;
         let pid = child.id() as i32;
-        self.by_uid.insert(uid.to_string(), Launcher { dir, pid: Some(pid), child: Some(child), terminated: None });
+        self.by_uid.insert(uid.to_string(), Launcher { dir, pid: Some(pid), child: Some(child), terminated: None, incoming: incoming.map(str::to_string) });
         Ok(())
     }
 }

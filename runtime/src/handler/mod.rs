@@ -8,11 +8,12 @@
 
 mod launchers;
 pub mod migratable;
+mod migration;
 mod node;
 
 pub use launchers::{LauncherExit, LauncherStatus};
 
-use crate::kubevirt::{self, Phase};
+use crate::kubevirt::{self, MigrationState, Phase};
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -88,7 +89,9 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     };
     let accel = tokio::task::spawn_blocking(|| crate::libvirt::kvm::probe(Duration::from_secs(3))).await.expect("the probe does not panic");
     tracing::info!("node {}: libvirt {uri}, accelerator {}", config.node, accel.as_str());
-    node::register(&client, &node::NodeInfo { name: &config.node, accel: accel.as_str(), libvirt_uri: &uri, address: config.node_address }).await?;
+    let storage = node::storage_id(&config.volumes_dir);
+    node::register(&client, &node::NodeInfo { name: &config.node, accel: accel.as_str(), libvirt_uri: &uri, address: config.node_address, storage: &storage })
+        .await?;
     let heartbeat = node::heartbeat(client.clone(), config.node.clone(), config.lease_duration);
 
     let vmis_dir = config.vmis_dir();
@@ -114,7 +117,17 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
         "--accel".into(),
         accel.as_str().into(),
     ];
-    let mut sync = Sync { client, node: config.node.clone(), launchers, launcher_args, uri, volumes_dir: config.volumes_dir.clone() };
+    let mut sync = Sync {
+        client,
+        node: config.node.clone(),
+        launchers,
+        launcher_args,
+        uri,
+        volumes_dir: config.volumes_dir.clone(),
+        node_address: config.node_address,
+        storage,
+        warned: Default::default(),
+    };
     let sync_loop = async {
         // Invariant: a handler restart never stops a running guest. Until the cache holds
         // every VMI, a launcher without a VMI may only look orphaned, so nothing is
@@ -191,14 +204,27 @@ struct Sync {
     launcher_args: Vec<OsString>,
     uri: String,
     volumes_dir: PathBuf,
+    /// Where other nodes reach this one (`targetNodeAddress` of migrations here).
+    node_address: Option<std::net::IpAddr>,
+    /// Which files this node sees (its Node's `vmform.io/storage`).
+    storage: String,
+    /// VMIs already reported as running here while their VMI names another node.
+    warned: std::collections::HashSet<String>,
 }
 
 impl Sync {
     async fn run(&mut self, vmis: &[std::sync::Arc<DynamicObject>]) {
-        let mine: Vec<&DynamicObject> =
-            vmis.iter().map(|v| v.as_ref()).filter(|v| v.data.pointer("/status/nodeName").and_then(Value::as_str) == Some(self.node.as_str())).collect();
-        for vmi in &mine {
-            if let Err(e) = self.sync_vmi(vmi).await {
+        for vmi in vmis.iter().map(|v| v.as_ref()) {
+            let on = vmi.data.pointer("/status/nodeName").and_then(Value::as_str);
+            let result = if on == Some(self.node.as_str()) {
+                self.sync_vmi(vmi).await
+            } else if let Some(ms) = MigrationState::of(vmi).filter(|ms| ms.in_flight() && ms.target_node == self.node && !kubevirt::is_deleting(&vmi.metadata)) {
+                self.sync_migration_target(vmi, &ms).await
+            } else {
+                self.sync_elsewhere(vmi);
+                Ok(())
+            };
+            if let Err(e) = result {
                 match e {
                     HandlerError::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
                     e => tracing::warn!("VMI {}/{}: {e}", vmi.namespace().unwrap_or_default(), vmi.name_any()),
@@ -271,11 +297,19 @@ impl Sync {
             }
             return Ok(());
         }
+        // A guest that left says so in its exit even when the migration's state was
+        // written off meanwhile: libvirt's word on where the guest is wins.
+        let migrated = status.as_ref().and_then(|s| s.exit.as_ref()).is_some_and(|e| e.migrated());
+        if let Some(ms) = MigrationState::of(vmi).filter(|ms| ms.source_node == self.node && (ms.in_flight() || migrated))
+            && self.sync_migration_source(&api, vmi, &ms, alive, status.as_ref()).await?
+        {
+            return Ok(());
+        }
         let exit = status.as_ref().and_then(|s| s.exit.clone());
         let started = self.launchers.by_uid.contains_key(&uid);
         let next = match (alive, exit, started) {
             (true, _, _) => match &status {
-                Some(s) if s.phase == "Running" || s.phase == "ShuttingDown" => Some(Observed::Running(s.clone())),
+                Some(s) if s.phase == "Running" || s.phase == "ShuttingDown" => Some(Observed::Running(Box::new(s.clone()))),
                 _ => None,
             },
             (false, Some(exit), _) if dir.join("node-shutdown").exists() => Some(Observed::Exited(LauncherExit {
@@ -286,7 +320,7 @@ impl Sync {
             (false, None, false) if phase == Phase::Scheduled => {
                 let object = serde_json::to_value(vmi).expect("objects serialise");
                 self.launchers
-                    .spawn(&uid, &object, &self.launcher_args)
+                    .spawn(&uid, &object, &self.launcher_args, None)
                     .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
                 None
             }
@@ -300,7 +334,7 @@ impl Sync {
                     tracing::info!("VMI {}/{}: its launcher is gone but the guest runs; a new launcher takes it over", vmi.namespace().unwrap_or_default(), vmi.name_any());
                     let object = serde_json::to_value(vmi).expect("objects serialise");
                     self.launchers
-                        .spawn(&uid, &object, &self.launcher_args)
+                        .spawn(&uid, &object, &self.launcher_args, None)
                         .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
                     None
                 } else {
@@ -344,7 +378,7 @@ impl Sync {
 }
 
 enum Observed {
-    Running(LauncherStatus),
+    Running(Box<LauncherStatus>),
     Exited(LauncherExit),
 }
 

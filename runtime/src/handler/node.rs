@@ -16,6 +16,21 @@ pub(super) struct NodeInfo<'a> {
     /// The node's InternalIP (127.0.0.1 when `None`); with one, libvirt also answers on
     /// TCP there, for migrations.
     pub address: Option<std::net::IpAddr>,
+    /// [`storage_id`]: nodes that agree see the same files.
+    pub storage: &'a str,
+}
+
+/// Which files a node sees: this machine (its machine id, else its boot id) and the
+/// volumes dir. The nodes `vmform up --nodes N` runs on one machine all agree, so a
+/// migration between them needs no copy of shared disks and claims.
+pub(super) fn storage_id(volumes_dir: &std::path::Path) -> String {
+    let machine = ["/etc/machine-id", "/proc/sys/kernel/random/boot_id"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_default();
+    format!("{machine}:{}", volumes_dir.display())
 }
 
 /// Create or update the Node and mark it Ready.
@@ -27,9 +42,9 @@ pub(super) async fn register(client: &Client, info: &NodeInfo<'_>) -> Result<(),
         "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "kubevirt.io/schedulable": "true",
     });
-    let mut annotations = json!({ "vmform.io/accel": info.accel, "vmform.io/libvirt-uri": info.libvirt_uri });
+    let mut annotations = json!({ "vmform.io/accel": info.accel, "vmform.io/libvirt-uri": info.libvirt_uri, kubevirt::STORAGE_ANNOTATION: info.storage });
     if let Some(address) = info.address {
-        annotations["vmform.io/libvirt-migration-uri"] = json!(format!("qemu+tcp://{address}/system"));
+        annotations[kubevirt::MIGRATION_URI_ANNOTATION] = json!(migration_uri(&address.to_string()));
     }
     if nodes.get_opt(info.name).await?.is_none() {
         let node = serde_json::from_value(json!({
@@ -53,10 +68,15 @@ pub(super) async fn register(client: &Client, info: &NodeInfo<'_>) -> Result<(),
     set_ready(client, info.name).await
 }
 
+/// The libvirt URI migrations to a node at `address` go to.
+pub(super) fn migration_uri(address: &str) -> String {
+    format!("qemu+tcp://{address}/system")
+}
+
 /// Record a node whose handler cannot run guests, with why: the scheduler places nothing
 /// on it, and `kubectl get node -o yaml` tells the user.
 pub(super) async fn register_unavailable(client: &Client, name: &str, message: &str) -> Result<(), kube::Error> {
-    register(client, &NodeInfo { name, accel: "", libvirt_uri: "", address: None }).await?;
+    register(client, &NodeInfo { name, accel: "", libvirt_uri: "", address: None, storage: "" }).await?;
     set_condition(client, name, false, "LibvirtUnavailable", message).await
 }
 

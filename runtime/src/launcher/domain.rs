@@ -760,6 +760,9 @@ pub struct DomainPlan {
     pub console_log: PathBuf,
     /// `<vmi dir>/disks`: scratch, removed when the launcher exits.
     pub disks_dir: PathBuf,
+    /// The target devs (`vdb`) of the disks kept in `disks_dir` (emptyDisk, cloud-init):
+    /// a live migration copies them to the target's own (KubeVirt's local volumes).
+    pub local_disks: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -893,6 +896,7 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
 
     // Disks, with the files they need.
     let mut prepare = Vec::new();
+    let mut local_disks = Vec::new();
     let (mut vd, mut sd) = (0usize, 0usize);
     if model.disks.iter().any(|d| d.bus == Bus::Scsi) {
         let _ = writeln!(w, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
@@ -940,6 +944,9 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
                 format!("sd{}", drive_letters(sd - 1))
             }
         };
+        if matches!(d.source, Source::EmptyDisk { .. } | Source::CloudInit { .. }) {
+            local_disks.push(target.clone());
+        }
         let device = if d.cdrom { "cdrom" } else { "disk" };
         let _ = writeln!(w, "    <disk type='file' device='{device}'>");
         match d.cache {
@@ -1030,6 +1037,7 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
         grace: Duration::from_secs(model.grace),
         console_log,
         disks_dir,
+        local_disks,
     })
 }
 

@@ -7,6 +7,8 @@
 //! [`run`]'s body links libvirt (feature `libvirt`).
 
 pub mod domain;
+#[cfg(feature = "libvirt")]
+mod migrate;
 pub mod seed;
 #[cfg(feature = "libvirt")]
 mod supervise;
@@ -29,13 +31,16 @@ pub struct LauncherArgs {
     /// `<data>/volumes`: PVCs and DataVolumes are `<namespace>/<claim>.img` in it.
     pub volumes_dir: PathBuf,
     pub accel: Accel,
+    /// `--incoming MIGRATION_UID`: receive the guest of a live migration instead of
+    /// starting it (the target side; specs/runtime-contract.md).
+    pub incoming: Option<String>,
 }
 
 impl LauncherArgs {
-    /// `--vmi-dir DIR --libvirt-uri URI --volumes-dir DIR [--accel kvm|tcg]`, as the handler
-    /// passes them (the small `vmform-launcher` binary has no CLI library).
+    /// `--vmi-dir DIR --libvirt-uri URI --volumes-dir DIR [--accel kvm|tcg] [--incoming UID]`,
+    /// as the handler passes them (the small `vmform-launcher` binary has no CLI library).
     pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<LauncherArgs, String> {
-        let (mut vmi_dir, mut libvirt_uri, mut volumes_dir, mut accel) = (None, None, None, Accel::Tcg);
+        let (mut vmi_dir, mut libvirt_uri, mut volumes_dir, mut accel, mut incoming) = (None, None, None, Accel::Tcg, None);
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let flag = flag.to_string_lossy().into_owned();
@@ -45,6 +50,7 @@ impl LauncherArgs {
                 "--volumes-dir" => volumes_dir = Some(PathBuf::from(value)),
                 "--libvirt-uri" => libvirt_uri = Some(value.to_string_lossy().into_owned()),
                 "--accel" => accel = value.to_string_lossy().parse().map_err(|e| format!("--accel: {e}"))?,
+                "--incoming" => incoming = Some(value.to_string_lossy().into_owned()),
                 other => return Err(format!("unknown flag {other}")),
             }
         }
@@ -53,6 +59,7 @@ impl LauncherArgs {
             libvirt_uri: libvirt_uri.ok_or("--libvirt-uri is required")?,
             volumes_dir: volumes_dir.ok_or("--volumes-dir is required")?,
             accel,
+            incoming,
         })
     }
 }
@@ -68,9 +75,13 @@ pub enum ExitKind {
     Crashed,
     /// The domain could not be defined or started.
     Failed,
+    /// The guest live-migrated to another node and runs there now.
+    Migrated,
 }
 
 impl ExitKind {
+    pub const ALL: [ExitKind; 5] = [ExitKind::Shutdown, ExitKind::ForcedOff, ExitKind::Crashed, ExitKind::Failed, ExitKind::Migrated];
+
     /// The launcher's exit code (specs/runtime-contract.md).
     pub fn code(self) -> i32 {
         match self {
@@ -78,6 +89,7 @@ impl ExitKind {
             ExitKind::ForcedOff => 10,
             ExitKind::Crashed => 11,
             ExitKind::Failed => 12,
+            ExitKind::Migrated => 13,
         }
     }
 
@@ -87,12 +99,13 @@ impl ExitKind {
             ExitKind::ForcedOff => "ForcedOff",
             ExitKind::Crashed => "Crashed",
             ExitKind::Failed => "Failed",
+            ExitKind::Migrated => "Migrated",
         }
     }
 
     /// The inverse of [`ExitKind::code`].
     pub fn from_code(code: i32) -> Option<ExitKind> {
-        [ExitKind::Shutdown, ExitKind::ForcedOff, ExitKind::Crashed, ExitKind::Failed].into_iter().find(|k| k.code() == code)
+        ExitKind::ALL.into_iter().find(|k| k.code() == code)
     }
 }
 
@@ -108,7 +121,7 @@ impl LauncherExit {
         LauncherExit { kind, message: message.into() }
     }
 
-    /// The process exit code: 0, 10, 11 or 12.
+    /// The process exit code: 0, 10, 11, 12 or 13.
     pub fn code(&self) -> i32 {
         self.kind.code()
     }
@@ -118,6 +131,9 @@ impl LauncherExit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Starting,
+    /// A receiving launcher (`--incoming`): the target domain is defined and waits for
+    /// the guest to arrive.
+    Receiving,
     Running,
     ShuttingDown,
     Stopped,
@@ -132,7 +148,74 @@ pub struct Status {
     pub message: String,
     pub ports: Vec<ForwardedPort>,
     pub exit: Option<LauncherExit>,
+    /// The live migration this launcher takes part in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationReport>,
     pub updated: String,
+}
+
+/// `migrate.json`: the handler asks the source launcher to live-migrate its guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MigrateRequest {
+    /// The VirtualMachineInstanceMigration's uid: a launcher does each one at most once.
+    pub migration_uid: String,
+    /// The target node's libvirt: `qemu+tcp://ADDR/system`.
+    pub dest_uri: String,
+    /// Where QEMU sends the guest: `tcp://ADDR`.
+    pub migrate_uri: String,
+    /// MiB/s; 0: no limit (KubeVirt's `bandwidthPerMigration`).
+    pub bandwidth_mib: u64,
+    /// Abort when not done after this many seconds (KubeVirt's `completionTimeoutPerGiB`
+    /// times the guest's size); 0: no limit.
+    pub completion_timeout_seconds: u64,
+    /// Source and target see the same files (the nodes of one machine): libvirt's check
+    /// for shared storage, which cannot tell, is skipped.
+    pub shared_storage: bool,
+    pub allow_auto_converge: bool,
+    /// The longest the guest may be paused at the switch-over; 0: QEMU's default.
+    pub max_downtime_ms: u64,
+    /// The target node's name, for messages.
+    pub target_node: String,
+}
+
+/// Which side of a migration a launcher is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Role {
+    #[default]
+    Source,
+    Target,
+}
+
+/// How far a launcher's migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum MigrationProgress {
+    #[default]
+    Running,
+    /// The guest runs on the target now.
+    Completed,
+    /// The guest stays on the source: libvirt gave up.
+    Failed,
+    /// The guest stays on the source: the migration was aborted (asked, or timed out).
+    Aborted,
+}
+
+/// `status.json`'s `migration`: the launcher's side of one live migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MigrationReport {
+    pub uid: String,
+    pub role: Role,
+    pub state: MigrationProgress,
+    pub message: String,
+    /// Bytes sent so far and still to send (libvirt's job statistics), while it runs.
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    /// Of the completed job (libvirt's statistics, read on the target): milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_elapsed_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
 }
 
 pub const VMI_FILE: &str = "vmi.json";
@@ -141,6 +224,10 @@ pub const STATUS_FILE: &str = "status.json";
 pub const CONSOLE_FILE: &str = "console.log";
 pub const DOMAIN_XML_FILE: &str = "domain.xml";
 pub const DISKS_DIR: &str = "disks";
+/// The handler's migration request to the source launcher ([`MigrateRequest`]).
+pub const MIGRATE_FILE: &str = "migrate.json";
+/// The handler asks the source launcher to abort the migration whose uid it holds.
+pub const MIGRATE_ABORT_FILE: &str = "migrate-abort";
 
 /// Read a VMI dir's `status.json`.
 pub fn read_status(vmi_dir: &Path) -> io::Result<Status> {
@@ -202,8 +289,9 @@ fn is_block_device(m: &std::fs::Metadata) -> bool {
 
 /// A free port on `ip` inside the network namespace `netns` (`/run/netns/NAME`), where the
 /// node's QEMU binds its forwarded ports: checked from a thread that joins that namespace
-/// for the check (setns moves only the calling thread) and then ends.
-pub fn free_port_in(netns: &str, ip: std::net::Ipv4Addr, protocol: &str) -> io::Result<u16> {
+/// for the check (setns moves only the calling thread) and then ends. `port` 0: any;
+/// another: that one, if it is free.
+pub fn free_port_in(netns: &str, ip: std::net::Ipv4Addr, port: u16, protocol: &str) -> io::Result<u16> {
     let (path, udp) = (format!("/run/netns/{netns}"), protocol.eq_ignore_ascii_case("UDP"));
     std::thread::spawn(move || -> io::Result<u16> {
         use std::os::fd::AsRawFd;
@@ -213,9 +301,9 @@ pub fn free_port_in(netns: &str, ip: std::net::Ipv4Addr, protocol: &str) -> io::
             return Err(io::Error::last_os_error());
         }
         if udp {
-            Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+            Ok(std::net::UdpSocket::bind((ip, port))?.local_addr()?.port())
         } else {
-            Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+            Ok(std::net::TcpListener::bind((ip, port))?.local_addr()?.port())
         }
     })
     .join()
@@ -256,7 +344,10 @@ mod tests {
         let args = |list: &[&str]| LauncherArgs::from_args(list.iter().map(std::ffi::OsString::from));
         let parsed = args(&["--vmi-dir", "/d", "--libvirt-uri", "qemu:///x", "--volumes-dir", "/v", "--accel", "kvm"]).unwrap();
         assert_eq!((parsed.vmi_dir, parsed.libvirt_uri.as_str(), parsed.volumes_dir, parsed.accel), (PathBuf::from("/d"), "qemu:///x", PathBuf::from("/v"), Accel::Kvm));
-        assert_eq!(args(&["--vmi-dir", "/d", "--libvirt-uri", "u", "--volumes-dir", "/v"]).unwrap().accel, Accel::Tcg);
+        let plain = args(&["--vmi-dir", "/d", "--libvirt-uri", "u", "--volumes-dir", "/v"]).unwrap();
+        assert_eq!((plain.accel, plain.incoming), (Accel::Tcg, None));
+        let receiving = args(&["--vmi-dir", "/d", "--libvirt-uri", "u", "--volumes-dir", "/v", "--incoming", "m-1"]).unwrap();
+        assert_eq!(receiving.incoming.as_deref(), Some("m-1"));
         assert!(args(&["--vmi-dir", "/d"]).unwrap_err().contains("--libvirt-uri"));
         assert!(args(&["--vmi-dir"]).unwrap_err().contains("needs a value"));
         assert!(args(&["--bogus", "1"]).unwrap_err().contains("unknown flag"));
@@ -268,7 +359,8 @@ mod tests {
         assert_eq!(LauncherExit::new(ExitKind::ForcedOff, "").code(), 10);
         assert_eq!(LauncherExit::new(ExitKind::Crashed, "").code(), 11);
         assert_eq!(LauncherExit::new(ExitKind::Failed, "").code(), 12);
-        for k in [ExitKind::Shutdown, ExitKind::ForcedOff, ExitKind::Crashed, ExitKind::Failed] {
+        assert_eq!(LauncherExit::new(ExitKind::Migrated, "").code(), 13);
+        for k in ExitKind::ALL {
             assert_eq!(ExitKind::from_code(k.code()), Some(k));
         }
     }
@@ -289,6 +381,7 @@ mod tests {
                 host_port: 40123,
             }],
             exit: Some(LauncherExit::new(ExitKind::ForcedOff, "destroyed")),
+            migration: None,
             updated: String::new(),
         };
         write_status(dir.path(), &mut status).unwrap();

@@ -19,29 +19,29 @@ use super::{ExitKind, LauncherArgs, LauncherExit, Phase, Status};
 type PortPicker = dyn FnMut(&str) -> std::io::Result<u16>;
 
 /// How often the domain's state is read.
-const POLL: Duration = Duration::from_millis(100);
+pub(super) const POLL: Duration = Duration::from_millis(100);
 /// The longest wait between reconnection attempts while libvirtd is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long the launcher waits for libvirtd when it starts, and to clean up at the end.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
-fn log(msg: &str) {
+pub(super) fn log(msg: &str) {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{now} launcher: {msg}");
 }
 
-struct Launcher {
-    args: LauncherArgs,
-    status: Status,
-    term: Arc<AtomicBool>,
+pub(super) struct Launcher {
+    pub args: LauncherArgs,
+    pub status: Status,
+    pub term: Arc<AtomicBool>,
     /// The ports of an earlier launcher of this VMI (from its status.json), kept when
     /// attaching to the guest it started.
     earlier_ports: Vec<super::domain::ForwardedPort>,
 }
 
 impl Launcher {
-    fn set(&mut self, phase: Phase, message: impl Into<String>) {
+    pub fn set(&mut self, phase: Phase, message: impl Into<String>) {
         self.status.phase = phase;
         self.status.message = message.into();
         log(&format!("{:?}: {}", phase, self.status.message));
@@ -73,6 +73,7 @@ pub(super) fn run(args: LauncherArgs) -> LauncherExit {
             message: String::new(),
             ports: Vec::new(),
             exit: None,
+            migration: None,
             updated: String::new(),
         },
         earlier_ports: Vec::new(),
@@ -105,7 +106,19 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
     let node_dir = dir.parent().and_then(Path::parent).unwrap_or(&dir);
     let (netns, node_address) = crate::libvirt::daemon::read_node_network(node_dir);
     let (host_ip, mut host_port): (String, Box<PortPicker>) = match (netns, node_address) {
-        (Some(netns), Some(address)) => (address.to_string(), Box::new(move |protocol: &str| super::free_port_in(&netns, address, protocol))),
+        (Some(netns), Some(address)) => {
+            // A receiving launcher keeps the source's port numbers where they are free
+            // here (each node has a network of its own), so a forwarded port moves with
+            // only its address changed.
+            let mut source_ports = if l.args.incoming.is_some() { source_ports(&vmi) } else { Vec::new() }.into_iter();
+            (
+                address.to_string(),
+                Box::new(move |protocol: &str| match source_ports.next() {
+                    Some(port) => super::free_port_in(&netns, address, port, protocol).or_else(|_| super::free_port_in(&netns, address, 0, protocol)),
+                    None => super::free_port_in(&netns, address, 0, protocol),
+                }),
+            )
+        }
         _ => ("127.0.0.1".to_string(), Box::new(super::free_host_port)),
     };
     let plan = match domain::build(
@@ -128,6 +141,25 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
         Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e)),
     };
     let mut conn = Conn { uri: l.args.libvirt_uri.clone(), conn: Some(conn), backoff: POLL, next_try: Instant::now() };
+
+    if let Some(uid) = l.args.incoming.clone() {
+        return match super::migrate::receive(l, &mut conn, &plan, &uid) {
+            Ok(super::migrate::Arrival::Arrived) => {
+                l.set(Phase::Running, "the guest arrived (live migration)");
+                let exit = supervise(l, &mut conn, &plan);
+                cleanup(&mut conn, &plan);
+                l.finish(exit)
+            }
+            Ok(super::migrate::Arrival::Cancelled) => {
+                remove_dir(&plan.disks_dir);
+                l.finish(LauncherExit::new(ExitKind::Shutdown, "SIGTERM before the guest arrived: not received"))
+            }
+            Err(message) => {
+                remove_dir(&plan.disks_dir);
+                l.finish(LauncherExit::new(ExitKind::Failed, format!("cannot receive the guest: {message}")))
+            }
+        };
+    }
 
     // A replacement launcher attaches to the running domain of its VMI.
     let attached = match start_or_attach(l, &mut conn, &plan) {
@@ -196,9 +228,15 @@ fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Resu
     Ok(Start::Started)
 }
 
+/// The forwarded host ports the VMI had on its node (`vmform.io/ports`), in order.
+fn source_ports(vmi: &Value) -> Vec<u16> {
+    let ports = vmi.pointer("/metadata/annotations/vmform.io~1ports").and_then(Value::as_str).unwrap_or("[]");
+    serde_json::from_str::<Vec<super::domain::ForwardedPort>>(ports).unwrap_or_default().into_iter().map(|p| p.host_port).collect()
+}
+
 /// The libvirt connection, reopened with back-off when libvirtd goes away (the guest's
 /// QEMU keeps running meanwhile; a restarted libvirtd finds it again).
-struct Conn {
+pub(super) struct Conn {
     uri: String,
     conn: Option<Connect>,
     backoff: Duration,
@@ -207,7 +245,7 @@ struct Conn {
 
 impl Conn {
     /// The connection, reconnecting if it is time to try.
-    fn get(&mut self) -> Option<&Connect> {
+    pub fn get(&mut self) -> Option<&Connect> {
         if self.conn.is_none() && Instant::now() >= self.next_try {
             match Connect::open(Some(&self.uri)) {
                 Ok(c) => {
@@ -225,7 +263,7 @@ impl Conn {
     }
 
     /// After an error: was it the connection? Then drop it, to reconnect.
-    fn check(&mut self, e: &virt::error::Error) -> bool {
+    pub fn check(&mut self, e: &virt::error::Error) -> bool {
         let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive {
             log(&format!("lost libvirtd ({}); reconnecting", e.message().trim()));
@@ -263,13 +301,34 @@ fn connect_patiently(uri: &str, term: &AtomicBool) -> Result<Connect, String> {
     }
 }
 
-/// Watch the domain until it is off; act on SIGTERM.
+/// Watch the domain until it is off (or has migrated away); act on SIGTERM and on the
+/// handler's migration requests.
 fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherExit {
     let mut shutdown_asked: Option<Instant> = None;
     let mut acpi_sent = false;
     let mut destroyed = false;
     let mut grace = plan.grace;
+    let mut outgoing: Option<super::migrate::Outgoing> = None;
     loop {
+        if outgoing.is_none()
+            && shutdown_asked.is_none()
+            && let Some(request) = super::migrate::new_request(&l.args.vmi_dir, l.status.migration.as_ref())
+        {
+            l.status.migration = Some(super::migrate::report(&request, super::Role::Source));
+            l.set(Phase::Running, format!("migrating: {} over {}", request.dest_uri, request.migrate_uri));
+            outgoing = Some(super::migrate::Outgoing::start(&l.args.libvirt_uri, plan, request));
+        }
+        if let Some(m) = &mut outgoing {
+            // While the guest migrates its domain may vanish here at any moment: only the
+            // migration's result says how it ended. SIGTERM aborts it first.
+            match super::migrate::turn(l, conn, plan, m) {
+                super::migrate::Turn::Running => {}
+                super::migrate::Turn::Migrated(message) => return LauncherExit::new(ExitKind::Migrated, message),
+                super::migrate::Turn::StayedHere => outgoing = None,
+            }
+            std::thread::sleep(POLL);
+            continue;
+        }
         if shutdown_asked.is_none() && l.term.load(Ordering::SeqCst) {
             shutdown_asked = Some(Instant::now());
             // A stop can shorten the grace period (`vmform vm stop --grace-period`,
