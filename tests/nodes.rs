@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{code, root, stderr, stdout};
+use common::{assert_nothing_left, code, ip, processes_with, root, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -104,38 +104,6 @@ impl Drop for Cluster {
             let _ = run(&["down", "--data-dir", self.dir()]);
         }
     }
-}
-
-/// Live processes (zombies are not) whose command line mentions `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if !cmd.is_empty() && cmd.contains(needle) {
-            out.push(format!("{pid} {cmd}"));
-        }
-    }
-    out
-}
-
-fn ip(args: &[&str]) -> String {
-    stdout(&Command::new("ip").args(args).output().expect("ip (iproute2) runs"))
-}
-
-/// Nothing of a data dir's cluster is left: no process, namespace, veth, bridge or mount.
-fn assert_nothing_left(data_dir: &Path, netns_prefix: &str, link_prefix: &str) {
-    let dir = data_dir.to_str().unwrap();
-    let procs = processes_with(dir);
-    assert!(procs.is_empty(), "processes left behind:\n{}", procs.join("\n"));
-    let namespaces = ip(&["netns", "list"]);
-    assert!(!namespaces.contains(netns_prefix), "namespaces left behind:\n{namespaces}");
-    let links = ip(&["-br", "link"]);
-    assert!(!links.contains(link_prefix), "links left behind:\n{links}");
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(dir) || l.contains(netns_prefix)).collect();
-    assert!(left.is_empty(), "mounts left behind:\n{}", left.join("\n"));
 }
 
 #[test]

@@ -248,14 +248,23 @@ impl Sync {
     }
 
     /// A launcher of a VMI that is neither this node's nor migrating here: a receiving
-    /// launcher whose migration ended without it stops; anything else stays as it is.
-    pub(super) fn sync_elsewhere(&mut self, vmi: &DynamicObject) {
+    /// launcher whose migration ended without it stops, and the domain it prepared goes;
+    /// anything else stays as it is.
+    pub(super) async fn sync_elsewhere(&mut self, vmi: &DynamicObject) {
         let uid = vmi.metadata.uid.clone().unwrap_or_default();
         let Some(launcher) = self.launchers.by_uid.get_mut(&uid) else { return };
+        let status = super::launchers::read_status(&launcher.dir);
         if !launcher.alive() {
+            let arrived = status.as_ref().and_then(|s| s.migration.as_ref()).is_some_and(|m| m.role == Role::Target && m.state == MigrationProgress::Completed);
+            if launcher.incoming.take().is_some() && !arrived {
+                // Invariant: never lost. Only an inactive definition goes; a running
+                // guest is never touched here.
+                let uri = self.uri.clone();
+                let _ = tokio::task::spawn_blocking(move || super::undefine_if_inactive(&uri, &uid)).await;
+            }
             return;
         }
-        match super::launchers::read_status(&launcher.dir).map(|s| s.phase) {
+        match status.map(|s| s.phase) {
             Some(phase) if phase == "Receiving" || phase == "Starting" => launcher.terminate(),
             Some(phase) if self.warned.insert(uid) => {
                 let on = vmi.data.pointer("/status/nodeName").and_then(Value::as_str).unwrap_or("");
@@ -265,8 +274,7 @@ impl Sync {
                     vmi.name_any(),
                 );
             }
-            Some(_) => {}
-            None => {}
+            _ => {}
         }
     }
 

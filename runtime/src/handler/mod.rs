@@ -221,7 +221,7 @@ impl Sync {
             } else if let Some(ms) = MigrationState::of(vmi).filter(|ms| ms.in_flight() && ms.target_node == self.node && !kubevirt::is_deleting(&vmi.metadata)) {
                 self.sync_migration_target(vmi, &ms).await
             } else {
-                self.sync_elsewhere(vmi);
+                self.sync_elsewhere(vmi).await;
                 Ok(())
             };
             if let Err(e) = result {
@@ -418,6 +418,22 @@ fn domain_running(uri: &str, uid: &str) -> bool {
         let _ = (uri, uid);
         false
     }
+}
+
+/// Undefine the domain of this VMI if it is defined and not running.
+fn undefine_if_inactive(uri: &str, uid: &str) {
+    #[cfg(feature = "libvirt")]
+    {
+        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return };
+        if let Ok(domain) = virt::domain::Domain::lookup_by_uuid_string(&conn, uid)
+            && !domain.is_active().unwrap_or(true)
+        {
+            let _ = domain.undefine();
+        }
+        let _ = conn.close();
+    }
+    #[cfg(not(feature = "libvirt"))]
+    let _ = (uri, uid);
 }
 
 /// Make sure no domain of this VMI is left: forced off and undefined.
