@@ -246,6 +246,8 @@ pub enum RuntimeCommand {
         /// Provision the VMs' data volumes as files in this dir (the local runtime's storage)
         #[arg(long, value_name = "DIR")]
         volumes_dir: Option<PathBuf>,
+        #[command(flatten)]
+        migrations: MigrationArgs,
     },
     /// Run the handler of one node (KubeVirt's virt-handler): starts, watches and stops its guests
     Handler {
@@ -289,6 +291,27 @@ pub enum RuntimeCommand {
         #[arg(long, value_name = "MIGRATION_UID")]
         incoming: Option<String>,
     },
+}
+
+/// The cluster's migration settings (KubeVirt's `spec.configuration.migrations`); a
+/// MigrationPolicy overrides them for the VMIs it selects.
+#[derive(Debug, Args)]
+pub struct MigrationArgs {
+    /// Live migrations at once in the whole cluster; more wait in Pending
+    #[arg(long, value_name = "N", default_value_t = vmform_runtime::controller::MigrationConfig::default().parallel_migrations_per_cluster)]
+    pub parallel_migrations_per_cluster: u32,
+    /// Live migrations at once out of one node
+    #[arg(long, value_name = "N", default_value_t = vmform_runtime::controller::MigrationConfig::default().parallel_outbound_migrations_per_node)]
+    pub parallel_outbound_migrations_per_node: u32,
+    /// Seconds a migration may take per GiB it moves, then it is aborted
+    #[arg(long, value_name = "SECONDS", default_value_t = vmform_runtime::kubevirt::DEFAULT_COMPLETION_TIMEOUT_PER_GIB)]
+    pub migration_completion_timeout_per_gib: u64,
+    /// Bytes per second one migration may use, as a quantity (64Mi); none by default
+    #[arg(long, value_name = "QUANTITY")]
+    pub migration_bandwidth: Option<String>,
+    /// Milliseconds the guest may be paused at a migration's switch-over
+    #[arg(long, value_name = "MS", default_value_t = vmform_runtime::controller::DEFAULT_MAX_DOWNTIME_MS)]
+    pub migration_max_downtime: u64,
 }
 
 #[derive(Debug, Subcommand)]

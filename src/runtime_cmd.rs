@@ -10,11 +10,19 @@ use vmform_runtime::{controller, handler};
 pub fn run(command: RuntimeCommand) -> u8 {
     match command {
         RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel, incoming } => launcher(vmi_dir, libvirt_uri, volumes_dir, &accel, incoming),
-        RuntimeCommand::Controller { target, volumes_dir } => {
+        RuntimeCommand::Controller { target, volumes_dir, migrations } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
                 let Some(target) = connect(&target).await else { return EXIT_USAGE };
-                let config = controller::ControllerConfig { volumes_dir, ..Default::default() };
+                let migrations = controller::MigrationConfig {
+                    parallel_migrations_per_cluster: migrations.parallel_migrations_per_cluster,
+                    parallel_outbound_migrations_per_node: migrations.parallel_outbound_migrations_per_node,
+                    completion_timeout_per_gib: migrations.migration_completion_timeout_per_gib,
+                    bandwidth_per_migration: migrations.migration_bandwidth,
+                    max_downtime_ms: Some(migrations.migration_max_downtime),
+                    ..Default::default()
+                };
+                let config = controller::ControllerConfig { volumes_dir, migrations, ..Default::default() };
                 controller::run(target.client, config, crate::control_plane::wait_for_signal()).await;
                 EXIT_OK
             })

@@ -285,6 +285,18 @@ pub fn guest_memory(spec: &Value) -> Option<u64> {
         .map(|b| b as u64)
 }
 
+/// Whether the guest's CPU is the host's own (`domain.cpu.model: host-passthrough`): it can
+/// move only to a node of the same host.
+pub fn host_passthrough(spec: &Value) -> bool {
+    spec.pointer("/domain/cpu/model").and_then(Value::as_str) == Some("host-passthrough")
+}
+
+/// Which host a Node runs on: its boot id (`status.nodeInfo.bootID`), shared by the nodes
+/// `vmform up --nodes N` runs on one machine.
+pub fn host_of(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
+    node.status.as_ref()?.node_info.as_ref().map(|i| i.boot_id.as_str()).filter(|b| !b.is_empty())
+}
+
 pub fn demand(spec: &Value) -> Demand {
     let cpu_millis = quantity(&spec["domain"]["resources"]["requests"]["cpu"])
         .map(|c| (c * 1000.0).ceil() as u64)

@@ -135,9 +135,13 @@ async fn start(api: &Api<DynamicObject>, vmis: &Api<DynamicObject>, m: &DynamicO
     let mut selector: BTreeMap<String, String> = vmi.data.pointer("/spec/nodeSelector").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     let added: BTreeMap<String, String> = m.data.pointer("/spec/addedNodeSelector").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     selector.extend(added);
-    let target = match choose_node(nodes.iter().map(|n| n.as_ref()), &used, kubevirt::demand(&vmi.data["spec"]), &selector, Some(&source)) {
+    let (candidates, other_hosts) = same_host_only(&nodes, &source, kubevirt::host_passthrough(&vmi.data["spec"]));
+    let target = match choose_node(candidates.iter().copied(), &used, kubevirt::demand(&vmi.data["spec"]), &selector, Some(&source)) {
         Ok(t) => t,
-        Err(message) => return fail(api, m, &format!("no node can take the VMI: {message}")).await,
+        Err(message) => {
+            let hosts = if other_hosts > 0 { format!(" ({other_hosts} node(s) of another host left out: the VMI's CPU model is host-passthrough)") } else { String::new() };
+            return fail(api, m, &format!("no node can take the VMI: {message}{hosts}")).await;
+        }
     };
     let m = set_phase(api, m, MigrationPhase::Scheduling, None, None).await?;
     let (configuration, policy) = configuration(vmi, ctx).await?;
@@ -199,6 +203,19 @@ async fn follow(
     }
     set_phase(api, m, phase, Some(&state), None).await?;
     Ok(Action::requeue(RECHECK))
+}
+
+/// The nodes a migration may go to: all, or for a host-passthrough CPU only those of the
+/// source's host (a CPU of another host may lack features the guest uses); and how many
+/// were left out for that.
+pub(super) fn same_host_only<'a>(nodes: &'a [Arc<k8s_openapi::api::core::v1::Node>], source: &str, host_passthrough: bool) -> (Vec<&'a k8s_openapi::api::core::v1::Node>, usize) {
+    let all: Vec<&k8s_openapi::api::core::v1::Node> = nodes.iter().map(|n| n.as_ref()).collect();
+    if !host_passthrough {
+        return (all, 0);
+    }
+    let host = all.iter().find(|n| n.name_any() == source).and_then(|n| kubevirt::host_of(n)).map(str::to_string);
+    let (same, other): (Vec<_>, Vec<_>) = all.into_iter().partition(|n| host.is_some() && kubevirt::host_of(n) == host.as_deref());
+    (same, other.len())
 }
 
 /// The phase a migration is in, from the VMI's migration state.
@@ -405,6 +422,21 @@ mod tests {
         assert_eq!(config.bandwidth_per_migration, None);
         let config = effective(&MigrationConfig::default(), Some(&policies[0].data["spec"]));
         assert_eq!((config.completion_timeout_per_gi_b, config.bandwidth_per_migration.as_deref()), (Some(150), Some("8Mi")));
+    }
+
+    #[test]
+    fn a_host_passthrough_cpu_only_moves_within_its_host() {
+        let node = |name: &str, boot: &str| -> Arc<k8s_openapi::api::core::v1::Node> {
+            Arc::new(serde_json::from_value(json!({ "metadata": { "name": name }, "status": { "nodeInfo": {
+                "bootID": boot, "machineID": "", "systemUUID": "", "kernelVersion": "", "osImage": "", "containerRuntimeVersion": "",
+                "kubeletVersion": "", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64" } } })).unwrap())
+        };
+        let nodes = [node("a-0", "boot-a"), node("a-1", "boot-a"), node("b-0", "boot-b")];
+        let names = |v: &[&k8s_openapi::api::core::v1::Node]| v.iter().map(|n| n.name_any()).collect::<Vec<_>>();
+        let (any, left_out) = same_host_only(&nodes, "a-0", false);
+        assert_eq!((names(&any), left_out), (vec!["a-0".to_string(), "a-1".into(), "b-0".into()], 0));
+        let (same, left_out) = same_host_only(&nodes, "a-0", true);
+        assert_eq!((names(&same), left_out), (vec!["a-0".to_string(), "a-1".into()], 1));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod strategy;
 mod vm;
 mod volumes;
 
-pub use migration::MigrationConfig;
+pub use migration::{MigrationConfig, DEFAULT_MAX_DOWNTIME_MS};
 pub use volumes::{access_modes_path, Volumes};
 
 use crate::kubevirt;

@@ -12,8 +12,10 @@ pub const DISKS_NOT_MIGRATABLE: &str = "DisksNotLiveMigratable";
 pub const CPU_MODE_NOT_MIGRATABLE: &str = "CPUModeLiveMigratable";
 
 /// `Ok` when the VMI can live-migrate, else KubeVirt's reason and message.
-/// `volumes_dir`: where the local runtime keeps claims and their access modes.
-pub fn check(namespace: &str, spec: &Value, volumes_dir: &Path) -> Result<(), (&'static str, String)> {
+/// `volumes_dir`: where the local runtime keeps claims and their access modes;
+/// `same_host_peer`: whether another node runs on this node's host (a host-passthrough
+/// CPU moves only there: a CPU of another host may lack its features).
+pub fn check(namespace: &str, spec: &Value, volumes_dir: &Path, same_host_peer: bool) -> Result<(), (&'static str, String)> {
     for volume in spec["volumes"].as_array().into_iter().flatten() {
         let claim = volume.pointer("/persistentVolumeClaim/claimName").or_else(|| volume.pointer("/dataVolume/name")).and_then(Value::as_str);
         if let Some(claim) = claim {
@@ -38,9 +40,12 @@ pub fn check(namespace: &str, spec: &Value, volumes_dir: &Path) -> Result<(), (&
             return Err((DISKS_NOT_MIGRATABLE, "cannot migrate VMI with non-shared HostDisk".to_string()));
         }
     }
-    // A host-passthrough CPU model is not refused here: the local nodes are one machine,
-    // so their CPUs are the same. Choosing a target on another host would have to compare
-    // CPUs (a node's bootID tells hosts apart); there is no migration controller yet.
+    if crate::kubevirt::host_passthrough(spec) && !same_host_peer {
+        return Err((
+            CPU_MODE_NOT_MIGRATABLE,
+            "cannot migrate VMI: it uses CPU model host-passthrough, which moves only between nodes of one host, and no other node runs on its host".to_string(),
+        ));
+    }
     Ok(())
 }
 
@@ -67,15 +72,27 @@ mod tests {
             { "name": "c", "cloudInitNoCloud": { "userData": "#" } },
             { "name": "d", "emptyDisk": { "capacity": "1Gi" } },
         ]));
-        assert_eq!(check("ns", &ok, dir.path()), Ok(()));
+        assert_eq!(check("ns", &ok, dir.path(), false), Ok(()));
         let rwo = spec(json!([{ "name": "a", "persistentVolumeClaim": { "claimName": "single" } }]));
         assert_eq!(
-            check("ns", &rwo, dir.path()),
+            check("ns", &rwo, dir.path(), true),
             Err((DISKS_NOT_MIGRATABLE, "cannot migrate VMI: PVC single is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)".into()))
         );
         let unknown = spec(json!([{ "name": "a", "persistentVolumeClaim": { "claimName": "handmade" } }]));
-        assert!(check("ns", &unknown, dir.path()).unwrap_err().1.contains("Unable to determine if PVC handmade is shared"));
+        assert!(check("ns", &unknown, dir.path(), true).unwrap_err().1.contains("Unable to determine if PVC handmade is shared"));
         let host = spec(json!([{ "name": "a", "hostDisk": { "path": "/x.img", "type": "Disk" } }]));
-        assert_eq!(check("ns", &host, dir.path()), Err((DISKS_NOT_MIGRATABLE, "cannot migrate VMI with non-shared HostDisk".into())));
+        assert_eq!(check("ns", &host, dir.path(), true), Err((DISKS_NOT_MIGRATABLE, "cannot migrate VMI with non-shared HostDisk".into())));
+    }
+
+    #[test]
+    fn a_host_passthrough_cpu_moves_only_to_a_node_of_the_same_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = json!({ "domain": { "cpu": { "model": "host-passthrough" } }, "volumes": [] });
+        assert_eq!(check("ns", &spec, dir.path(), true), Ok(()));
+        let (reason, message) = check("ns", &spec, dir.path(), false).unwrap_err();
+        assert_eq!(reason, CPU_MODE_NOT_MIGRATABLE);
+        assert!(message.contains("host-passthrough"), "{message}");
+        let named = json!({ "domain": { "cpu": { "model": "Haswell" } }, "volumes": [] });
+        assert_eq!(check("ns", &named, dir.path(), false), Ok(()));
     }
 }

@@ -170,6 +170,8 @@ impl Sync {
             done.abort_status = Some("Failed".into());
         }
         let mut patch = done.status_patch(&vmi);
+        // Invariant: a guest is never running on two nodes. This is the one place a VMI's
+        // node changes after scheduling, and it runs only once the guest left this node.
         patch["status"]["nodeName"] = json!(ms.target_node);
         api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         tracing::info!("VMI {}/{}: migrated to {}", vmi.namespace().unwrap_or_default(), vmi.name_any(), ms.target_node);

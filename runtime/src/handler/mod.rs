@@ -127,6 +127,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
         node_address: config.node_address,
         storage,
         warned: Default::default(),
+        peer: None,
     };
     let sync_loop = async {
         // Invariant: a handler restart never stops a running guest. Until the cache holds
@@ -210,6 +211,8 @@ struct Sync {
     storage: String,
     /// VMIs already reported as running here while their VMI names another node.
     warned: std::collections::HashSet<String>,
+    /// Whether another node runs on this node's host, and when that was last looked up.
+    peer: Option<(std::time::Instant, bool)>,
 }
 
 impl Sync {
@@ -352,7 +355,7 @@ impl Sync {
         }
     }
 
-    async fn report_running(&self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), HandlerError> {
+    async fn report_running(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), HandlerError> {
         let console = dir.join("console.log").display().to_string();
         let ports = serde_json::to_string(&s.ports).expect("JSON serialises");
         let annotations = vmi.annotations();
@@ -363,7 +366,8 @@ impl Sync {
             vmi = std::borrow::Cow::Owned(api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?);
         }
         let stamp = kubevirt::now();
-        let migratable = match migratable::check(&vmi.namespace().unwrap_or_default(), &vmi.data["spec"], &self.volumes_dir) {
+        let peer = kubevirt::host_passthrough(&vmi.data["spec"]) && self.same_host_peer().await;
+        let migratable = match migratable::check(&vmi.namespace().unwrap_or_default(), &vmi.data["spec"], &self.volumes_dir, peer) {
             Ok(()) => kubevirt::make_condition("LiveMigratable", true, "", "", kubevirt::condition(&vmi, "LiveMigratable"), &stamp),
             Err((reason, message)) => kubevirt::make_condition("LiveMigratable", false, reason, &message, kubevirt::condition(&vmi, "LiveMigratable"), &stamp),
         };
@@ -374,6 +378,22 @@ impl Sync {
         let patch = kubevirt::phase_patch(&vmi, Phase::Running, vec![ready, migratable]);
         api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         Ok(())
+    }
+}
+
+impl Sync {
+    /// Whether another node runs on this node's host (looked up at most every 10 s).
+    async fn same_host_peer(&mut self) -> bool {
+        if let Some((at, peer)) = self.peer
+            && at.elapsed() < Duration::from_secs(10)
+        {
+            return peer;
+        }
+        let Ok(nodes) = Api::<k8s_openapi::api::core::v1::Node>::all(self.client.clone()).list(&Default::default()).await else { return false };
+        let mine = nodes.items.iter().find(|n| n.name_any() == self.node).and_then(kubevirt::host_of).map(str::to_string);
+        let peer = mine.is_some_and(|h| nodes.items.iter().any(|n| n.name_any() != self.node && kubevirt::host_of(n) == Some(h.as_str())));
+        self.peer = Some((std::time::Instant::now(), peer));
+        peer
     }
 }
 
