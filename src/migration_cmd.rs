@@ -4,7 +4,7 @@
 //! means the same on the local control plane and on any KubeVirt cluster.
 
 use crate::cli::VmArgs;
-use crate::vm_cmd::{connect, running_instance, target_failure, EXIT_FAILED};
+use crate::vm_cmd::{connect, connect_to_instance, running_instance, target_failure, EXIT_FAILED};
 use crate::{print_stdout, EXIT_OK};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::{json, Value};
@@ -105,15 +105,11 @@ pub(crate) async fn follow(api: &Api<DynamicObject>, name: &str, timeout: Durati
 }
 
 pub(crate) async fn migrate(args: &VmArgs, to: Option<&str>, detach: bool, timeout: Duration) -> u8 {
-    let (target, namespace) = match connect(args).await {
+    let (target, namespace, vmi) = match connect_to_instance(args).await {
         Ok(t) => t,
         Err(code) => return code,
     };
     let name = &args.name;
-    let vmi = match running_instance(&target, &namespace, name).await {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
     if to.is_some_and(|to| to == node_of(&vmi)) {
         eprintln!("error: VM {namespace}/{name} already runs on node {}", node_of(&vmi));
         return EXIT_FAILED;

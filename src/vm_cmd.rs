@@ -137,6 +137,13 @@ fn resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", kind), plural)
 }
 
+/// The cluster, the VM's namespace and its running VirtualMachineInstance.
+pub(crate) async fn connect_to_instance(args: &VmArgs) -> Result<(Target, String, DynamicObject), u8> {
+    let (target, namespace) = connect(args).await?;
+    let vmi = running_instance(&target, &namespace, &args.name).await?;
+    Ok((target, namespace, vmi))
+}
+
 /// The VM's VirtualMachineInstance, after checking the VM exists.
 pub(crate) async fn running_instance(target: &Target, namespace: &str, name: &str) -> Result<DynamicObject, u8> {
     let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
@@ -181,15 +188,11 @@ fn console_path(vmi: &DynamicObject) -> Option<PathBuf> {
 }
 
 async fn console(args: &VmArgs, tail: i64, follow: bool) -> u8 {
-    let (target, namespace) = match connect(args).await {
+    let (target, namespace, vmi) = match connect_to_instance(args).await {
         Ok(t) => t,
         Err(code) => return code,
     };
     let name = &args.name;
-    let vmi = match running_instance(&target, &namespace, name).await {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
     let Some(path) = console_path(&vmi) else {
         return match annotation(&vmi, CONSOLE_ANNOTATION) {
             Some(p) => {
@@ -329,15 +332,11 @@ struct Port {
 }
 
 async fn ports(args: &VmArgs) -> u8 {
-    let (target, namespace) = match connect(args).await {
+    let (target, namespace, vmi) = match connect_to_instance(args).await {
         Ok(t) => t,
         Err(code) => return code,
     };
     let name = &args.name;
-    let vmi = match running_instance(&target, &namespace, name).await {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
     let Some(raw) = annotation(&vmi, PORTS_ANNOTATION) else {
         if annotation(&vmi, CONSOLE_ANNOTATION).is_none() {
             return not_local(&target, &namespace, name, "forwarded ports");

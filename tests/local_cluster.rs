@@ -30,10 +30,10 @@ impl Cluster {
         self.path().join("kubeconfig")
     }
     fn kubectl(&self, args: &[&str]) -> Output {
-        kubectl_with(&self.kubeconfig(), args, None)
+        common::kubectl(&self.kubeconfig(), args, None)
     }
     fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
-        kubectl_with(&self.kubeconfig(), args, Some(input))
+        common::kubectl(&self.kubeconfig(), args, Some(input))
     }
 }
 
@@ -50,25 +50,6 @@ fn vmform(dir: &tempfile::TempDir, args: &[&str]) -> Output {
         .arg(dir.path())
         .output()
         .expect("run vmform")
-}
-
-fn kubectl_with(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs (it is installed by .ci/run)");
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(text) = input {
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    child.wait_with_output().unwrap()
 }
 
 fn ok(out: Output) -> String {

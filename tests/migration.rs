@@ -9,28 +9,13 @@
 
 mod common;
 
-use common::{assert_nothing_left, code, root, stderr, stdout};
+use common::{assert_nothing_left, code, guest_disk, is_root, run, stderr, stdout};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmform")).args(args).stdin(Stdio::null()).output().expect("run vmform")
-}
-
-fn guest_disk() -> PathBuf {
-    let out = Command::new(root().join("scripts/test-guest")).output().expect("scripts/test-guest runs");
-    assert!(out.status.success(), "building the test guest failed: {}", stderr(&out));
-    root().join("target/test-guest/disk.img")
-}
 
 /// A VM of the test guest. `disk` is the root disk's extra properties (`shared=#true`);
 /// `body` goes inside the `vm` node.
@@ -77,22 +62,7 @@ impl Cluster {
         assert_eq!(code(&out), 0, "apply: {}{}", stdout(&out), stderr(&out));
     }
     fn kubectl(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(text) = input {
-            stdin.write_all(text.as_bytes()).unwrap();
-        }
-        drop(stdin);
-        child.wait_with_output().unwrap()
+        common::kubectl(&self.data.path().join("kubeconfig"), args, input)
     }
     /// `kubectl get WHAT -o jsonpath=PATH` ("" when it fails).
     fn get(&self, what: &[&str], jsonpath: &str) -> String {

@@ -6,28 +6,13 @@
 
 mod common;
 
-use common::{assert_nothing_left, code, ip, processes_with, root, stderr, stdout};
+use common::{assert_nothing_left, code, guest_disk, ip, is_root, processes_with, run, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmform")).args(args).stdin(Stdio::null()).output().expect("run vmform")
-}
-
-fn guest_disk() -> PathBuf {
-    let out = Command::new(root().join("scripts/test-guest")).output().expect("scripts/test-guest runs");
-    assert!(out.status.success(), "building the test guest failed: {}", stderr(&out));
-    root().join("target/test-guest/disk.img")
-}
 
 struct Cluster {
     data: tempfile::TempDir,

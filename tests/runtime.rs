@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{code, root, stderr, stdout};
+use common::{code, guest_disk, run, stderr, stdout};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// One test with guests at a time.
@@ -18,19 +18,6 @@ static GUESTS: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     GUESTS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The test guest's disk, built once (scripts/test-guest caches it).
-fn guest_disk() -> PathBuf {
-    static DISK: OnceLock<PathBuf> = OnceLock::new();
-    DISK.get_or_init(|| {
-        let out = Command::new(root().join("scripts/test-guest")).output().expect("scripts/test-guest runs");
-        assert!(out.status.success(), "building the test guest failed: {}", stderr(&out));
-        let disk = root().join("target/test-guest/disk.img");
-        assert!(disk.exists());
-        disk
-    })
-    .clone()
 }
 
 /// A local cluster with the runtime, in a fresh data dir; `vmform down` on drop, which
@@ -79,22 +66,7 @@ impl Cluster {
         run(&all)
     }
     fn kubectl(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs (installed by .ci/run)");
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(text) = input {
-            stdin.write_all(text.as_bytes()).unwrap();
-        }
-        drop(stdin);
-        child.wait_with_output().unwrap()
+        common::kubectl(&self.kubeconfig(), args, input)
     }
     /// A field of an object through kubectl's jsonpath ("" when the object is missing).
     fn get(&self, kind: &str, namespace: &str, name: &str, jsonpath: &str) -> String {
@@ -171,10 +143,6 @@ impl Drop for Cluster {
             assert!(left.is_empty(), "vmform down left processes behind:\n{}", left.join("\n"));
         }
     }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmform")).args(args).stdin(Stdio::null()).output().expect("run vmform")
 }
 
 /// Every process with its command line.

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,4 +75,48 @@ pub fn assert_nothing_left(data_dir: &Path, netns_prefix: &str, link_prefix: &st
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let left: Vec<&str> = mounts.lines().filter(|l| l.contains(dir) || l.contains(netns_prefix)).collect();
     assert!(left.is_empty(), "mounts left behind:\n{}", left.join("\n"));
+}
+
+/// `vmform ARGS` with no stdin (it never waits for a prompt answer).
+pub fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmform")).args(args).stdin(Stdio::null()).output().expect("run vmform")
+}
+
+/// `kubectl --kubeconfig KUBECONFIG ARGS`, with `input` on its stdin.
+pub fn kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (it is installed by .ci/run)");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(text) = input {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// Whether the tests run as root (private libvirtds, network namespaces).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The test guest's disk, built once (scripts/test-guest caches it).
+pub fn guest_disk() -> PathBuf {
+    static DISK: OnceLock<PathBuf> = OnceLock::new();
+    DISK.get_or_init(|| {
+        let out = Command::new(root().join("scripts/test-guest")).output().expect("scripts/test-guest runs");
+        assert!(out.status.success(), "building the test guest failed: {}", stderr(&out));
+        let disk = root().join("target/test-guest/disk.img");
+        assert!(disk.exists());
+        disk
+    })
+    .clone()
 }
