@@ -149,22 +149,17 @@ impl MigrationPhase {
 
 /// The migration options in force for one migration (KubeVirt's
 /// `migrationState.migrationConfiguration`): the cluster's, with a MigrationPolicy's on top.
+/// Unset options serialise as null, so a merge patch removes an earlier migration's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationConfiguration {
     /// Bytes per second, as a quantity (`64Mi`); `0` or none: no limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth_per_migration: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_timeout_per_gi_b: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub parallel_migrations_per_cluster: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub parallel_outbound_migrations_per_node: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_auto_converge: Option<bool>,
     /// The longest the guest may be paused at the switch-over (QEMU's downtime limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_downtime_ms: Option<u64>,
 }
 
@@ -201,8 +196,8 @@ impl MigrationState {
     pub fn started(&self) -> bool {
         self.start_timestamp.is_some()
     }
-    /// The whole state as a merge patch value: every field written, so nothing of an
-    /// earlier migration's state survives.
+    /// The whole state as a merge patch value: every field written (unset ones as null),
+    /// so nothing of an earlier migration's state survives.
     pub fn to_patch(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("the migration state serialises");
         for flag in ["completed", "failed", "abortRequested"] {
@@ -415,6 +410,23 @@ mod tests {
         assert_eq!(demand(&spec), Demand { cpu_millis: 1500, memory_bytes: 1 << 30 });
         assert_eq!(vcpus(&json!({})), 1);
         assert_eq!(demand(&json!({})).cpu_millis, 100);
+    }
+
+    #[test]
+    fn a_migration_state_patch_clears_what_an_earlier_one_set() {
+        let earlier = MigrationState {
+            migration_uid: "m1".into(),
+            completed: true,
+            abort_requested: true,
+            migration_configuration: Some(MigrationConfiguration { bandwidth_per_migration: Some("1Mi".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let later = MigrationState { migration_uid: "m2".into(), migration_configuration: Some(MigrationConfiguration::default()), ..Default::default() };
+        let mut stored = serde_json::to_value(&earlier).unwrap();
+        // As the API server applies a merge patch.
+        json_patch::merge(&mut stored, &later.to_patch());
+        assert_eq!(serde_json::from_value::<MigrationState>(stored.clone()).unwrap(), later);
+        assert!(stored.get("completed").is_none() && stored["migrationConfiguration"].get("bandwidthPerMigration").is_none(), "{stored}");
     }
 
     #[test]
