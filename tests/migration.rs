@@ -2,7 +2,8 @@
 //! TCG: the guest keeps running across the move (its serial counter goes on with the same
 //! boot id), it moves back, a migration that cannot finish (cancelled, its target's
 //! launcher killed, timed out) leaves it on its source, and a drain empties a node by each
-//! VM's eviction strategy and run strategy. `vmform down` must leave nothing behind.
+//! VM's eviction strategy and run strategy, two migrations out of it at a time, keeping the
+//! one VM that asks to live-migrate but cannot. `vmform down` must leave nothing behind.
 //!
 //! These need root (network namespaces, bind mounts); without it they return early. One
 //! cluster at a time: a TCG guest takes most of a core.
@@ -328,6 +329,39 @@ fn a_migration_that_cannot_finish_leaves_the_guest_on_its_source() {
     stayed("timed out");
 }
 
+/// What a watcher of the migrations saw while a drain ran: the most in flight at once
+/// (handed to the nodes, not yet ended), and the messages of those kept Pending.
+#[derive(Default)]
+struct Seen {
+    most_in_flight: usize,
+    pending_because: Vec<String>,
+}
+
+/// Look at the namespace's migrations every 100 ms until `stop`.
+fn watch_migrations(kubeconfig: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut seen = Seen::default();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = common::kubectl(&kubeconfig, &["get", "vmim", "-n", "mig", "-o", "json"], None);
+            let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let phase = |m: &serde_json::Value| m.pointer("/status/phase").and_then(|p| p.as_str()).unwrap_or("Pending").to_string();
+            let in_flight = items.iter().filter(|m| !["Pending", "Succeeded", "Failed"].contains(&phase(m).as_str())).count();
+            seen.most_in_flight = seen.most_in_flight.max(in_flight);
+            for m in items.iter().filter(|m| phase(m) == "Pending") {
+                for c in m.pointer("/status/conditions").and_then(|c| c.as_array()).into_iter().flatten() {
+                    let said = format!("{}: {}", c["reason"].as_str().unwrap_or_default(), c["message"].as_str().unwrap_or_default());
+                    if !seen.pending_because.contains(&said) {
+                        seen.pending_because.push(said);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seen
+    })
+}
+
 #[test]
 fn a_drain_migrates_what_may_move_and_stops_the_rest_by_run_strategy() {
     if !is_root() {
@@ -339,19 +373,30 @@ fn a_drain_migrates_what_may_move_and_stops_the_rest_by_run_strategy() {
     // Everything starts on local-0.
     let out = c.vmform(&["node", "cordon", "local-1"]);
     assert_eq!((code(&out), stdout(&out)), (0, "node/local-1 cordoned\n".to_string()), "{}", stderr(&out));
-    let specs = [
-        vm("mover", "shared=#true", "    run-strategy \"always\"\n    eviction \"live-migrate\"\n"),
-        vm("stopper", "", "    run-strategy \"always\"\n"),
-        vm("manual", "", "    run-strategy \"manual\"\n"),
-    ];
+    // Three movers: one more than may leave a node at once (parallelOutboundMigrationsPerNode 2).
+    let movers = ["mover-a", "mover-b", "mover-c"];
+    let mut specs: Vec<String> = movers.iter().map(|m| vm(m, "shared=#true", "    run-strategy \"always\"\n    eviction \"live-migrate\"\n")).collect();
+    specs.push(vm("stopper", "", "    run-strategy \"always\"\n"));
+    specs.push(vm("manual", "", "    run-strategy \"manual\"\n"));
+    // Asks to live-migrate, but its host disk is not shared: KubeVirt refuses its eviction.
+    specs.push(vm("stuck", "", "    run-strategy \"always\"\n    eviction \"live-migrate\"\n"));
     c.apply(&specs.concat());
     let out = c.vmform(&["vm", "start", "manual", "-n", "mig"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    for name in ["mover", "stopper", "manual"] {
+    let all = ["mover-a", "mover-b", "mover-c", "stopper", "manual", "stuck"];
+    for name in all {
         c.wait_vm(name, "Running", 240);
         assert_eq!(c.get(&["vmi", name, "-n", "mig"], "{.status.nodeName}"), "local-0");
     }
-    c.wait(&["vmi", "stopper", "-n", "mig"], "{.status.conditions[?(@.type==\"LiveMigratable\")].status}", |s| s == "False", 30);
+    for name in ["stopper", "stuck"] {
+        c.wait(&["vmi", name, "-n", "mig"], "{.status.conditions[?(@.type==\"LiveMigratable\")].status}", |s| s == "False", 30);
+    }
+    // Booted guests: a guest still unpacking its initramfs dirties memory faster than two
+    // shared cores move it.
+    for name in movers {
+        let uid = c.get(&["vmi", name, "-n", "mig"], "{.metadata.uid}");
+        c.wait_ticks("local-0", &uid, 0, 240);
+    }
     let out = c.vmform(&["node", "uncordon", "local-1"]);
     assert_eq!((code(&out), stdout(&out)), (0, "node/local-1 uncordoned\n".to_string()));
 
@@ -364,26 +409,61 @@ fn a_drain_migrates_what_may_move_and_stops_the_rest_by_run_strategy() {
         stderr(&out)
     );
 
-    let mover_uid = c.get(&["vmi", "mover", "-n", "mig"], "{.metadata.uid}");
-    let stopper_uid = c.get(&["vmi", "stopper", "-n", "mig"], "{.metadata.uid}");
+    let uid = |name: &str| c.get(&["vmi", name, "-n", "mig"], "{.metadata.uid}");
+    let mover_uids: Vec<String> = movers.iter().map(|m| uid(m)).collect();
+    let (stopper_uid, stuck_uid) = (uid("stopper"), uid("stuck"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_migrations(c.data.path().join("kubeconfig"), stop.clone());
     let out = c.vmform(&["node", "drain", "local-0"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
     let said = stdout(&out);
-    assert_eq!(code(&out), 0, "{said}{}\n{}", stderr(&out), c.diagnostics());
-    assert!(said.starts_with("node/local-0 cordoned\n") && said.ends_with("node/local-0 drained\n"), "{said}");
+    assert_eq!(code(&out), 1, "{said}{}\n{}", stderr(&out), c.diagnostics());
+    assert!(stderr(&out).contains("node/local-0 is not drained: a VM could not be moved off it"), "{}", stderr(&out));
+    assert!(said.starts_with("node/local-0 cordoned\n"), "{said}");
     let line = |name: &str| said.lines().rev().find(|l| l.trim_start().starts_with(&format!("mig/{name} "))).unwrap_or_default().to_string();
-    assert!(line("mover").contains("migrated from local-0 to local-1"), "{said}");
+    for name in movers {
+        assert!(line(name).contains("migrated from local-0 to local-1"), "{said}");
+    }
     assert!(line("stopper").contains("stopped; its run strategy Always started it again on node local-1"), "{said}");
     assert!(line("manual").contains("stopped; its run strategy Manual keeps it stopped"), "{said}");
+    assert!(
+        line("stuck").contains("NOT moved: evictionStrategy LiveMigrate, but it cannot migrate (cannot migrate VMI with non-shared HostDisk"),
+        "{said}"
+    );
     assert_eq!(c.get(&["node", "local-0"], "{.spec.unschedulable}"), "true");
+    // The limits held: two migrations out of local-0 at once, the third kept Pending, saying why.
+    assert_eq!(seen.most_in_flight, 2, "migrations in flight at once, at most");
+    assert!(
+        seen.pending_because.iter().any(|s| s == "MigrationLimitReached: waiting: 2 migrations leave node local-0, the most at once (parallelOutboundMigrationsPerNode)"),
+        "{:?}",
+        seen.pending_because
+    );
 
-    // The mover is the same guest on local-1; the stopper a new one there; manual is off.
-    assert_eq!(c.get(&["vmi", "mover", "-n", "mig"], "{.metadata.uid}"), mover_uid);
-    assert_eq!(c.get(&["vmi", "mover", "-n", "mig"], "{.status.nodeName}"), "local-1");
+    // The movers are the same guests on local-1; the stopper a new one there; manual is
+    // off; stuck keeps running where it was.
+    for (name, before) in movers.iter().zip(&mover_uids) {
+        assert_eq!(&uid(name), before);
+        assert_eq!(c.get(&["vmi", name, "-n", "mig"], "{.status.nodeName}"), "local-1");
+    }
     c.wait_vm("stopper", "Running", 120);
-    assert_ne!(c.get(&["vmi", "stopper", "-n", "mig"], "{.metadata.uid}"), stopper_uid);
+    assert_ne!(uid("stopper"), stopper_uid);
     assert_eq!(c.get(&["vmi", "stopper", "-n", "mig"], "{.status.nodeName}"), "local-1");
     c.wait_vm("manual", "Stopped", 60);
-    assert_eq!(c.running("local-0"), Vec::<String>::new(), "nothing runs on the drained node");
+    assert_eq!((uid("stuck"), c.get(&["vmi", "stuck", "-n", "mig"], "{.status.nodeName}")), (stuck_uid, "local-0".to_string()));
+    assert_eq!(c.running("local-0"), vec!["mig_stuck".to_string()], "only the VM that may not move runs on the drained node");
+
+    // Once it is gone, the drain is done: the node is drained with nothing to move.
+    let out = c.kubectl(&["delete", "vm", "stuck", "-n", "mig", "--wait=true"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait(&["vmi", "stuck", "-n", "mig"], "{.metadata.name}", str::is_empty, 60);
+    let out = c.vmform(&["node", "drain", "local-0"]);
+    assert_eq!(
+        (code(&out), stdout(&out)),
+        (0, "node/local-0 already cordoned\nnode/local-0 drained: no VM ran on it\n".to_string()),
+        "{}",
+        stderr(&out)
+    );
 
     let out = c.vmform(&["node", "uncordon", "local-0"]);
     assert_eq!(code(&out), 0);
