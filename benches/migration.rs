@@ -8,31 +8,16 @@
 //!
 //! Needs root (network namespaces), libvirt, QEMU and the test guest; runs under TCG.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{guest_disk, run as vmform, stdout};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn vmform(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmform")).args(args).stdin(Stdio::null()).output().expect("vmform runs")
-}
-
+/// kubectl's output, as the bench reads values with jsonpath.
 fn kubectl(kubeconfig: &str, args: &[&str], input: Option<&str>) -> String {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(text) = input {
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    stdout(&common::kubectl(Path::new(kubeconfig), args, input))
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
@@ -52,10 +37,7 @@ fn summary(what: &str, unit: &str, values: &[f64]) {
 }
 
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/test-guest")).output().expect("scripts/test-guest runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let disk = root.join("target/test-guest/disk.img");
+    let disk = guest_disk();
     let n: usize = std::env::var("MIGRATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
 
     let data = tempfile::Builder::new().prefix("vmfb").tempdir().unwrap();

@@ -8,17 +8,17 @@
 //!
 //! Needs what the tests need (libvirt, QEMU, the test guest); runs guests under TCG.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{guest_disk, run as vmform, stdout};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/test-guest")).output().expect("scripts/test-guest runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let disk = root.join("target/test-guest/disk.img");
+    let disk = guest_disk();
     if wants("start") {
         start_times(&disk);
     }
@@ -56,17 +56,16 @@ impl Cluster {
         assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     fn get(&self, kind: &str, namespace: &str, name: &str, jsonpath: &str) -> String {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(["get", kind]);
+        let output = format!("jsonpath={jsonpath}");
+        let mut args = vec!["get", kind];
         if !name.is_empty() {
-            cmd.arg(name);
+            args.push(name);
         }
-        cmd.args(["-o", &format!("jsonpath={jsonpath}")]);
+        args.extend(["-o", &output]);
         if !namespace.is_empty() {
-            cmd.args(["-n", namespace]);
+            args.extend(["-n", namespace]);
         }
-        let out = cmd.output().expect("kubectl runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout(&common::kubectl(&self.kubeconfig(), &args, None))
     }
     fn vmis_dir(&self) -> PathBuf {
         self.data.path().join("nodes/local/vmis")
@@ -77,10 +76,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         vmform(&["down", "--data-dir", self.data.path().to_str().unwrap()]);
     }
-}
-
-fn vmform(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vmform")).args(args).output().expect("vmform runs")
 }
 
 fn spec(disk: &Path, names: &[String], memory: &str) -> String {
