@@ -1,7 +1,8 @@
 //! Live migration between the two nodes of `vmform up --nodes 2`, with real guests under
 //! TCG: the guest keeps running across the move (its serial counter goes on with the same
-//! boot id), it moves back, a migration that cannot finish (cancelled, its target's
-//! launcher killed, timed out) leaves it on its source, and a drain empties a node by each
+//! boot id), it moves back, a migration that cannot finish (cancelled, its target's or its
+//! source's launcher killed, timed out) leaves it on its source, a source launcher killed
+//! during a fast migration leaves it on exactly one node, and a drain empties a node by each
 //! VM's eviction strategy and run strategy, two migrations out of it at a time, keeping the
 //! one VM that asks to live-migrate but cannot. `vmform down` must leave nothing behind.
 //!
@@ -250,6 +251,41 @@ fn a_running_guest_migrates_live_and_back_without_a_restart() {
     c.wait(&["vmi", "web", "-n", "mig"], "{.status.migrationState.completed}", |s| s == "true", 60);
     assert_moved(&c, &uid, &a, b, 0);
     assert_eq!(c.get(&["vmim", "-n", "mig"], "{.items[*].status.phase}"), "Succeeded Succeeded Succeeded");
+
+    // The source's launcher dies while libvirt migrates the guest: whichever way the job
+    // ends without it, the guest runs on exactly one node, the one the VMI names, and was
+    // never restarted.
+    let out = c.vmform(&["vm", "migrate", "web", "-n", "mig", "--detach"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let m = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+    let m_uid = c.get(&["vmim", &m, "-n", "mig"], "{.metadata.uid}");
+    let source_dir = c.node_dir(b).join("vmis").join(&uid);
+    let asked = || std::fs::read_to_string(source_dir.join("migrate.json")).is_ok_and(|r| r.contains(&m_uid));
+    let started = Instant::now();
+    while !asked() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no migrate.json for {m}\n{}", c.diagnostics());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The launcher reads the request on its next turn and starts libvirt's job; the job
+    // takes about a second.
+    std::thread::sleep(Duration::from_millis(400));
+    let last_before = ticks(&c.console(b, &uid)).last().unwrap().clone();
+    let pid: i32 = std::fs::read_to_string(source_dir.join("launcher.pid")).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) of the source launcher this cluster started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let phase = c.wait(&["vmim", &m, "-n", "mig"], "{.status.phase}", |p| p == "Succeeded" || p == "Failed", 60);
+    let (on, off) = if phase == "Succeeded" { (a.as_str(), b) } else { (b, a.as_str()) };
+    eprintln!("the source launcher was killed mid-migration: the migration {phase}, the guest is on {on}");
+    c.wait(&["vmi", "web", "-n", "mig"], "{.status.nodeName}", |n| n == on, 30);
+    let started = Instant::now();
+    while (c.running(on), c.domains(off)) != (vec!["mig_web".to_string()], vec![]) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the guest runs on {on} only: {:?} / {:?}\n{}", c.running(on), c.domains(off), c.diagnostics());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.wait_vm("web", "Running", 60);
+    let after = c.wait_ticks(on, &uid, last_before.0 + 2, 60);
+    assert!(after.iter().filter(|(n, _)| *n > last_before.0).all(|(_, id)| *id == last_before.1), "the same boot: {after:?}");
+    assert_eq!(c.vmi("web", "{.metadata.uid}"), uid);
 }
 
 #[test]
@@ -319,6 +355,17 @@ fn a_migration_that_cannot_finish_leaves_the_guest_on_its_source() {
     let reason = c.get(&["vmim", &m, "-n", "mig"], "{.status.migrationState.failureReason}");
     assert!(reason.contains(&format!("the target's launcher on node {b} stopped before the guest arrived")), "{reason}");
     stayed("target launcher killed");
+
+    // The source's launcher dies mid-way: its handler aborts the job libvirt still runs
+    // for it, the migration fails, and a new launcher takes the guest over where it runs.
+    let m = start_slow();
+    let pid: i32 = std::fs::read_to_string(c.node_dir(&a).join("vmis").join(&uid).join("launcher.pid")).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) of the source launcher this cluster started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    c.wait(&["vmim", &m, "-n", "mig"], "{.status.phase}", |p| p == "Failed", 60);
+    let reason = c.get(&["vmim", &m, "-n", "mig"], "{.status.migrationState.failureReason}");
+    assert!(reason.contains("the source's launcher stopped during the migration"), "{reason}");
+    stayed("source launcher killed");
 
     // Too slow: aborted at its completion timeout.
     let started = Instant::now();

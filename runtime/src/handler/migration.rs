@@ -12,12 +12,13 @@
 //!
 //! Invariant: a guest is never running on two nodes and never lost. Only the source handler
 //! moves `nodeName`, and only after its launcher reported the guest gone to the target (or,
-//! with that launcher dead, after the target's libvirt shows the guest running there); every
+//! with that launcher dead, once libvirt's job is aborted or over, the source's domain is
+//! gone and the target's libvirt shows the guest running there); every
 //! write is guarded by the resourceVersion it was decided on, so the controller, the target
 //! and the source never act on different readings of one migration.
 
 use super::launchers::LauncherStatus;
-use super::{domain_running, HandlerError, Sync};
+use super::{guest_running, settle_outgoing, HandlerError, Outgoing, Sync};
 use crate::kubevirt::{self, MigrationState};
 use crate::launcher::{MigrateRequest, MigrationProgress, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 use k8s_openapi::api::core::v1::Node;
@@ -45,27 +46,34 @@ impl Sync {
             return Ok(true);
         }
         if !alive && ms.started() {
-            // The launcher is gone mid-migration without saying how it ended: libvirt
-            // carried on without it. Where is the guest?
+            // The launcher is gone mid-migration without saying how it ended, and libvirt's
+            // job goes on without it. Stop the job first, so the guest cannot switch over
+            // after this decides; then libvirt's word on where the guest runs decides.
             let uri = self.uri.clone();
             let uid = vmi.metadata.uid.clone().unwrap_or_default();
             let here = tokio::task::spawn_blocking({
                 let uid = uid.clone();
-                move || domain_running(&uri, &uid)
+                move || settle_outgoing(&uri, &uid)
             })
             .await
             .expect("no panic");
-            let there = match self.target_libvirt(&ms.target_node).await {
-                Some(target) => tokio::task::spawn_blocking(move || domain_running(&target, &uid)).await.expect("no panic"),
-                None => false,
+            let there = match (here, self.target_libvirt(&ms.target_node).await) {
+                (Outgoing::Gone, Some(target)) => tokio::task::spawn_blocking(move || guest_running(&target, &uid)).await.expect("no panic"),
+                _ => false,
             };
-            if there && !here {
-                self.complete(api, vmi, ms, report, &dir).await?;
-                return Ok(true);
+            match here {
+                // The next tick looks again.
+                Outgoing::Unsettled => return Ok(true),
+                Outgoing::Gone if there => {
+                    self.complete(api, vmi, ms, report, &dir).await?;
+                    return Ok(true);
+                }
+                // Still here (a new launcher takes it over) or gone (the usual sync says so).
+                Outgoing::Here | Outgoing::Gone => {
+                    self.fail(api, vmi, ms, "the source's launcher stopped during the migration", false, &dir).await?;
+                    return Ok(false);
+                }
             }
-            // Still here (a new launcher takes it over) or gone (the usual sync says so).
-            self.fail(api, vmi, ms, "the source's launcher stopped during the migration", false, &dir).await?;
-            return Ok(false);
         }
         if let Some(r) = report
             && matches!(r.state, MigrationProgress::Failed | MigrationProgress::Aborted)

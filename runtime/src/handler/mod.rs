@@ -424,6 +424,66 @@ fn warm_up(uri: &str) {
     let _ = uri;
 }
 
+/// Where the guest of an outgoing migration is, once libvirt's job has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
+enum Outgoing {
+    /// Its domain runs here with no job: it did not leave.
+    Here,
+    /// Its domain is gone from here (or shut off).
+    Gone,
+    /// The job still runs (an abort was asked), or libvirt did not answer: look again.
+    Unsettled,
+}
+
+/// For a migration whose source launcher died: abort the job libvirt still runs for it
+/// (libvirt resumes the guest here, unless it has switched over already), then say where
+/// the guest is.
+fn settle_outgoing(uri: &str, uid: &str) -> Outgoing {
+    #[cfg(feature = "libvirt")]
+    {
+        use virt::domain::Domain;
+        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return Outgoing::Unsettled };
+        let settled = match Domain::lookup_by_uuid_string(&conn, uid) {
+            Err(_) => Outgoing::Gone,
+            Ok(dom) if !dom.is_active().unwrap_or(true) => Outgoing::Gone,
+            Ok(dom) => match dom.get_job_info() {
+                Ok(job) if job.r#type == virt::sys::VIR_DOMAIN_JOB_NONE as i32 => Outgoing::Here,
+                Ok(_) => {
+                    if let Err(e) = crate::launcher::abort_job(&dom) {
+                        tracing::info!("domain {uid}: the migration job was not aborted: {}", e.message());
+                    }
+                    Outgoing::Unsettled
+                }
+                Err(_) => Outgoing::Unsettled,
+            },
+        };
+        let _ = conn.close();
+        settled
+    }
+    #[cfg(not(feature = "libvirt"))]
+    {
+        let _ = (uri, uid);
+        Outgoing::Here
+    }
+}
+
+/// Whether the guest of this VMI runs (not merely waits for an incoming migration) there.
+fn guest_running(uri: &str, uid: &str) -> bool {
+    #[cfg(feature = "libvirt")]
+    {
+        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return false };
+        let state = virt::domain::Domain::lookup_by_uuid_string(&conn, uid).ok().and_then(|d| d.get_state().ok());
+        let _ = conn.close();
+        state.is_some_and(|(s, _)| s == virt::sys::VIR_DOMAIN_RUNNING)
+    }
+    #[cfg(not(feature = "libvirt"))]
+    {
+        let _ = (uri, uid);
+        false
+    }
+}
+
 /// Whether the domain of this VMI (libvirt uuid = VMI uid) is running.
 fn domain_running(uri: &str, uid: &str) -> bool {
     #[cfg(feature = "libvirt")]

@@ -46,6 +46,16 @@ fn abort_asked(vmi_dir: &Path, uid: &str) -> bool {
     std::fs::read_to_string(vmi_dir.join(MIGRATE_ABORT_FILE)).is_ok_and(|s| s.trim() == uid)
 }
 
+/// Abort the domain's running job (a migration): libvirt resumes the guest here. It fails
+/// once the guest has switched over. The `virt` crate has no wrapper for it.
+pub fn abort_job(dom: &Domain) -> Result<(), virt::error::Error> {
+    // SAFETY: a valid domain handle; virDomainAbortJob only reads it.
+    if unsafe { sys::virDomainAbortJob(dom.as_ptr()) } != 0 {
+        return Err(virt::error::Error::last_error());
+    }
+    Ok(())
+}
+
 /// What the completed job took, from libvirt's statistics (read on the target, which keeps
 /// them: the source's domain is gone).
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,11 +93,8 @@ impl Outgoing {
             return;
         }
         log(&format!("aborting the migration: {why}"));
-        if let Some(dom) = dom {
-            // SAFETY: a valid domain handle; virDomainAbortJob only reads it.
-            if unsafe { sys::virDomainAbortJob(dom.as_ptr()) } != 0 {
-                log(&format!("libvirt did not abort the job: {}", virt::error::Error::last_error().message()));
-            }
+        if let Some(Err(e)) = dom.map(abort_job) {
+            log(&format!("libvirt did not abort the job: {}", e.message()));
         }
         self.aborting = Some(why);
     }

@@ -9,6 +9,8 @@
 pub mod domain;
 #[cfg(feature = "libvirt")]
 mod migrate;
+#[cfg(feature = "libvirt")]
+pub use migrate::abort_job;
 pub mod seed;
 #[cfg(feature = "libvirt")]
 mod supervise;
