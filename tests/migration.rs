@@ -2,7 +2,8 @@
 //! TCG: the guest keeps running across the move (its serial counter goes on with the same
 //! boot id), it moves back, a migration that cannot finish (cancelled, its target's or its
 //! source's launcher killed, timed out) leaves it on its source, a source launcher killed
-//! during a fast migration leaves it on exactly one node, and a drain empties a node by each
+//! during a fast migration leaves it on exactly one node, a source handler killed as a
+//! migration starts is replaced and finishes it, and a drain empties a node by each
 //! VM's eviction strategy and run strategy, two migrations out of it at a time, keeping the
 //! one VM that asks to live-migrate but cannot. `vmform down` must leave nothing behind.
 //!
@@ -132,6 +133,41 @@ impl Cluster {
         let out = Command::new("virsh").args(["-c", &self.libvirt(node), "list", "--name"]).output().expect("virsh runs");
         stdout(&out).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
     }
+    /// The handler process of a node.
+    fn handler_pid(&self, node: &str) -> Option<i32> {
+        let dir = format!("--node-dir {} ", self.node_dir(node).display());
+        common::processes_with("runtime handler").iter().find(|p| p.contains(&dir)).and_then(|p| p.split(' ').next()?.parse().ok())
+    }
+    /// `vmform vm migrate web --detach`, returning once the source handler (on `source`)
+    /// has asked its launcher to migrate: the migration's name, and the guest's last tick
+    /// before.
+    fn migrate_detached(&self, uid: &str, source: &str) -> (String, (u64, String)) {
+        let out = self.vmform(&["vm", "migrate", "web", "-n", "mig", "--detach"]);
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let m = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
+        let m_uid = self.get(&["vmim", &m, "-n", "mig"], "{.metadata.uid}");
+        let request = self.node_dir(source).join("vmis").join(uid).join("migrate.json");
+        let started = Instant::now();
+        while !std::fs::read_to_string(&request).is_ok_and(|r| r.contains(&m_uid)) {
+            assert!(started.elapsed() < Duration::from_secs(60), "no migrate.json for {m}\n{}", self.diagnostics());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (m, ticks(&self.console(source, uid)).last().unwrap().clone())
+    }
+    /// The guest runs on `on` only, the VMI says so, and it goes on ticking with the boot id
+    /// it had at `last_before`: the same guest, never restarted.
+    fn assert_runs_only_on(&self, uid: &str, on: &str, off: &str, last_before: &(u64, String)) {
+        self.wait(&["vmi", "web", "-n", "mig"], "{.status.nodeName}", |n| n == on, 30);
+        let started = Instant::now();
+        while (self.running(on), self.domains(off)) != (vec!["mig_web".to_string()], vec![]) {
+            assert!(started.elapsed() < Duration::from_secs(30), "the guest runs on {on} only: {:?} / {:?}\n{}", self.running(on), self.domains(off), self.diagnostics());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        self.wait_vm("web", "Running", 60);
+        let after = self.wait_ticks(on, uid, last_before.0 + 2, 60);
+        assert!(after.iter().filter(|(n, _)| *n > last_before.0).all(|(_, id)| *id == last_before.1), "the same boot: {after:?}");
+        assert_eq!(self.vmi("web", "{.metadata.uid}"), uid);
+    }
     fn wait_vm(&self, name: &str, status: &str, seconds: u64) {
         self.wait(&["vm", name, "-n", "mig"], "{.status.printableStatus}", |s| s == status, seconds);
     }
@@ -255,37 +291,28 @@ fn a_running_guest_migrates_live_and_back_without_a_restart() {
     // The source's launcher dies while libvirt migrates the guest: whichever way the job
     // ends without it, the guest runs on exactly one node, the one the VMI names, and was
     // never restarted.
-    let out = c.vmform(&["vm", "migrate", "web", "-n", "mig", "--detach"]);
-    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    let m = stdout(&out).split_whitespace().nth(2).unwrap().to_string();
-    let m_uid = c.get(&["vmim", &m, "-n", "mig"], "{.metadata.uid}");
-    let source_dir = c.node_dir(b).join("vmis").join(&uid);
-    let asked = || std::fs::read_to_string(source_dir.join("migrate.json")).is_ok_and(|r| r.contains(&m_uid));
-    let started = Instant::now();
-    while !asked() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no migrate.json for {m}\n{}", c.diagnostics());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (m, last_before) = c.migrate_detached(&uid, b);
     // The launcher reads the request on its next turn and starts libvirt's job; the job
     // takes about a second.
     std::thread::sleep(Duration::from_millis(400));
-    let last_before = ticks(&c.console(b, &uid)).last().unwrap().clone();
-    let pid: i32 = std::fs::read_to_string(source_dir.join("launcher.pid")).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(c.node_dir(b).join("vmis").join(&uid).join("launcher.pid")).unwrap().trim().parse().unwrap();
     // SAFETY: kill(2) of the source launcher this cluster started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let phase = c.wait(&["vmim", &m, "-n", "mig"], "{.status.phase}", |p| p == "Succeeded" || p == "Failed", 60);
     let (on, off) = if phase == "Succeeded" { (a.as_str(), b) } else { (b, a.as_str()) };
     eprintln!("the source launcher was killed mid-migration: the migration {phase}, the guest is on {on}");
-    c.wait(&["vmi", "web", "-n", "mig"], "{.status.nodeName}", |n| n == on, 30);
-    let started = Instant::now();
-    while (c.running(on), c.domains(off)) != (vec!["mig_web".to_string()], vec![]) {
-        assert!(started.elapsed() < Duration::from_secs(30), "the guest runs on {on} only: {:?} / {:?}\n{}", c.running(on), c.domains(off), c.diagnostics());
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    c.wait_vm("web", "Running", 60);
-    let after = c.wait_ticks(on, &uid, last_before.0 + 2, 60);
-    assert!(after.iter().filter(|(n, _)| *n > last_before.0).all(|(_, id)| *id == last_before.1), "the same boot: {after:?}");
-    assert_eq!(c.vmi("web", "{.metadata.uid}"), uid);
+    c.assert_runs_only_on(&uid, on, off, &last_before);
+
+    // The source's handler dies as the migration starts: its launcher carries on alone, and
+    // the handler `vmform up` starts again finishes the hand-over from what it left.
+    let (m, last_before) = c.migrate_detached(&uid, on);
+    let handler = c.handler_pid(on).expect("the source's handler runs");
+    // SAFETY: kill(2) of a handler this cluster started.
+    unsafe { libc::kill(handler, libc::SIGKILL) };
+    let phase = c.wait(&["vmim", &m, "-n", "mig"], "{.status.phase}", |p| p == "Succeeded" || p == "Failed", 90);
+    assert_eq!(phase, "Succeeded", "{}", c.diagnostics());
+    assert!(c.handler_pid(on).is_some_and(|p| p != handler), "a new handler runs on {on}");
+    c.assert_runs_only_on(&uid, off, on, &last_before);
 }
 
 #[test]
