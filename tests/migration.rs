@@ -1,7 +1,7 @@
 //! Live migration between the two nodes of `vmform up --nodes 2`, with real guests under
 //! TCG: the guest keeps running across the move (its serial counter goes on with the same
 //! boot id), it moves back, a migration that cannot finish (cancelled, its target's or its
-//! source's launcher killed, timed out) leaves it on its source, a source launcher killed
+//! source's launcher killed, its target's libvirtd killed, timed out) leaves it on its source, a source launcher killed
 //! during a fast migration leaves it on exactly one node, a source handler killed as a
 //! migration starts is replaced and finishes it, and a drain empties a node by each
 //! VM's eviction strategy and run strategy, two migrations out of it at a time, keeping the
@@ -393,6 +393,18 @@ fn a_migration_that_cannot_finish_leaves_the_guest_on_its_source() {
     let reason = c.get(&["vmim", &m, "-n", "mig"], "{.status.migrationState.failureReason}");
     assert!(reason.contains("the source's launcher stopped during the migration"), "{reason}");
     stayed("source launcher killed");
+
+    // The target's libvirtd dies mid-way: the source's libvirt loses its peer and ends the
+    // job, the guest stays, and the target's handler starts its libvirtd again.
+    let m = start_slow();
+    let conf = format!("{} ", c.node_dir(b).join("libvirt/etc/libvirtd.conf").display());
+    let daemon: i32 = common::processes_with("libvirtd").iter().find(|p| p.contains(&conf)).and_then(|p| p.split(' ').next()?.parse().ok()).expect("the target's libvirtd runs");
+    // SAFETY: kill(2) of a libvirtd this cluster started.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    c.wait(&["vmim", &m, "-n", "mig"], "{.status.phase}", |p| p == "Failed", 90);
+    eprintln!("the target's libvirtd killed: {}", c.get(&["vmim", &m, "-n", "mig"], "{.status.migrationState.failureReason}"));
+    stayed("target libvirtd killed");
+    c.wait(&["node", b], "{.status.conditions[?(@.type==\"Ready\")].status}", |s| s == "True", 60);
 
     // Too slow: aborted at its completion timeout.
     let started = Instant::now();
