@@ -74,6 +74,11 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     // matching uuid") included; the handler reports what matters itself.
     #[cfg(feature = "libvirt")]
     virt::error::clear_error_callback();
+    if matches!(config.libvirt, LibvirtSource::Own)
+        && let Err(e) = crate::libvirt::reaper::become_subreaper()
+    {
+        tracing::warn!("node {}: cannot reap libvirt's exited QEMUs ({e}); stopping a guest waits for init to", config.node);
+    }
     let uri = match &config.libvirt {
         LibvirtSource::Uri(uri) => uri.clone(),
         LibvirtSource::Own => match start_libvirtd(&config).await {
@@ -146,14 +151,37 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
             std::future::pending().await
         }
     };
+    let reaper = async {
+        if matches!(config.libvirt, LibvirtSource::Own) {
+            reap_orphans().await
+        } else {
+            std::future::pending().await
+        }
+    };
     tokio::select! {
         _ = heartbeat => {}
         _ = watch => {}
         _ = sync_loop => {}
+        _ = reaper => {}
         e = watchdog => return e,
         _ = shutdown => {}
     }
     Ok(())
+}
+
+/// Reap the exited QEMUs (and libvirtds) handed to this subreaper, on every SIGCHLD and
+/// at least once a second: libvirt waits for each stopped QEMU's pid to be gone.
+async fn reap_orphans() {
+    let mut exited = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+    loop {
+        match &mut exited {
+            Some(signal) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), signal.recv()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+        let _ = tokio::task::spawn_blocking(crate::libvirt::reaper::reap_orphans).await;
+    }
 }
 
 /// Start the node's own libvirtd again whenever it dies. Its guests' QEMUs keep running
