@@ -1,6 +1,7 @@
 //! The runtime's figures (book/src/benchmarks.md): the time from `vmform apply` to a
-//! Running VM and to the guest's first console output (p50 of 10), the launcher's own
-//! memory, and how many test guests one node runs at once.
+//! Running VM and to the guest's first console output, and from `vmform vm stop` to a
+//! Stopped VM (p50 of 10), the launcher's own memory, and how many test guests one node
+//! runs at once.
 //!
 //!   cargo bench --bench runtime            # all
 //!   cargo bench --bench runtime -- start   # apply → Running only
@@ -103,7 +104,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 /// apply → Running, → first console byte, → the guest's READY line; 10 runs.
 fn start_times(disk: &Path) {
     let c = Cluster::up();
-    let (mut running, mut first_output, mut ready) = (vec![], vec![], vec![]);
+    let (mut running, mut first_output, mut ready, mut stopped) = (vec![], vec![], vec![], vec![]);
     for i in 0..10 {
         let name = format!("s{i}");
         let started = Instant::now();
@@ -135,9 +136,18 @@ fn start_times(disk: &Path) {
         }
         running.push(t_running.unwrap().as_secs_f64());
         first_output.push(t_output.unwrap().as_secs_f64());
+        // `vmform vm stop` → the VM Stopped (grace 0 s: libvirt ends QEMU at once).
+        let kubeconfig = c.kubeconfig();
+        let stopping = Instant::now();
+        let out = vmform(&["vm", "stop", &name, "-n", "bench", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        while c.get("vm", "bench", &name, "{.status.printableStatus}") != "Stopped" {
+            assert!(stopping.elapsed() < Duration::from_secs(120), "{name} never stopped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stopped.push(stopping.elapsed().as_secs_f64());
         // One guest at a time: the next run starts on an idle node.
         std::fs::write(c.project.path().join("vms.kdl"), "").unwrap();
-        let kubeconfig = c.kubeconfig();
         vmform(&["destroy", "--auto-approve", "--kubeconfig", kubeconfig.to_str().unwrap(), c.project.path().to_str().unwrap()]);
         while !c.get("vmi", "bench", &name, "{.metadata.uid}").is_empty() {
             std::thread::sleep(Duration::from_millis(50));
@@ -146,6 +156,7 @@ fn start_times(disk: &Path) {
     println!("apply → Running:             p50 {:.3} s  (min {:.3}, max {:.3})", percentile(&mut running, 0.5), running[0], running[running.len() - 1]);
     println!("apply → first console output: p50 {:.3} s  (min {:.3}, max {:.3})", percentile(&mut first_output, 0.5), first_output[0], first_output[first_output.len() - 1]);
     println!("apply → guest READY line:     p50 {:.3} s  (min {:.3}, max {:.3})", percentile(&mut ready, 0.5), ready[0], ready[ready.len() - 1]);
+    println!("vm stop → Stopped:            p50 {:.3} s  (min {:.3}, max {:.3})", percentile(&mut stopped, 0.5), stopped[0], stopped[stopped.len() - 1]);
 }
 
 /// Start `n` guests at once; report how many run and reach READY, and the launchers'
