@@ -74,11 +74,18 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     // matching uuid") included; the handler reports what matters itself.
     #[cfg(feature = "libvirt")]
     virt::error::clear_error_callback();
-    if matches!(config.libvirt, LibvirtSource::Own)
-        && let Err(e) = crate::libvirt::reaper::become_subreaper()
-    {
-        tracing::warn!("node {}: cannot reap libvirt's exited QEMUs ({e}); stopping a guest waits for init to", config.node);
-    }
+    // From before libvirtd starts: the QEMUs of its capability probe are handed over too,
+    // and libvirt waits for them to be reaped.
+    let _reaper = match config.libvirt {
+        LibvirtSource::Own => match crate::libvirt::reaper::become_subreaper() {
+            Ok(()) => Some(Reaper(tokio::spawn(reap_orphans()))),
+            Err(e) => {
+                tracing::warn!("node {}: cannot reap libvirt's exited QEMUs ({e}); stopping a guest waits for init to", config.node);
+                None
+            }
+        },
+        LibvirtSource::Uri(_) => None,
+    };
     let uri = match &config.libvirt {
         LibvirtSource::Uri(uri) => uri.clone(),
         LibvirtSource::Own => match start_libvirtd(&config).await {
@@ -151,22 +158,23 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
             std::future::pending().await
         }
     };
-    let reaper = async {
-        if matches!(config.libvirt, LibvirtSource::Own) {
-            reap_orphans().await
-        } else {
-            std::future::pending().await
-        }
-    };
     tokio::select! {
         _ = heartbeat => {}
         _ = watch => {}
         _ = sync_loop => {}
-        _ = reaper => {}
         e = watchdog => return e,
         _ = shutdown => {}
     }
     Ok(())
+}
+
+/// The reaping task, which ends with the handler.
+struct Reaper(tokio::task::JoinHandle<()>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reap the exited QEMUs (and libvirtds) handed to this subreaper, on every SIGCHLD and
