@@ -157,6 +157,16 @@ fn normalise(live: &Value, desired: Option<&Value>) -> Result<CompiledVm, String
     for field in ["apiVersion", "kind"] {
         compared[field] = live[field].clone();
     }
+    // Fields the type cannot do without come from the live object when vmform no longer
+    // owns them: `vmform vm stop` (virt-api) takes `runStrategy` over, and such a VM must
+    // still read as one to be deleted.
+    for field in ["runStrategy", "template"] {
+        if compared.pointer(&format!("/spec/{field}")).is_none()
+            && let Some(value) = live["spec"].get(field)
+        {
+            compared["spec"][field] = value.clone();
+        }
+    }
     let prevent_destroy = live.pointer(&format!("/metadata/annotations/{}", PREVENT_DESTROY.replace('/', "~1"))) == Some(&json!("true"));
     let meta = compared["metadata"].as_object_mut().ok_or("no metadata")?;
     meta.insert("name".into(), live["metadata"]["name"].clone());
@@ -449,6 +459,33 @@ pub async fn live_versions(target: &Target, set: &ApplySet) -> Result<BTreeMap<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_whose_run_strategy_virt_api_took_over_still_reads_for_its_deletion() {
+        // What `vmform vm stop` leaves: runStrategy Halted, owned by virt-api's update.
+        let live = json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {
+                "name": "s0", "namespace": "bench", "labels": { "app.kubernetes.io/managed-by": "vmform" },
+                "managedFields": [
+                    { "manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {
+                        "f:metadata": { "f:labels": { "f:app.kubernetes.io/managed-by": {} } },
+                        "f:spec": { "f:template": {
+                            "f:metadata": { "f:labels": { "f:app.kubernetes.io/managed-by": {} } },
+                            "f:spec": { "f:domain": { "f:devices": { "f:disks": {} }, "f:memory": { "f:guest": {} } } },
+                        } },
+                    } },
+                    { "manager": "virt-api", "operation": "Update", "fieldsV1": { "f:spec": { "f:runStrategy": {} } } },
+                ],
+            },
+            "spec": { "runStrategy": "Halted", "template": {
+                "metadata": { "labels": { "app.kubernetes.io/managed-by": "vmform" } },
+                "spec": { "domain": { "devices": { "disks": [] }, "memory": { "guest": "128Mi" } } },
+            } },
+        });
+        let read = normalise(&live, None).expect("the VM reads as vmform's type");
+        assert_eq!(read.object.spec.run_strategy, "Halted");
+    }
 
     #[test]
     fn a_plan_depends_on_spec_labels_and_annotations_not_on_status_writes() {
