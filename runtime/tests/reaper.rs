@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use vmform_runtime::libvirt::reaper::{become_subreaper, reap_orphans};
+use vmform_runtime::libvirt::reaper::{alive, become_subreaper, reap_orphans};
 
-/// Whether `pid` is a zombie (exited, not reaped).
+/// Whether `pid` has exited but is not reaped.
 fn zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+    Path::new(&format!("/proc/{pid}")).exists() && !alive(pid)
 }
 
 #[test]

@@ -83,11 +83,8 @@ impl Launcher {
 /// Whether `pid` runs and is the launcher of `dir` (a recycled pid is not).
 fn process_runs(pid: i32, dir: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie (state Z) has exited.
-        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
-            return false;
-        }
+    if !crate::libvirt::reaper::alive(pid) {
+        return false;
     }
     let dir = dir.as_os_str().as_encoded_bytes();
     cmdline.split(|b| *b == 0).any(|arg| arg == dir)

@@ -18,7 +18,7 @@
 //! and the source never act on different readings of one migration.
 
 use super::launchers::LauncherStatus;
-use super::{guest_running, settle_outgoing, HandlerError, Outgoing, Sync};
+use super::{domain_seen, settle_outgoing, HandlerError, Outgoing, Sync};
 use crate::kubevirt::{self, MigrationState};
 use crate::launcher::{MigrateRequest, MigrationProgress, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 use k8s_openapi::api::core::v1::Node;
@@ -58,7 +58,7 @@ impl Sync {
             .await
             .expect("no panic");
             let there = match (here, self.target_libvirt(&ms.target_node).await) {
-                (Outgoing::Gone, Some(target)) => tokio::task::spawn_blocking(move || guest_running(&target, &uid)).await.expect("no panic"),
+                (Outgoing::Gone, Some(target)) => tokio::task::spawn_blocking(move || domain_seen(&target, &uid).running).await.expect("no panic"),
                 _ => false,
             };
             match here {

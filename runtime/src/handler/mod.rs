@@ -201,7 +201,7 @@ async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), HandlerError> {
         let alive = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
-            .is_some_and(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')));
+            .is_some_and(crate::libvirt::reaper::alive);
         if !alive {
             tracing::warn!("node {}: libvirtd is gone; starting it again", config.node);
             start_libvirtd(config).await?;
@@ -368,7 +368,7 @@ impl Sync {
                 // If its guest still runs, a new launcher takes it over; if not, it failed.
                 let uri = self.uri.clone();
                 let domain_uid = uid.clone();
-                let running = tokio::task::spawn_blocking(move || domain_running(&uri, &domain_uid)).await.expect("no panic");
+                let running = tokio::task::spawn_blocking(move || domain_seen(&uri, &domain_uid).active).await.expect("no panic");
                 if running {
                     tracing::info!("VMI {}/{}: its launcher is gone but the guest runs; a new launcher takes it over", vmi.namespace().unwrap_or_default(), vmi.name_any());
                     let object = serde_json::to_value(vmi).expect("objects serialise");
@@ -504,35 +504,31 @@ fn settle_outgoing(uri: &str, uid: &str) -> Outgoing {
     }
 }
 
-/// Whether the guest of this VMI runs (not merely waits for an incoming migration) there.
-fn guest_running(uri: &str, uid: &str) -> bool {
-    #[cfg(feature = "libvirt")]
-    {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return false };
-        let state = virt::domain::Domain::lookup_by_uuid_string(&conn, uid).ok().and_then(|d| d.get_state().ok());
-        let _ = conn.close();
-        state.is_some_and(|(s, _)| s == virt::sys::VIR_DOMAIN_RUNNING)
-    }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = (uri, uid);
-        false
-    }
+/// What libvirt says of this VMI's domain (libvirt uuid = VMI uid); all false when it is
+/// not defined there or libvirt does not answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct DomainSeen {
+    /// Its QEMU runs (the guest running, paused, or waiting for an incoming migration).
+    active: bool,
+    /// The guest itself runs.
+    running: bool,
 }
 
-/// Whether the domain of this VMI (libvirt uuid = VMI uid) is running.
-fn domain_running(uri: &str, uid: &str) -> bool {
+fn domain_seen(uri: &str, uid: &str) -> DomainSeen {
     #[cfg(feature = "libvirt")]
     {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return false };
-        let running = virt::domain::Domain::lookup_by_uuid_string(&conn, uid).ok().and_then(|d| d.is_active().ok()).unwrap_or(false);
+        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return DomainSeen::default() };
+        let seen = virt::domain::Domain::lookup_by_uuid_string(&conn, uid).ok().map(|d| DomainSeen {
+            active: d.is_active().unwrap_or(false),
+            running: d.get_state().is_ok_and(|(s, _)| s == virt::sys::VIR_DOMAIN_RUNNING),
+        });
         let _ = conn.close();
-        running
+        seen.unwrap_or_default()
     }
     #[cfg(not(feature = "libvirt"))]
     {
         let _ = (uri, uid);
-        false
+        DomainSeen::default()
     }
 }
 

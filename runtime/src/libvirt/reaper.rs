@@ -44,6 +44,12 @@ pub fn reap_orphans() -> usize {
     reaped
 }
 
+/// Whether `pid` is a live process: it exists and has not exited (a zombie has, though its
+/// pid stays until it is reaped).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().as_deref().and_then(Stat::parse).is_some_and(|s| !s.zombie)
+}
+
 /// The fields of `/proc/PID/stat` this needs.
 #[derive(Debug, PartialEq, Eq)]
 struct Stat<'a> {
