@@ -199,6 +199,8 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         /// CAP_SYS_ADMIN and CAP_NET_ADMIN, else one node)
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
         nodes: u16,
+        #[command(flatten)]
+        accel: AccelArgs,
     },
     /// Stop the local control plane cleanly
     Down {
@@ -275,6 +277,8 @@ pub enum RuntimeCommand {
         /// the libvirt migration URI qemu+tcp://ADDR/system
         #[arg(long, value_name = "ADDR")]
         node_address: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        accel: AccelArgs,
     },
     /// Run one VMI's guest (KubeVirt's virt-launcher); started by the handler
     #[command(hide = true)]
@@ -286,11 +290,55 @@ pub enum RuntimeCommand {
         #[arg(long, value_name = "DIR")]
         volumes_dir: PathBuf,
         #[arg(long, value_name = "ACCEL", default_value = "tcg")]
-        accel: String,
+        accel: vmform_runtime::accel::Accel,
+        #[arg(long, value_name = "PATH")]
+        emulator: Option<PathBuf>,
         /// Receive the guest of this live migration (its uid) instead of starting one
         #[arg(long, value_name = "MIGRATION_UID")]
         incoming: Option<String>,
     },
+}
+
+/// Waiting for a VM to run after an action.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct WaitArgs {
+    /// Wait until the VM is Running; a VM that cannot start (CrashLoopBackOff,
+    /// ErrorUnschedulable, …) ends the wait at once with exit 1
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, as `90s` or `5m`
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// How a node's guests are accelerated (book: Running VMs locally, "KVM or TCG").
+#[derive(Debug, Args, Clone)]
+pub struct AccelArgs {
+    /// How guests are accelerated: `auto` (KVM when a probe guest proves that guests run
+    /// under it, else QEMU's emulator, TCG; a guest that still fails under KVM turns the
+    /// node to TCG), `kvm` (KVM or a clear error) or `tcg` (KubeVirt's useEmulation)
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
+    pub accel: vmform_runtime::accel::AccelChoice,
+    /// The QEMU binary guests run in (default: libvirt's qemu-system-x86_64)
+    #[arg(long, value_name = "PATH")]
+    pub emulator: Option<PathBuf>,
+    /// How long the KVM probe may take before a node runs its guests under TCG
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub accel_probe_timeout: std::time::Duration,
+    /// Say KVM without the probe (a test hook: a guest's KVM failure still turns the node to TCG)
+    #[arg(long, hide = true)]
+    pub trust_kvm: bool,
+}
+
+impl AccelArgs {
+    pub fn config(&self) -> vmform_runtime::handler::AccelConfig {
+        vmform_runtime::handler::AccelConfig {
+            choice: self.accel,
+            emulator: self.emulator.clone(),
+            probe_timeout: self.accel_probe_timeout,
+            trust_kvm: self.trust_kvm,
+        }
+    }
 }
 
 /// The cluster's migration settings (KubeVirt's `spec.configuration.migrations`); a
@@ -499,6 +547,8 @@ pub enum VmCommand {
         /// Have the cluster check the request without doing it
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Stop a VM: an Always (or Once) one becomes Halted; a Manual or RerunOnFailure one gets a stop request
     Stop {
@@ -524,6 +574,8 @@ pub enum VmCommand {
         /// Have the cluster check the request without doing it
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Print a VM's serial console log and follow it, across restarts, until Ctrl-C (local runtime)
     Console {

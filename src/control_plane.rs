@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vmform_runtime::local::{self, DataDir, UpConfig, CONTEXT};
-use vmform_runtime::supervisor::LocalRuntime;
+use vmform_runtime::accel::AccelChoice;
+use vmform_runtime::handler::AccelConfig;
+use vmform_runtime::supervisor::{LocalRuntime, NodeAccel};
 
 /// How long `up --detach` waits for the server.
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,9 +29,9 @@ fn usage_hint(kubeconfig: &Path) -> String {
 /// `node_lease`: the runtime's node lease duration, or `None` for the API server alone.
 /// `nodes`: how many handler nodes (1: node `local`; N ≥ 2: `local-0` … in network
 /// namespaces of their own).
-pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>, nodes: usize) -> u8 {
+pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>, nodes: usize, accel: AccelConfig) -> u8 {
     if detach {
-        return up_detached(data_dir, listen, node_lease, nodes);
+        return up_detached(data_dir, listen, node_lease, nodes, &accel);
     }
     crate::runtime_cmd::init_logging();
     runtime().block_on(async move {
@@ -43,7 +45,7 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
         say!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
         let vm_runtime = if let Some(lease) = node_lease {
             let exe = std::env::current_exe().expect("the running binary has a path");
-            match LocalRuntime::start(&server.data_dir, exe.into(), lease, nodes).await {
+            match LocalRuntime::start(&server.data_dir, exe.into(), lease, nodes, &accel).await {
                 Ok(r) => {
                     if let Some(notice) = r.notice() {
                         eprintln!("warning: {notice}");
@@ -58,6 +60,18 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
                                 say!("  node {}: address {address}, network namespace {netns} (its log: {})", node.name, node.dir.join("handler.log").display());
                             }
                         }
+                    }
+                    // Nodes decide how they run guests (the KVM probe) as they start:
+                    // say so, and with --accel kvm refuse a node that cannot.
+                    let report = node_report(&r, &accel).await;
+                    if let Err(e) = write_runtime_report(&server.data_dir, &report) {
+                        eprintln!("warning: cannot write {}: {e}", runtime_report_path(&server.data_dir).display());
+                    }
+                    if let Err(e) = report {
+                        eprintln!("error: {e}");
+                        r.stop().await;
+                        server.stop().await;
+                        return EXIT_USAGE;
                     }
                     Some(r)
                 }
@@ -82,6 +96,51 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
     })
 }
 
+/// How long nodes may take to decide how they run guests, beyond the probe's own limit.
+const NODE_START: Duration = Duration::from_secs(60);
+
+/// Each node's accelerator, printed; an error when a node runs no guests although
+/// `--accel kvm` asked for KVM, or a node never started.
+async fn node_report(runtime: &LocalRuntime, accel: &AccelConfig) -> Result<Vec<NodeAccel>, String> {
+    let nodes = runtime.node_accelerators(accel.probe_timeout + NODE_START).await?;
+    for node in &nodes {
+        say!("{node}");
+    }
+    match nodes.iter().find(|n| n.accel.is_none()) {
+        Some(node) if accel.choice == AccelChoice::Kvm => Err(format!("{node}")),
+        _ => Ok(nodes),
+    }
+}
+
+/// `<data>/runtime.json`: what the runtime of the `vmform up` with this pid reported, for
+/// `up --detach` to wait on and print.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RuntimeReport {
+    pid: u32,
+    #[serde(default)]
+    nodes: Vec<NodeAccel>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn runtime_report_path(dir: &DataDir) -> PathBuf {
+    dir.0.join("runtime.json")
+}
+
+fn write_runtime_report(dir: &DataDir, report: &Result<Vec<NodeAccel>, String>) -> std::io::Result<()> {
+    let (nodes, error) = match report {
+        Ok(nodes) => (nodes.clone(), None),
+        Err(e) => (Vec::new(), Some(e.clone())),
+    };
+    let report = RuntimeReport { pid: std::process::id(), nodes, error };
+    vmform_runtime::files::write_atomically(&runtime_report_path(dir), &serde_json::to_vec_pretty(&report).expect("JSON serialises"), 0o644)
+}
+
+fn read_runtime_report(dir: &DataDir, pid: u32) -> Option<RuntimeReport> {
+    let report: RuntimeReport = serde_json::from_slice(&std::fs::read(runtime_report_path(dir)).ok()?).ok()?;
+    (report.pid == pid).then_some(report)
+}
+
 pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM can be caught");
@@ -93,7 +152,7 @@ pub(crate) async fn wait_for_signal() {
 
 /// Start `vmform up` again as a background process writing to the log file, and wait
 /// until it serves (or fails, showing the end of its log).
-fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>, nodes: usize) -> u8 {
+fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>, nodes: usize, accel: &AccelConfig) -> u8 {
     use std::os::unix::process::CommandExt;
     let dir = DataDir(data_dir.clone());
     if dir.in_use() {
@@ -128,6 +187,7 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
             None => vec!["--no-runtime".to_string()],
         })
         .args(["--nodes".to_string(), nodes.to_string()])
+        .args(accel.to_args())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("the log file handle clones"))
         .stderr(log)
@@ -142,21 +202,39 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
         }
     };
     let started = Instant::now();
-    while started.elapsed() < WAIT {
+    let mut serving = None;
+    // The server first, then (with the runtime) each node's verdict on how it runs guests.
+    let wait = if node_lease.is_some() { WAIT + accel.probe_timeout + NODE_START } else { WAIT };
+    while started.elapsed() < wait {
         if let Ok(Some(status)) = child.try_wait() {
-            eprintln!("error: the server exited ({status}); the end of {}:", dir.log_file().display());
-            let log = std::fs::read_to_string(dir.log_file()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(10).collect();
-            for line in tail.into_iter().rev() {
-                eprintln!("  {line}");
+            let report = read_runtime_report(&dir, child.id());
+            match report.and_then(|r| r.error) {
+                Some(error) => eprintln!("error: {error}"),
+                None => {
+                    eprintln!("error: the server exited ({status}); the end of {}:", dir.log_file().display());
+                    let log = std::fs::read_to_string(dir.log_file()).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                    for line in tail.into_iter().rev() {
+                        eprintln!("  {line}");
+                    }
+                }
             }
             return EXIT_USAGE;
         }
-        if let Some(info) = dir.read_server_info().filter(|i| i.pid == child.id()) {
-            say!("vmform control plane running in the background on {} (pid {}, data dir {})", info.address, info.pid, data_dir.display());
-            say!("log: {}; stop it with `vmform down`", dir.log_file().display());
-            say!("{}", usage_hint(&dir.kubeconfig()));
-            return EXIT_OK;
+        if serving.is_none() {
+            serving = dir.read_server_info().filter(|i| i.pid == child.id());
+        }
+        if let Some(info) = &serving {
+            let report = if node_lease.is_some() { read_runtime_report(&dir, child.id()) } else { Some(RuntimeReport { pid: info.pid, nodes: vec![], error: None }) };
+            if let Some(report) = report.filter(|r| r.error.is_none()) {
+                say!("vmform control plane running in the background on {} (pid {}, data dir {})", info.address, info.pid, data_dir.display());
+                for node in &report.nodes {
+                    say!("{node}");
+                }
+                say!("log: {}; stop it with `vmform down`", dir.log_file().display());
+                say!("{}", usage_hint(&dir.kubeconfig()));
+                return EXIT_OK;
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -210,7 +288,13 @@ pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
     say!("data dir: {}", data_dir.display());
     say!("kubeconfig: {} (context {CONTEXT})", dir.kubeconfig().display());
     match runtime().block_on(counts(&dir.kubeconfig())) {
-        Ok(counts) => {
+        Ok((counts, nodes)) => {
+            if !nodes.is_empty() {
+                say!("nodes:");
+                for node in nodes {
+                    say!("  {node}");
+                }
+            }
             say!("objects:");
             for (kind, n) in counts {
                 say!("  {kind:<46} {n}");
@@ -224,8 +308,9 @@ pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
     }
 }
 
-/// Object counts per resource, read through the API as any client would.
-async fn counts(kubeconfig: &Path) -> Result<Vec<(String, usize)>, Box<dyn std::error::Error>> {
+/// Object counts per resource, and how each node runs guests, read through the API as
+/// any client would.
+async fn counts(kubeconfig: &Path) -> Result<(Vec<(String, usize)>, Vec<NodeAccel>), Box<dyn std::error::Error>> {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
     let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await?;
@@ -236,7 +321,9 @@ async fn counts(kubeconfig: &Path) -> Result<Vec<(String, usize)>, Box<dyn std::
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk_with_plural(&gvk, r.plural));
         out.push((r.qualified(), api.list_metadata(&ListParams::default()).await?.items.len()));
     }
-    Ok(out)
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    let nodes = nodes.list(&ListParams::default()).await?.items.iter().filter_map(NodeAccel::of).collect();
+    Ok((out, nodes))
 }
 
 pub fn token_create(data_dir: PathBuf, name: &str, read_only: bool) -> u8 {

@@ -49,8 +49,8 @@ fn main() -> ExitCode {
         Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
         Command::Vm { command } => vm_cmd::run(command),
         Command::Node { command } => node_cmd::run(command),
-        Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes } => {
-            control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into())
+        Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes, accel } => {
+            control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into(), accel.config())
         }
         Command::Runtime { command } => runtime_cmd::run(command),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),

@@ -9,7 +9,9 @@ use vmform_runtime::{controller, handler};
 
 pub fn run(command: RuntimeCommand) -> u8 {
     match command {
-        RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel, incoming } => launcher(vmi_dir, libvirt_uri, volumes_dir, &accel, incoming),
+        RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel, emulator, incoming } => {
+            launcher(vmform_runtime::launcher::LauncherArgs { vmi_dir, libvirt_uri, volumes_dir, accel, emulator, incoming })
+        }
         RuntimeCommand::Controller { target, volumes_dir, migrations } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
@@ -27,7 +29,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
                 EXIT_OK
             })
         }
-        RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration, node_address } => {
+        RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration, node_address, accel } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
                 let Some(target) = connect(&target).await else { return EXIT_USAGE };
@@ -40,6 +42,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
                     lease_duration,
                     launcher_command: launcher_command(&exe),
                     node_address,
+                    accel: accel.config(),
                 };
                 match handler::run(target.client, config, crate::control_plane::wait_for_signal()).await {
                     Ok(()) => EXIT_OK,
@@ -71,20 +74,9 @@ pub fn launcher_command(vmform: &std::path::Path) -> Vec<std::ffi::OsString> {
     if small.is_file() { vec![small.into()] } else { vec![vmform.into(), "runtime".into(), "launcher".into()] }
 }
 
-#[cfg(feature = "libvirt")]
-fn launcher(vmi_dir: std::path::PathBuf, libvirt_uri: String, volumes_dir: std::path::PathBuf, accel: &str, incoming: Option<String>) -> u8 {
-    use vmform_runtime::launcher;
-    let accel = match accel {
-        "kvm" => vmform_runtime::libvirt::kvm::Accel::Kvm,
-        _ => vmform_runtime::libvirt::kvm::Accel::Tcg,
-    };
-    launcher::run(launcher::LauncherArgs { vmi_dir, libvirt_uri, volumes_dir, accel, incoming }).code() as u8
-}
-
-#[cfg(not(feature = "libvirt"))]
-fn launcher(_: std::path::PathBuf, _: String, _: std::path::PathBuf, _: &str, _: Option<String>) -> u8 {
-    eprintln!("error: this vmform was built without libvirt (the `libvirt` feature); it cannot run guests");
-    EXIT_USAGE
+/// A launcher's exit code is its own contract's (specs/runtime-contract.md), not the CLI's.
+fn launcher(args: vmform_runtime::launcher::LauncherArgs) -> u8 {
+    vmform_runtime::launcher::run(args).code() as u8
 }
 
 /// Log lines to stderr, `RUST_LOG`-filtered (default: info for vmform's own crates).

@@ -39,12 +39,12 @@ fn runtime() -> tokio::runtime::Runtime {
 pub fn run(command: VmCommand) -> u8 {
     runtime().block_on(async move {
         match command {
-            VmCommand::Start { vm, paused, dry_run } => {
+            VmCommand::Start { vm, paused, dry_run, wait } => {
                 let mut body = json!({});
                 if paused {
                     body["paused"] = json!(true);
                 }
-                act(&vm, "start", body, dry_run).await
+                act_and_wait(&vm, "start", body, dry_run, wait).await
             }
             VmCommand::Stop { vm, grace_period, force, dry_run } => {
                 let mut body = json!({});
@@ -53,12 +53,12 @@ pub fn run(command: VmCommand) -> u8 {
                 }
                 act(&vm, "stop", body, dry_run).await
             }
-            VmCommand::Restart { vm, force, dry_run } => {
+            VmCommand::Restart { vm, force, dry_run, wait } => {
                 let mut body = json!({});
                 if force {
                     body["gracePeriodSeconds"] = json!(0);
                 }
-                act(&vm, "restart", body, dry_run).await
+                act_and_wait(&vm, "restart", body, dry_run, wait).await
             }
             VmCommand::Console { vm, tail, no_follow } => console(&vm, tail, !no_follow).await,
             VmCommand::Ports { vm } => ports(&vm).await,
@@ -88,6 +88,69 @@ pub(crate) async fn connect(args: &VmArgs) -> Result<(Target, String), u8> {
 pub(crate) fn target_failure(target: &Target, e: kube::Error) -> u8 {
     eprintln!("error: {}", target.error(e));
     EXIT_USAGE
+}
+
+/// [`act`], then with `--wait` wait until the VM runs: a VMI other than the one running
+/// before (a restart makes a new one), Running, or a state it will not leave by itself.
+async fn act_and_wait(args: &VmArgs, action: &str, body: Value, dry_run: bool, wait: crate::cli::WaitArgs) -> u8 {
+    if !wait.wait || dry_run {
+        return act(args, action, body, dry_run).await;
+    }
+    let (target, namespace) = match connect(args).await {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let before = instance(&target, &namespace, &args.name).await.ok().flatten().and_then(|i| i.metadata.uid);
+    let code = act(args, action, body, dry_run).await;
+    if code != EXIT_OK {
+        return code;
+    }
+    wait_running(&target, &namespace, &args.name, before.as_deref(), wait.timeout).await
+}
+
+async fn wait_running(target: &Target, namespace: &str, name: &str, before: Option<&str>, timeout: std::time::Duration) -> u8 {
+    use vmform_deploy::vm_state;
+    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
+    let started = std::time::Instant::now();
+    let mut said = String::new();
+    loop {
+        let vm = match vms.get_opt(name).await {
+            Ok(Some(vm)) => vm,
+            Ok(None) => {
+                eprintln!("error: VM {namespace}/{name} not found");
+                return EXIT_FAILED;
+            }
+            Err(e) => return target_failure(target, e),
+        };
+        let state = vm_state::printable_status(&vm.data);
+        if state != said {
+            eprintln!("{namespace}/{name}: {}", if state.is_empty() { "(no status yet)" } else { state });
+            said = state.to_string();
+        }
+        let vmi = match instance(target, namespace, name).await {
+            Ok(vmi) => vmi.filter(|i| i.metadata.uid.is_some() && i.metadata.uid.as_deref() != before),
+            Err(e) => return target_failure(target, e),
+        };
+        if state == "Running" && vmi.is_some() {
+            return EXIT_OK;
+        }
+        // A run strategy that does not restart (Manual) leaves a failed instance as it is.
+        if let Some(vmi) = vmi.as_ref().filter(|i| i.data.pointer("/status/phase").and_then(Value::as_str) == Some("Failed")) {
+            let why = vmi.data.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Ready")).and_then(|c| c["message"].as_str());
+            eprintln!("error: {namespace}/{name} did not start: its instance failed: {}", why.unwrap_or("no condition says why"));
+            return EXIT_FAILED;
+        }
+        // The timeout is for slowness only.
+        if let Some(stuck) = vm_state::stuck(&vm.data) {
+            eprintln!("error: {namespace}/{name} is {}, which it will not leave by itself soon: {}", stuck.state, stuck.reason);
+            return EXIT_FAILED;
+        }
+        if started.elapsed() >= timeout {
+            eprintln!("error: timed out after {} s waiting for {namespace}/{name} to be Running (it is {})", timeout.as_secs(), if said.is_empty() { "without status" } else { &said });
+            return EXIT_FAILED;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 async fn act(args: &VmArgs, action: &str, mut body: Value, dry_run: bool) -> u8 {

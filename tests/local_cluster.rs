@@ -173,8 +173,7 @@ fn a_read_only_token_reads_but_cannot_write() {
 #[test]
 fn kubectl_applies_kubevirts_example_virtual_machines() {
     let examples = common::root().join("../shared/kubevirt/examples");
-    if !examples.is_dir() {
-        eprintln!("skipped: {} is not here", examples.display());
+    if !vmform_schema_check::precondition(examples.is_dir(), &format!("KubeVirt's examples at {}", examples.display())) {
         return;
     }
     let cluster = Cluster::up();

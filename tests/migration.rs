@@ -12,6 +12,7 @@
 
 mod common;
 
+use vmform_schema_check::precondition;
 use common::{assert_nothing_left, code, guest_disk, is_root, run, stderr, stdout};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -228,8 +229,7 @@ fn assert_moved(c: &Cluster, uid: &str, from: &str, to: &str, boots_on_to: usize
 
 #[test]
 fn a_running_guest_migrates_live_and_back_without_a_restart() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+    if !precondition(is_root(), "root for network namespaces") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -317,8 +317,7 @@ fn a_running_guest_migrates_live_and_back_without_a_restart() {
 
 #[test]
 fn a_migration_that_cannot_finish_leaves_the_guest_on_its_source() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+    if !precondition(is_root(), "root for network namespaces") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -450,8 +449,7 @@ fn watch_migrations(kubeconfig: PathBuf, stop: std::sync::Arc<std::sync::atomic:
 
 #[test]
 fn a_drain_migrates_what_may_move_and_stops_the_rest_by_run_strategy() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+    if !precondition(is_root(), "root for network namespaces") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,6 +6,7 @@
 
 mod common;
 
+use vmform_schema_check::precondition;
 use common::{assert_nothing_left, code, guest_disk, ip, is_root, processes_with, run, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -93,8 +94,7 @@ impl Drop for Cluster {
 
 #[test]
 fn two_nodes_with_their_own_network_libvirtd_and_host_uuid_and_down_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+    if !precondition(is_root(), "root for network namespaces") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,8 +185,7 @@ fn two_nodes_with_their_own_network_libvirtd_and_host_uuid_and_down_leaves_nothi
 
 #[test]
 fn up_after_a_crash_reuses_the_network_and_down_still_cleans_up() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
+    if !precondition(is_root(), "root for network namespaces") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -230,8 +229,7 @@ fn up_after_a_crash_reuses_the_network_and_down_still_cleans_up() {
 
 #[test]
 fn one_node_is_node_local_in_the_hosts_network() {
-    if !is_root() {
-        eprintln!("skipped: needs root for a private libvirtd");
+    if !precondition(is_root(), "root for a private libvirtd") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,8 +260,7 @@ fn vmform_tag(data_dir: &Path) -> String {
 /// cannot make namespaces and runs one node, `local`.
 #[test]
 fn without_the_capabilities_it_says_so_and_runs_one_node() {
-    if !is_root() || Command::new("capsh").arg("--help").output().is_err() {
-        eprintln!("skipped: needs root and capsh");
+    if !precondition(is_root() && Command::new("capsh").arg("--help").output().is_ok(), "root and capsh") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -309,9 +309,13 @@ async fn wait_for(target: &Target, plan: &Plan, timeout: Duration, progress: &dy
         for (step, state) in waiting {
             let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
             let now = api.get_opt(&step.name).await.map_err(|e| target.error(e))?;
-            let status = now.as_ref().and_then(|o| o.data.pointer("/status/printableStatus")).and_then(Value::as_str).unwrap_or("");
+            let status = now.as_ref().map_or("", |o| crate::vm_state::printable_status(&o.data));
             let vm = format!("virtualmachine/{} ({})", step.name, step.namespace);
             progress.waiting(&vm, state, status, status == state);
+            // The timeout is for slowness: a VM that cannot get there ends the wait now.
+            if let Some(stuck) = now.as_ref().and_then(|o| crate::vm_state::stuck(&o.data)).filter(|_| status != state) {
+                return Err(DeployError::Stuck { vm: format!("{}/{}", step.namespace, step.name), state: stuck.state, reason: stuck.reason });
+            }
             if status != state {
                 still.push((step, state));
             }

@@ -39,6 +39,8 @@ pub enum DeployError {
     Api(String),
     #[error("timed out after {seconds} s waiting for: {}", waiting.join(", "))]
     WaitTimeout { seconds: u64, waiting: Vec<String> },
+    #[error("{vm} is {state}, which it will not leave by itself soon: {reason}")]
+    Stuck { vm: String, state: String, reason: String },
 }
 
 impl DeployError {

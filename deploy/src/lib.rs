@@ -18,5 +18,6 @@ pub mod inventory;
 pub mod lock;
 pub mod plan;
 pub mod target;
+pub mod vm_state;
 
 pub use error::DeployError;

@@ -4,6 +4,7 @@
 //! The compiler stays free of tokio, kube and libvirt; everything that needs them
 //! lives here.
 
+pub mod accel;
 pub mod apiserver;
 pub mod controller;
 pub mod files;

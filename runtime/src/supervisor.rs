@@ -21,12 +21,69 @@ pub const LOCAL_NODE: &str = "local";
 const GUEST_STOP_TIMEOUT: Duration = Duration::from_secs(35);
 
 pub struct LocalRuntime {
+    client: kube::Client,
     stop: watch::Sender<bool>,
     controller: tokio::task::JoinHandle<()>,
     handlers: Vec<tokio::task::JoinHandle<()>>,
     nodes: Vec<LocalNode>,
     network: Option<Network>,
     notice: Option<String>,
+}
+
+/// A Node kept from an earlier run says how that run's handler ran guests: until the
+/// new handler has decided, it says nothing (and takes no guests).
+async fn forget_verdict(client: &kube::Client, name: &str) -> Result<(), String> {
+    use kube::api::{Patch, PatchParams};
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    match nodes.get_opt(name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(format!("cannot read node {name}: {e}")),
+    }
+    let annotations = serde_json::json!({ "metadata": { "annotations": {
+        crate::accel::ACCEL_ANNOTATION: null, crate::accel::ACCEL_REASON_ANNOTATION: null, crate::accel::ACCEL_CHOICE_ANNOTATION: null,
+    } } });
+    nodes.patch(name, &PatchParams::default(), &Patch::Merge(&annotations)).await.map_err(|e| format!("cannot update node {name}: {e}"))?;
+    let starting = serde_json::json!({ "status": { "conditions": [{
+        "type": "Ready", "status": "Unknown", "reason": "HandlerStarting", "message": "the vmform handler is starting",
+        "lastHeartbeatTime": crate::kubevirt::now(), "lastTransitionTime": crate::kubevirt::now(),
+    }] } });
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&starting)).await.map_err(|e| format!("cannot update node {name}: {e}"))?;
+    Ok(())
+}
+
+/// How a node runs guests, as its handler recorded it on the Node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeAccel {
+    pub node: String,
+    /// `kvm` or `tcg`; `None`: the node runs no guests.
+    pub accel: Option<String>,
+    /// Why: the accelerator's reason, or the node's NotReady message.
+    pub reason: String,
+}
+
+impl NodeAccel {
+    /// What a Node says, once its handler has decided.
+    pub fn of(node: &k8s_openapi::api::core::v1::Node) -> Option<NodeAccel> {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let annotations = node.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).filter(|v| !v.is_empty()).cloned();
+        if let Some(accel) = annotation(crate::accel::ACCEL_ANNOTATION) {
+            return Some(NodeAccel { node: name, accel: Some(accel), reason: annotation(crate::accel::ACCEL_REASON_ANNOTATION).unwrap_or_default() });
+        }
+        let conditions = node.status.as_ref()?.conditions.as_ref()?;
+        let ready = conditions.iter().find(|c| c.type_ == "Ready" && c.status == "False")?;
+        Some(NodeAccel { node: name, accel: None, reason: ready.message.clone().unwrap_or_default() })
+    }
+}
+
+impl std::fmt::Display for NodeAccel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.accel {
+            Some(accel) => write!(f, "node {}: guests run under {accel} ({})", self.node, self.reason),
+            None => write!(f, "node {}: runs no guests: {}", self.node, self.reason),
+        }
+    }
 }
 
 /// One node of the local runtime.
@@ -61,7 +118,7 @@ impl LocalRuntime {
     /// `local` with a [`notice`](Self::notice) saying why when namespaces cannot be
     /// made). `vmform` is the command that runs vmform (a handler is `vmform runtime
     /// handler …`).
-    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize) -> Result<LocalRuntime, String> {
+    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize, accel: &crate::handler::AccelConfig) -> Result<LocalRuntime, String> {
         let client = local_client(dir).await?;
         let (network, notice) = if nodes >= 2 {
             let data_dir = dir.0.clone();
@@ -91,12 +148,15 @@ impl LocalRuntime {
             let net = node.netns.as_deref().zip(node.address);
             crate::libvirt::daemon::write_node_network(&node.dir, net).map_err(|e| format!("{}: {e}", node.dir.display()))?;
         }
+        for node in &nodes {
+            forget_verdict(&client, &node.name).await?;
+        }
         let (stop, stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let config = ControllerConfig { volumes_dir: Some(dir.volumes()), ..Default::default() };
-        let controller = tokio::spawn(controller::run(client, config, until_stopped(stopped.clone())));
+        let controller = tokio::spawn(controller::run(client.clone(), config, until_stopped(stopped.clone())));
         let mut handlers = Vec::new();
         for node in &nodes {
             let mut args: Vec<OsString> = vec!["runtime".into(), "handler".into(), "--own-libvirtd".into(), "--node".into(), node.name.clone().into()];
@@ -108,9 +168,10 @@ impl LocalRuntime {
             if let Some(address) = node.address {
                 args.extend(["--node-address".into(), address.to_string().into()]);
             }
+            args.extend(accel.to_args());
             handlers.push(tokio::spawn(supervise(vmform.clone(), args, node.dir.join("handler.log"), stopped.clone())));
         }
-        Ok(LocalRuntime { stop, controller, handlers, nodes, network, notice })
+        Ok(LocalRuntime { client, stop, controller, handlers, nodes, network, notice })
     }
 
     /// The nodes it runs.
@@ -121,6 +182,29 @@ impl LocalRuntime {
     /// Why it runs one node when more were asked for.
     pub fn notice(&self) -> Option<&str> {
         self.notice.as_deref()
+    }
+
+    /// Wait until every node has said how it runs guests (its accelerator, or why it runs
+    /// none), at most `timeout`.
+    pub async fn node_accelerators(&self, timeout: Duration) -> Result<Vec<NodeAccel>, String> {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut said = Vec::new();
+            for node in &self.nodes {
+                if let Some(accel) = nodes.get_opt(&node.name).await.ok().flatten().as_ref().and_then(NodeAccel::of) {
+                    said.push(accel);
+                }
+            }
+            if said.len() == self.nodes.len() {
+                return Ok(said);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let silent: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).filter(|n| !said.iter().any(|s| s.node == *n)).collect();
+                return Err(format!("node {} did not start within {} s (see its handler.log)", silent.join(", "), timeout.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Stop the handlers and the controller, then the nodes' guests and libvirtds, then

@@ -4,7 +4,8 @@
 //! causes.
 //!
 //! KubeVirt's reference data lives outside the project, in `../shared/kubevirt` next to the
-//! workspace (never copied in); the tests that need it say so and pass when it is absent.
+//! workspace (never copied in); the tests that need it say so and pass when it is absent,
+//! and fail under CI=true.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -23,8 +24,7 @@ fn workspace_root() -> PathBuf {
 /// The swagger `definitions`, or `None` (with a note) when the reference data is absent.
 fn swagger_definitions() -> Option<Map<String, Value>> {
     let path = kubevirt_dir().join("openapi/swagger.json");
-    if !path.is_file() {
-        println!("skipped: KubeVirt's OpenAPI schema not found at {}", path.display());
+    if !vmform_schema_check::precondition(path.is_file(), &format!("KubeVirt's OpenAPI schema at {}", path.display())) {
         return None;
     }
     let text = std::fs::read_to_string(&path).expect("read swagger.json");
@@ -151,8 +151,7 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
 #[test]
 fn kubevirts_examples_validate_with_no_causes() {
     let dir = kubevirt_dir().join("examples");
-    if !dir.is_dir() {
-        println!("skipped: KubeVirt's examples not found at {}", dir.display());
+    if !vmform_schema_check::precondition(dir.is_dir(), &format!("KubeVirt's examples at {}", dir.display())) {
         return;
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -55,6 +55,18 @@ pub struct Schema {
     api_versions: HashMap<String, String>,
 }
 
+/// Whether a test's precondition holds (root, KubeVirt's reference data, a tool). When it
+/// does not, the test says it skipped; under `CI=true` it fails instead, naming what is
+/// missing, so that CI never passes by testing nothing.
+pub fn precondition(holds: bool, what: &str) -> bool {
+    if holds {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "a precondition is missing under CI=true: {what}");
+    eprintln!("skipped: {what}");
+    false
+}
+
 /// Where the KubeVirt reference data (`openapi/swagger.json`, `examples/`) is expected:
 /// `$VMFORM_KUBEVIRT_DIR` if set and non-empty, else `../shared/kubevirt` next to the
 /// workspace root. The directory may not exist.
@@ -66,9 +78,17 @@ pub fn kubevirt_dir() -> PathBuf {
 }
 
 impl Schema {
+    /// [`Schema::load_default`] for a test that needs it: `None` (skipped) when it is
+    /// absent, a failure under `CI=true` ([`precondition`]).
+    pub fn for_test() -> Option<Schema> {
+        let schema = Schema::load_default();
+        precondition(schema.is_some(), &format!("KubeVirt's OpenAPI schema at {} (or VMFORM_KUBEVIRT_DIR)", kubevirt_dir().join("openapi/swagger.json").display()));
+        schema
+    }
+
     /// Loads the schema from [`kubevirt_dir`]. Returns `None` when `openapi/swagger.json` is
-    /// absent there, so callers can print that they skipped. Panics if the file exists but
-    /// cannot be loaded: a broken schema must not silently turn checks off.
+    /// absent there. Panics if the file exists but cannot be loaded: a broken schema must
+    /// not silently turn checks off.
     pub fn load_default() -> Option<Schema> {
         let dir = kubevirt_dir();
         if !dir.join("openapi/swagger.json").is_file() {

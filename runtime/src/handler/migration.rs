@@ -223,7 +223,7 @@ impl Sync {
                 let object = serde_json::to_value(vmi).expect("objects serialise");
                 return self
                     .launchers
-                    .spawn(&uid, &object, &self.launcher_args, Some(&ms.migration_uid))
+                    .spawn(&uid, &object, &self.launcher_args(), Some(&ms.migration_uid))
                     .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source });
             }
             let arrived = status.as_ref().and_then(|s| s.migration(&ms.migration_uid)).is_some_and(|m| m.state == MigrationProgress::Completed);

@@ -6,11 +6,13 @@
 //! The sync is level-triggered: every VMI event, and a short tick, compares each VMI of
 //! the node with its launcher and writes only what differs.
 
+mod accel;
 mod launchers;
 pub mod migratable;
 mod migration;
 mod node;
 
+pub use accel::AccelConfig;
 pub use launchers::{LauncherExit, LauncherStatus};
 
 use crate::kubevirt::{self, MigrationState, Phase};
@@ -32,6 +34,8 @@ pub enum HandlerError {
     NodeDir { path: String, source: std::io::Error },
     #[error("libvirt: {0}")]
     Libvirt(String),
+    #[error("KVM was asked for (--accel kvm), but guests cannot run under it here: {0}")]
+    KvmUnavailable(String),
 }
 
 /// Where the node's libvirt comes from.
@@ -57,6 +61,7 @@ pub struct HandlerConfig {
     pub launcher_command: Vec<OsString>,
     /// The node's InternalIP (127.0.0.1 when `None`): `vmform up --nodes N` gives each node its own.
     pub node_address: Option<std::net::IpAddr>,
+    pub accel: AccelConfig,
 }
 
 impl HandlerConfig {
@@ -92,18 +97,31 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
             Ok(uri) => uri,
             Err(e) => {
                 // The node shows why it takes no guests; whoever runs the handler retries.
-                if let Err(k) = node::register_unavailable(&client, &config.node, &e.to_string()).await {
+                if let Err(k) = node::register_unavailable(&client, &config.node, "LibvirtUnavailable", &e.to_string()).await {
                     tracing::warn!("cannot record node {} as unavailable: {k}", config.node);
                 }
                 return Err(e);
             }
         },
     };
-    let accel = tokio::task::spawn_blocking(|| crate::libvirt::kvm::probe(Duration::from_secs(3))).await.expect("the probe does not panic");
-    tracing::info!("node {}: libvirt {uri}, accelerator {}", config.node, accel.as_str());
+    let verdict = {
+        let (config, uri) = (config.clone(), uri.clone());
+        tokio::task::spawn_blocking(move || accel::choose(&config, &uri)).await.expect("choosing the accelerator does not panic")
+    };
+    tracing::info!("node {}: libvirt {uri}, accelerator {} ({})", config.node, verdict.accel, verdict.reason);
+    if config.accel.choice == crate::accel::AccelChoice::Kvm && verdict.accel != crate::accel::Accel::Kvm {
+        let error = HandlerError::KvmUnavailable(verdict.reason);
+        if let Err(k) = node::register_unavailable(&client, &config.node, "KVMUnavailable", &error.to_string()).await {
+            tracing::warn!("cannot record node {} as unavailable: {k}", config.node);
+        }
+        return Err(error);
+    }
     let storage = node::storage_id(&config.volumes_dir);
-    node::register(&client, &node::NodeInfo { name: &config.node, accel: accel.as_str(), libvirt_uri: &uri, address: config.node_address, storage: &storage })
-        .await?;
+    node::register(
+        &client,
+        &node::NodeInfo { name: &config.node, accel: Some((&verdict, config.accel.choice)), libvirt_uri: &uri, address: config.node_address, storage: &storage },
+    )
+    .await?;
     let heartbeat = node::heartbeat(client.clone(), config.node.clone(), config.lease_duration);
 
     let vmis_dir = config.vmis_dir();
@@ -121,19 +139,18 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
             let _ = wake_tx.try_send(());
             async {}
         });
-    let launcher_args: Vec<OsString> = vec![
-        "--libvirt-uri".into(),
-        uri.clone().into(),
-        "--volumes-dir".into(),
-        config.volumes_dir.clone().into(),
-        "--accel".into(),
-        accel.as_str().into(),
-    ];
+    let mut launcher_args: Vec<OsString> = vec!["--libvirt-uri".into(), uri.clone().into(), "--volumes-dir".into(), config.volumes_dir.clone().into()];
+    if let Some(emulator) = &config.accel.emulator {
+        launcher_args.extend(["--emulator".into(), emulator.into()]);
+    }
     let mut sync = Sync {
         client,
         node: config.node.clone(),
         launchers,
         launcher_args,
+        accel: verdict,
+        accel_choice: config.accel.choice,
+        node_dir: config.node_dir.clone(),
         uri,
         volumes_dir: config.volumes_dir.clone(),
         node_address: config.node_address,
@@ -238,7 +255,12 @@ struct Sync {
     client: Client,
     node: String,
     launchers: Launchers,
+    /// Every launcher's flags but `--accel` (see [`Sync::launcher_args`]).
     launcher_args: Vec<OsString>,
+    /// The accelerator new guests get: a guest's KVM failure turns it to TCG.
+    accel: crate::accel::Verdict,
+    accel_choice: crate::accel::AccelChoice,
+    node_dir: PathBuf,
     uri: String,
     volumes_dir: PathBuf,
     /// Where other nodes reach this one (`targetNodeAddress` of migrations here).
@@ -252,6 +274,13 @@ struct Sync {
 }
 
 impl Sync {
+    /// The flags of a launcher started now.
+    fn launcher_args(&self) -> Vec<OsString> {
+        let mut args = self.launcher_args.clone();
+        args.extend(["--accel".into(), self.accel.accel.as_str().into()]);
+        args
+    }
+
     async fn run(&mut self, vmis: &[std::sync::Arc<DynamicObject>]) {
         for vmi in vmis.iter().map(|v| v.as_ref()) {
             let on = vmi.data.pointer("/status/nodeName").and_then(Value::as_str);
@@ -355,11 +384,31 @@ impl Sync {
                 kind: "NodeShutdown".into(),
                 message: format!("the guest was stopped because its node shut down ({})", exit.message),
             })),
-            (false, Some(exit), _) => Some(Observed::Exited(exit)),
+            (false, Some(exit), _) => {
+                let launcher_accel = status.as_ref().map_or("", |s| s.accel.as_str());
+                match accel::fallback_cause(self.accel_choice, launcher_accel, &exit.kind, &exit.message) {
+                    // The probe passed, yet KVM failed this guest: the node turns to TCG
+                    // and the guest starts again at once. The VMI never saw the failure,
+                    // so it does not count toward a crash loop.
+                    Some(cause) => {
+                        let name = format!("{}/{}", vmi.namespace().unwrap_or_default(), vmi.name_any());
+                        if self.accel.accel == crate::accel::Accel::Kvm {
+                            self.accel = accel::fall_back(&self.client, &self.node_dir, &self.node, &name, cause).await;
+                        }
+                        tracing::info!("VMI {name}: starting again under TCG");
+                        let object = serde_json::to_value(vmi).expect("objects serialise");
+                        self.launchers
+                            .spawn(&uid, &object, &self.launcher_args(), None)
+                            .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                        None
+                    }
+                    _ => Some(Observed::Exited(exit)),
+                }
+            }
             (false, None, false) if phase == Phase::Scheduled => {
                 let object = serde_json::to_value(vmi).expect("objects serialise");
                 self.launchers
-                    .spawn(&uid, &object, &self.launcher_args, None)
+                    .spawn(&uid, &object, &self.launcher_args(), None)
                     .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
                 None
             }
@@ -373,7 +422,7 @@ impl Sync {
                     tracing::info!("VMI {}/{}: its launcher is gone but the guest runs; a new launcher takes it over", vmi.namespace().unwrap_or_default(), vmi.name_any());
                     let object = serde_json::to_value(vmi).expect("objects serialise");
                     self.launchers
-                        .spawn(&uid, &object, &self.launcher_args, None)
+                        .spawn(&uid, &object, &self.launcher_args(), None)
                         .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
                     None
                 } else {

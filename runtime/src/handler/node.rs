@@ -1,6 +1,7 @@
 //! The handler's Node: registered with this machine's capacity, kept Ready, and a
 //! heartbeat Lease in `kube-node-lease` renewed as the kubelet renews its own.
 
+use crate::accel::{ACCEL_ANNOTATION, ACCEL_CHOICE_ANNOTATION, ACCEL_REASON_ANNOTATION};
 use crate::kubevirt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 pub(super) struct NodeInfo<'a> {
     pub name: &'a str,
-    pub accel: &'a str,
+    /// The node's accelerator and what it was asked for; `None`: it runs no guests.
+    pub accel: Option<(&'a crate::accel::Verdict, crate::accel::AccelChoice)>,
     pub libvirt_uri: &'a str,
     /// The node's InternalIP (127.0.0.1 when `None`); with one, libvirt also answers on
     /// TCP there, for migrations.
@@ -42,7 +44,14 @@ pub(super) async fn register(client: &Client, info: &NodeInfo<'_>) -> Result<(),
         "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "kubevirt.io/schedulable": "true",
     });
-    let mut annotations = json!({ "vmform.io/accel": info.accel, "vmform.io/libvirt-uri": info.libvirt_uri, kubevirt::STORAGE_ANNOTATION: info.storage });
+    let (accel, reason, choice) = match info.accel {
+        Some((verdict, choice)) => (verdict.accel.as_str(), verdict.reason.as_str(), choice.as_str()),
+        None => ("", "", ""),
+    };
+    let mut annotations = json!({
+        ACCEL_ANNOTATION: accel, ACCEL_REASON_ANNOTATION: reason, ACCEL_CHOICE_ANNOTATION: choice,
+        "vmform.io/libvirt-uri": info.libvirt_uri, kubevirt::STORAGE_ANNOTATION: info.storage,
+    });
     if let Some(address) = info.address {
         annotations[kubevirt::MIGRATION_URI_ANNOTATION] = json!(migration_uri(&address.to_string()));
     }
@@ -73,11 +82,12 @@ pub(super) fn migration_uri(address: &str) -> String {
     format!("qemu+tcp://{address}/system")
 }
 
-/// Record a node whose handler cannot run guests, with why: the scheduler places nothing
-/// on it, and `kubectl get node -o yaml` tells the user.
-pub(super) async fn register_unavailable(client: &Client, name: &str, message: &str) -> Result<(), kube::Error> {
-    register(client, &NodeInfo { name, accel: "", libvirt_uri: "", address: None, storage: "" }).await?;
-    set_condition(client, name, false, "LibvirtUnavailable", message).await
+/// Record a node whose handler cannot run guests, with why (`reason`, a condition
+/// reason such as `LibvirtUnavailable`): the scheduler places nothing on it, and
+/// `kubectl get node -o yaml` tells the user.
+pub(super) async fn register_unavailable(client: &Client, name: &str, reason: &str, message: &str) -> Result<(), kube::Error> {
+    register(client, &NodeInfo { name, accel: None, libvirt_uri: "", address: None, storage: "" }).await?;
+    set_condition(client, name, false, reason, message).await
 }
 
 async fn set_ready(client: &Client, name: &str) -> Result<(), kube::Error> {

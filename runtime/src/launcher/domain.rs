@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::libvirt::kvm::Accel;
+use crate::accel::Accel;
 
 /// The PCI slot of the first interface (on the root bus); at most [`MAX_NICS`] follow.
 const NIC_SLOT: usize = 0x18;
@@ -786,6 +786,8 @@ pub struct BuildOptions<'a> {
     pub host_ip: &'a str,
     /// A free port on `host_ip` for a protocol (`TCP`, `UDP`).
     pub host_port: &'a mut dyn FnMut(&str) -> std::io::Result<u16>,
+    /// The QEMU binary (`vmform up --emulator`); `None`: libvirt's default for the arch.
+    pub emulator: Option<&'a Path>,
 }
 
 /// The domain name of a VMI: `<namespace>_<name>`.
@@ -893,6 +895,9 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
     let _ = writeln!(w, "  <on_reboot>restart</on_reboot>");
     let _ = writeln!(w, "  <on_crash>destroy</on_crash>");
     let _ = writeln!(w, "  <devices>");
+    if let Some(emulator) = opts.emulator {
+        let _ = writeln!(w, "    <emulator>{}</emulator>", esc_path(emulator));
+    }
 
     // Disks, with the files they need.
     let mut prepare = Vec::new();

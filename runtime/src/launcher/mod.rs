@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::libvirt::kvm::Accel;
+pub use crate::accel::Accel;
 use domain::{ForwardedPort, Prepare};
 
 /// What `vmform runtime launcher` is given.
@@ -33,16 +33,18 @@ pub struct LauncherArgs {
     /// `<data>/volumes`: PVCs and DataVolumes are `<namespace>/<claim>.img` in it.
     pub volumes_dir: PathBuf,
     pub accel: Accel,
+    /// `--emulator PATH`: the QEMU binary guests run in; `None`: libvirt's default.
+    pub emulator: Option<PathBuf>,
     /// `--incoming MIGRATION_UID`: receive the guest of a live migration instead of
     /// starting it (the target side; specs/runtime-contract.md).
     pub incoming: Option<String>,
 }
 
 impl LauncherArgs {
-    /// `--vmi-dir DIR --libvirt-uri URI --volumes-dir DIR [--accel kvm|tcg] [--incoming UID]`,
+    /// `--vmi-dir DIR --libvirt-uri URI --volumes-dir DIR [--accel kvm|tcg] [--emulator PATH] [--incoming UID]`,
     /// as the handler passes them (the small `vmform-launcher` binary has no CLI library).
     pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<LauncherArgs, String> {
-        let (mut vmi_dir, mut libvirt_uri, mut volumes_dir, mut accel, mut incoming) = (None, None, None, Accel::Tcg, None);
+        let (mut vmi_dir, mut libvirt_uri, mut volumes_dir, mut accel, mut emulator, mut incoming) = (None, None, None, Accel::Tcg, None, None);
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let flag = flag.to_string_lossy().into_owned();
@@ -52,6 +54,7 @@ impl LauncherArgs {
                 "--volumes-dir" => volumes_dir = Some(PathBuf::from(value)),
                 "--libvirt-uri" => libvirt_uri = Some(value.to_string_lossy().into_owned()),
                 "--accel" => accel = value.to_string_lossy().parse().map_err(|e| format!("--accel: {e}"))?,
+                "--emulator" => emulator = Some(PathBuf::from(value)),
                 "--incoming" => incoming = Some(value.to_string_lossy().into_owned()),
                 other => return Err(format!("unknown flag {other}")),
             }
@@ -61,6 +64,7 @@ impl LauncherArgs {
             libvirt_uri: libvirt_uri.ok_or("--libvirt-uri is required")?,
             volumes_dir: volumes_dir.ok_or("--volumes-dir is required")?,
             accel,
+            emulator,
             incoming,
         })
     }

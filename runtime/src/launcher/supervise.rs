@@ -38,6 +38,33 @@ pub(super) struct Launcher {
     /// The ports of an earlier launcher of this VMI (from its status.json), kept when
     /// attaching to the guest it started.
     earlier_ports: Vec<super::domain::ForwardedPort>,
+    /// What QEMU logs for this guest from its start on.
+    qemu_log: QemuLog,
+}
+
+/// The domain's QEMU log (libvirt appends to it at every start), read from where this
+/// launcher's run of the guest began: it says why QEMU stopped or died.
+#[derive(Default)]
+struct QemuLog {
+    path: std::path::PathBuf,
+    from: u64,
+}
+
+impl QemuLog {
+    fn at_end(path: std::path::PathBuf) -> QemuLog {
+        let from = std::fs::metadata(&path).map_or(0, |m| m.len());
+        QemuLog { path, from }
+    }
+
+    /// The line in which QEMU says KVM failed the guest, if it did.
+    fn kvm_failure(&self) -> Option<String> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(&self.path).ok()?;
+        file.seek(std::io::SeekFrom::Start(self.from)).ok()?;
+        let mut text = String::new();
+        file.take(1 << 20).read_to_string(&mut text).ok()?;
+        crate::accel::kvm_failure(&text).map(str::to_string)
+    }
 }
 
 impl Launcher {
@@ -77,6 +104,7 @@ pub(super) fn run(args: LauncherArgs) -> LauncherExit {
             updated: String::new(),
         },
         earlier_ports: Vec::new(),
+        qemu_log: QemuLog::default(),
         args,
         term,
     };
@@ -105,6 +133,7 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
     // there, so forwarded ports bind the node's address, which the host reaches.
     let node_dir = dir.parent().and_then(Path::parent).unwrap_or(&dir);
     let (netns, node_address) = crate::libvirt::daemon::read_node_network(node_dir);
+    let qemu_log_dir = crate::libvirt::daemon::qemu_log_dir(node_dir);
     let (host_ip, mut host_port): (String, Box<PortPicker>) = match (netns, node_address) {
         (Some(netns), Some(address)) => {
             // A receiving launcher keeps the source's port numbers where they are free
@@ -130,11 +159,13 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
             volumes_dir: &l.args.volumes_dir,
             firmware: &firmware,
             host_port: &mut host_port,
+            emulator: l.args.emulator.as_deref(),
         },
     ) {
         Ok(p) => p,
         Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e.to_string())),
     };
+    l.qemu_log = QemuLog::at_end(qemu_log_dir.join(format!("{}.log", plan.name)));
 
     let conn = match connect_patiently(&l.args.libvirt_uri, &l.term) {
         Ok(c) => c,
@@ -389,7 +420,21 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
         }
         match dom.get_state() {
             Ok((state, reason)) => {
-                if let Some(exit) = ended(state, reason, shutdown_asked.is_some(), destroyed, grace) {
+                // QEMU stops (pauses) a guest whose vCPU KVM cannot run ("KVM internal
+                // error"); it would stay so. The handler turns such a node to TCG.
+                if state == sys::VIR_DOMAIN_PAUSED
+                    && reason == sys::VIR_DOMAIN_PAUSED_UNKNOWN as i32
+                    && let Some(line) = l.qemu_log.kvm_failure()
+                {
+                    let _ = dom.destroy();
+                    return LauncherExit::new(ExitKind::Crashed, format!("QEMU stopped the guest: {line}"));
+                }
+                if let Some(mut exit) = ended(state, reason, shutdown_asked.is_some(), destroyed, grace) {
+                    if exit.kind == ExitKind::Crashed
+                        && let Some(line) = l.qemu_log.kvm_failure()
+                    {
+                        exit.message = format!("{}: {line}", exit.message);
+                    }
                     return exit;
                 }
             }

@@ -28,6 +28,13 @@ const MOUNTS: [(&str, &str); 5] = [
     ("cache", "/var/cache/libvirt"),
 ];
 
+/// Where QEMU logs of a node's domains are (`<domain>.log`, appended at every start): its
+/// own libvirtd's log dir, else the host libvirtd's.
+pub fn qemu_log_dir(node_dir: &Path) -> PathBuf {
+    let own = node_dir.join("libvirt/log/qemu");
+    if node_dir.join("libvirt").is_dir() { own } else { PathBuf::from("/var/log/libvirt/qemu") }
+}
+
 /// A unix socket path must fit `sun_path` (108 bytes, with the terminating NUL).
 const SUN_PATH_MAX: usize = 107;
 

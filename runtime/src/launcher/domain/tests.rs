@@ -23,6 +23,10 @@ fn ovmf() -> HostFirmware {
 }
 
 fn build_with(vmi: &Value, accel: Accel, fw: &HostFirmware) -> Result<DomainPlan, DomainError> {
+    build_in(vmi, accel, fw, None)
+}
+
+fn build_in(vmi: &Value, accel: Accel, fw: &HostFirmware, emulator: Option<&Path>) -> Result<DomainPlan, DomainError> {
     let mut next = 40000u16;
     let mut ports = |_: &str| {
         next += 1;
@@ -37,6 +41,7 @@ fn build_with(vmi: &Value, accel: Accel, fw: &HostFirmware) -> Result<DomainPlan
             volumes_dir: Path::new("/data/volumes"),
             firmware: fw,
             host_port: &mut ports,
+            emulator,
         },
     )
 }
@@ -133,6 +138,14 @@ fn kvm_domain_type_and_cpu() {
     assert!(p.xml.starts_with("<domain type='kvm'>"));
     assert!(p.xml.contains("<cpu mode='host-model'>"));
     assert!(!p.xml.contains("qemu64"));
+    assert!(!p.xml.contains("<emulator>"), "libvirt's default QEMU");
+}
+
+#[test]
+fn a_chosen_qemu_binary_is_the_domains_emulator() {
+    let vmi = vmi_from_yaml(HOST_DISK);
+    let p = build_in(&vmi, Accel::Kvm, &no_firmware(), Some(Path::new("/opt/qemu & co/qemu-system-x86_64"))).unwrap();
+    assert!(p.xml.contains("  <devices>\n    <emulator>/opt/qemu &amp; co/qemu-system-x86_64</emulator>\n"), "{}", p.xml);
 }
 
 const MASQUERADE: &str = r#"

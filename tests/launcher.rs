@@ -3,52 +3,26 @@
 //! shutdown on SIGTERM, the forced-off path, a QEMU killed, a missing disk, libvirtd
 //! restarting under a running guest, and a replacement launcher attaching.
 //!
-//! The launcher runs as a child process (this test binary, re-run with
-//! `launcher_child`), so signals, exit codes and memory are the real ones.
+//! The launcher runs as the real `vmform-launcher` binary, so signals, exit codes and
+//! memory are the real ones.
 //!
-//! Needs root, libvirtd and qemu-system-x86_64 (skipped with a message otherwise).
+//! Needs root, libvirtd and qemu-system-x86_64 (skipped with a message otherwise, failing
+//! under CI=true).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vmform_runtime::launcher::{self, Accel, ExitKind, LauncherArgs, Phase};
+use vmform_runtime::launcher::{self, ExitKind, Phase};
 use vmform_runtime::libvirt::NodeDaemon;
 
-const CHILD_ENV: &str = "VMFORM_TEST_LAUNCHER_ARGS";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Not a test on its own: the launcher process of the tests below.
-#[test]
-fn launcher_child() {
-    let Ok(args) = std::env::var(CHILD_ENV) else { return };
-    let v: Value = serde_json::from_str(&args).unwrap();
-    let exit = launcher::run(LauncherArgs {
-        vmi_dir: PathBuf::from(v["vmi_dir"].as_str().unwrap()),
-        libvirt_uri: v["uri"].as_str().unwrap().to_string(),
-        volumes_dir: PathBuf::from(v["volumes_dir"].as_str().unwrap()),
-        accel: Accel::Tcg,
-        incoming: None,
-    });
-    eprintln!("launcher exit: {exit:?}");
-    std::process::exit(exit.code());
-}
 
 fn have(cmd: &str) -> bool {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(cmd).exists())
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// Build (or reuse) the test guest; its disk image.
-fn test_guest() -> PathBuf {
-    let root = repo_root();
-    let status = Command::new(root.join("scripts/test-guest")).status().expect("run scripts/test-guest");
-    assert!(status.success(), "scripts/test-guest failed");
-    root.join("target/test-guest/disk.img")
 }
 
 struct Node {
@@ -141,29 +115,16 @@ fn vmi(name: &str, uid: &str, disk: &Path, user_data: &str, grace: u64) -> Value
     })
 }
 
-/// The launcher process: this test binary re-run, or, with `VMFORM_TEST_LAUNCHER_BIN`
-/// set to a `vmform` binary, `vmform runtime launcher`.
+/// The launcher process: `vmform-launcher`, as the handler starts it.
 fn start_launcher(node: &Node, dir: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("launcher.log")).unwrap();
-    let mut command = match std::env::var_os("VMFORM_TEST_LAUNCHER_BIN") {
-        Some(bin) => {
-            let mut c = Command::new(bin);
-            c.args(["runtime", "launcher", "--accel", "tcg", "--vmi-dir"])
-                .arg(dir)
-                .arg("--libvirt-uri")
-                .arg(node.uri())
-                .arg("--volumes-dir")
-                .arg(&node.volumes);
-            c
-        }
-        None => {
-            let args = json!({"vmi_dir": dir, "uri": node.uri(), "volumes_dir": node.volumes});
-            let mut c = Command::new(std::env::current_exe().unwrap());
-            c.args(["launcher_child", "--exact", "--nocapture", "--test-threads=1"]).env(CHILD_ENV, args.to_string());
-            c
-        }
-    };
-    command
+    Command::new(env!("CARGO_BIN_EXE_vmform-launcher"))
+        .args(["--accel", "tcg", "--vmi-dir"])
+        .arg(dir)
+        .arg("--libvirt-uri")
+        .arg(node.uri())
+        .arg("--volumes-dir")
+        .arg(&node.volumes)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -283,34 +244,13 @@ fn assert_clean(node: &Node, g: &Guest, kind: ExitKind) {
     }
 }
 
-/// The probe never takes much longer than its limit, and here (a /dev/kvm that hangs,
-/// or none) says TCG.
-#[test]
-fn kvm_probe_is_time_limited() {
-    if std::env::var(CHILD_ENV).is_ok() || !have("qemu-system-x86_64") {
-        return;
-    }
-    let start = Instant::now();
-    let (accel, why) = vmform_runtime::libvirt::kvm::probe_detailed(Duration::from_secs(3));
-    let took = start.elapsed();
-    eprintln!("KVM probe: {accel} in {} ms ({why})", took.as_millis());
-    assert!(took < Duration::from_millis(4500), "{took:?}");
-    // Set VMFORM_TEST_KVM_WORKS on a machine whose KVM runs guests.
-    if std::env::var_os("VMFORM_TEST_KVM_WORKS").is_none() {
-        assert_eq!(accel, Accel::Tcg, "{why}");
-    }
-}
-
 #[test]
 fn launcher_runs_real_guests() {
-    if std::env::var(CHILD_ENV).is_ok() {
+    let tools = ["libvirtd", "virsh", "qemu-system-x86_64"].iter().all(|t| have(t));
+    if !vmform_schema_check::precondition(unsafe { libc::geteuid() } == 0 && tools, "root, libvirtd, virsh and qemu-system-x86_64") {
         return;
     }
-    if unsafe { libc::geteuid() } != 0 || !have("libvirtd") || !have("qemu-system-x86_64") || !have("virsh") {
-        eprintln!("SKIPPED: needs root, libvirtd, virsh and qemu-system-x86_64");
-        return;
-    }
-    let disk = test_guest();
+    let disk = common::guest_disk();
     // Short path: the socket path must stay under 108 bytes.
     let dir = tempfile::Builder::new().prefix("vmf-launcher-").tempdir_in("/tmp").unwrap();
     let volumes = dir.path().join("volumes");
