@@ -410,8 +410,16 @@ pub struct ProjectArgs {
     /// Leave these VMs alone (`NAME` or `NAMESPACE/NAME`, repeatable)
     #[arg(long = "exclude", value_name = "NAME")]
     pub excludes: Vec<String>,
+    /// For plan and apply: keep run strategies that VM actions (start, stop) changed, or
+    /// revert them to the specs' [default: each VM's lifecycle vm-actions, else keep]
+    #[arg(long, value_name = "keep|revert", value_parser = parse_vm_actions)]
+    pub vm_actions: Option<vmform_compiler::model::VmActions>,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+fn parse_vm_actions(s: &str) -> Result<vmform_compiler::model::VmActions, String> {
+    vmform_compiler::model::VmActions::parse(s).ok_or_else(|| format!("`{s}` is not keep or revert"))
 }
 
 /// What an apply may do.

@@ -262,8 +262,11 @@ pub fn down(data_dir: PathBuf) -> u8 {
         return EXIT_USAGE;
     }
     let started = Instant::now();
+    // Stopped means gone: the lock is released a moment before the process has exited.
+    // SAFETY: kill(2) with signal 0 only asks whether the pid exists.
+    let gone = || unsafe { libc::kill(pid, 0) } != 0;
     while started.elapsed() < DOWN_WAIT {
-        if !dir.in_use() {
+        if !dir.in_use() && gone() {
             say!("stopped the local control plane (pid {pid})");
             return EXIT_OK;
         }

@@ -84,6 +84,12 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
     } else {
         out.push_str(&diff_output::human(changes, colour));
     }
+    if !plan.vm_actions.is_empty() {
+        out.push_str("\nVM actions (start and stop change the run strategy; lifecycle vm-actions or --vm-actions keep|revert decide what apply does):\n");
+        for action in &plan.vm_actions {
+            out.push_str(&format!("  ~ {}\n", action.describe()));
+        }
+    }
     if !plan.drift.is_empty() {
         out.push_str("\nDrift (changed outside vmform; an apply sets them back, with --force-conflicts where another field manager owns them):\n");
         for d in &plan.drift {
@@ -113,7 +119,7 @@ async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, Ap
     };
     let set = ApplySet::new(&project);
     let target = target::connect(&target_args(&args.target)).await.map_err(fail)?;
-    let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only };
+    let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only, vm_actions: args.vm_actions };
     for name in args.targets.iter().filter(|t| !compiled.iter().any(|vm| vm.object.metadata.name == **t || format!("{}/{}", vm.object.metadata.namespace.as_deref().unwrap_or(""), vm.object.metadata.name) == **t)) {
         eprintln!("warning: --target {name} names no VM in the specs");
     }
@@ -311,7 +317,7 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
-        let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only: false };
+        let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only: false, vm_actions: None };
         let (mut plan, changes) = match plan::plan_destroy(&target, &set, &options).await {
             Ok(p) => p,
             Err(e) => return fail(e),

@@ -437,3 +437,93 @@ fn an_interrupted_or_declined_prompt_applies_nothing() {
         assert!(!w.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success(), "nothing was applied");
     }
 }
+
+fn run_strategy(w: &World) -> String {
+    stdout(&w.kubectl(&["get", "vm", "-n", "shop", "web", "-o", "jsonpath={.spec.runStrategy}"]))
+}
+
+/// A VM action (start, stop) is operational state: plan says what it did and what apply
+/// does about it, and apply makes no conflict of it (specs/change-effects.md, "VM actions").
+#[test]
+fn stop_then_apply_keeps_the_vm_stopped_unless_told_to_revert() {
+    let w = World::new();
+    let always = spec("1Gi", "app=\"web\"", false, false).replace("run-strategy \"halted\"", "run-strategy \"always\"");
+    w.write(&always);
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    let stop = run(&["vm", "stop", "web", "-n", "shop", "--kubeconfig", w.kubeconfig().to_str().unwrap()]);
+    assert_eq!(code(&stop), 0, "{}", stderr(&stop));
+    assert_eq!(run_strategy(&w), "Halted");
+
+    // Nothing to change, and the plan says why the VM is stopped.
+    let plan = w.vmform(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&plan), 0, "{}{}", stdout(&plan), stderr(&plan));
+    let text = stdout(&plan);
+    assert!(text.contains("shop/web: stopped by a VM action at 20") && text.contains("(virt-api); apply keeps it stopped"), "{text}");
+    assert!(!text.contains("Drift"), "a VM action is not drift: {text}");
+    // A change of something else applies without a conflict, and keeps it stopped.
+    w.write(&always.replace("memory \"1Gi\"", "memory \"2Gi\""));
+    let out = applied(&w.vmform(&["apply", "--auto-approve"]));
+    assert!(out.contains("apply keeps it stopped"), "{out}");
+    assert_eq!(run_strategy(&w), "Halted");
+    let memory = w.kubectl(&["get", "vm", "-n", "shop", "web", "-o", "jsonpath={.spec.template.spec.domain.memory.guest}"]);
+    assert_eq!(stdout(&memory), "2Gi");
+
+    // For one run: revert. The specs' run strategy is set again, and vmform owns it again.
+    let plan = stdout(&w.vmform(&["plan", "--vm-actions", "revert"]));
+    assert!(plan.contains("apply starts it again") && plan.contains("spec.runStrategy"), "{plan}");
+    applied(&w.vmform(&["apply", "--auto-approve", "--vm-actions", "revert"]));
+    assert_eq!(run_strategy(&w), "Always");
+    let again = w.vmform(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&again), 0, "{}", stdout(&again));
+    assert!(!stdout(&again).contains("VM action"), "{}", stdout(&again));
+
+    // Per VM: lifecycle vm-actions="revert" makes every apply revert.
+    let reverting = always.replace("    cpu 1\n", "    cpu 1\n    lifecycle vm-actions=\"revert\"\n");
+    w.write(&reverting);
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    let stop = run(&["vm", "stop", "web", "-n", "shop", "--kubeconfig", w.kubeconfig().to_str().unwrap()]);
+    assert_eq!(code(&stop), 0, "{}", stderr(&stop));
+    let out = applied(&w.vmform(&["apply", "--auto-approve"]));
+    assert!(out.contains("apply starts it again"), "{out}");
+    assert_eq!(run_strategy(&w), "Always");
+}
+
+#[test]
+fn start_then_apply_keeps_it_running_and_a_changed_spec_still_wins() {
+    let w = World::new();
+    let halted = spec("1Gi", "app=\"web\"", false, false);
+    w.write(&halted);
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    let start = run(&["vm", "start", "web", "-n", "shop", "--kubeconfig", w.kubeconfig().to_str().unwrap()]);
+    assert_eq!(code(&start), 0, "{}", stderr(&start));
+    assert_eq!(run_strategy(&w), "Always");
+    let text = stdout(&w.vmform(&["plan"]));
+    assert!(text.contains("shop/web: started by a VM action at") && text.contains("apply keeps it running"), "{text}");
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    assert_eq!(run_strategy(&w), "Always");
+    // The specs themselves now say manual: that is a change of the specs, and apply makes it.
+    w.write(&halted.replace("run-strategy \"halted\"", "run-strategy \"manual\""));
+    let text = stdout(&w.vmform(&["plan"]));
+    assert!(text.contains("the specs now say Manual: apply sets it"), "{text}");
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    assert_eq!(run_strategy(&w), "Manual");
+}
+
+#[test]
+fn restart_then_apply_changes_nothing() {
+    let w = World::new();
+    let always = spec("1Gi", "app=\"web\"", false, false).replace("run-strategy \"halted\"", "run-strategy \"always\"");
+    w.write(&always);
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    // No runtime here: an instance stands in for the running guest a restart needs.
+    let vmi = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: { name: web, namespace: shop }\nspec: { domain: { devices: {} } }\n";
+    let mut kubectl = Command::new("kubectl").arg("--kubeconfig").arg(w.kubeconfig()).args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    use std::io::Write as _;
+    kubectl.stdin.take().unwrap().write_all(vmi.as_bytes()).unwrap();
+    assert!(kubectl.wait_with_output().unwrap().status.success());
+    let restart = run(&["vm", "restart", "web", "-n", "shop", "--kubeconfig", w.kubeconfig().to_str().unwrap()]);
+    assert_eq!(code(&restart), 0, "{}", stderr(&restart));
+    let plan = w.vmform(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&plan), 0, "{}{}", stdout(&plan), stderr(&plan));
+    assert!(stdout(&plan).contains("No changes.") && !stdout(&plan).contains("VM action"), "{}", stdout(&plan));
+}

@@ -34,6 +34,20 @@ impl Cluster {
         Cluster::up_with(&[])
     }
     fn up_with(flags: &[&str]) -> Cluster {
+        Cluster::up_by(flags, run)
+    }
+    /// `vmform up` in a mount namespace of its own with `/dev/null` over `/dev/kvm`: KVM
+    /// taken away from it (and from its handler, libvirtd and QEMUs), the host unchanged.
+    fn up_without_kvm() -> Cluster {
+        Cluster::up_by(&[], |args| {
+            let vmform = env!("CARGO_BIN_EXE_vmform");
+            let script = r#"[ ! -e /dev/kvm ] || mount --bind /dev/null /dev/kvm || exit 99; exec "$0" "$@""#;
+            let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", script, vmform]).args(args).output().expect("unshare runs");
+            assert_ne!(out.status.code(), Some(99), "cannot bind /dev/null over /dev/kvm: {}", stderr(&out));
+            out
+        })
+    }
+    fn up_by(flags: &[&str], run: impl Fn(&[&str]) -> Output) -> Cluster {
         let data = tempfile::Builder::new().prefix("vmf").tempdir().unwrap();
         let mut args = vec!["up", "--detach", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()];
         args.extend(flags);
@@ -667,6 +681,17 @@ fn the_node_says_which_accelerator_it_chose_and_why_and_tcg_can_be_asked_for() {
 
     let c = Cluster::up_with(&["--accel", "tcg"]);
     assert_eq!(c.node_accel(), ("tcg".to_string(), "chosen with --accel tcg".to_string()));
+}
+
+#[test]
+fn without_kvm_the_node_says_so_and_guests_run_under_tcg() {
+    let _one = one_at_a_time();
+    let c = Cluster::up_without_kvm();
+    let (accel, reason) = c.node_accel();
+    assert_eq!(accel, "tcg", "{reason}");
+    assert!(reason.to_lowercase().contains("kvm"), "the reason names KVM: {reason}");
+    c.apply(&guest_vm("nokvm", "vm", "always", "#vmform-marker nokvm", ""));
+    c.wait_console("nokvm", "vm", "VMFORM-TEST-GUEST READY", 120);
 }
 
 #[test]

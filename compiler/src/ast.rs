@@ -182,4 +182,5 @@ pub struct CloudInit {
 pub struct Lifecycle {
     pub prevent_destroy: Option<Bool>,
     pub ignore_changes: Vec<Str>,
+    pub vm_actions: Option<Str>,
 }

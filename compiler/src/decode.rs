@@ -634,10 +634,11 @@ impl Decoder<'_> {
     }
 
     fn lifecycle(&mut self, n: &NodeRef) -> Spanned<Lifecycle> {
-        self.check(n, 0, &["prevent-destroy", "ignore-changes"], Children::Optional);
+        self.check(n, 0, &["prevent-destroy", "ignore-changes", "vm-actions"], Children::Optional);
         let mut l = Lifecycle {
             prevent_destroy: self.bool_entry(n, n.prop("prevent-destroy"), "prevent-destroy"),
             ignore_changes: vec![],
+            vm_actions: self.str_entry(n, n.prop("vm-actions"), "vm-actions"),
         };
         // KDL has no lists: `ignore-changes="a"` names one path, the child node
         // `ignore-changes "a" "b"` names several.

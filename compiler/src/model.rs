@@ -57,6 +57,13 @@ choice!(RunStrategy {
     Once = "once" => "Once",
 });
 
+// What `apply` does about a run strategy a VM action (`vmform vm start|stop`, virtctl,
+// the UI) changed on the cluster since the specs' value was applied.
+choice!(VmActions {
+    Keep = "keep" => "keep",
+    Revert = "revert" => "revert",
+});
+
 choice!(Eviction {
     LiveMigrate = "live-migrate" => "LiveMigrate",
     None = "none" => "None",
@@ -177,4 +184,6 @@ pub struct CloudInit {
 pub struct Lifecycle {
     pub prevent_destroy: bool,
     pub ignore_changes: Vec<String>,
+    /// `None`: not set here (plan/apply default: keep).
+    pub vm_actions: Option<VmActions>,
 }

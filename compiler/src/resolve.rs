@@ -398,6 +398,7 @@ pub fn merge(base: &Body, over: &Body) -> Body {
                 Lifecycle {
                     prevent_destroy: pick(&o.value.prevent_destroy, &b.value.prevent_destroy),
                     ignore_changes: b.value.ignore_changes.iter().chain(&o.value.ignore_changes).cloned().collect(),
+                    vm_actions: pick(&o.value.vm_actions, &b.value.vm_actions),
                 },
                 o.span,
             )),
@@ -561,6 +562,7 @@ impl Interp<'_, '_> {
                     Lifecycle {
                         prevent_destroy: l.value.prevent_destroy.clone(),
                         ignore_changes: l.value.ignore_changes.iter().map(|p| self.s(p)).collect(),
+                        vm_actions: l.value.vm_actions.as_ref().map(|v| self.s(v)),
                     },
                     l.span,
                 )

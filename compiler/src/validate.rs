@@ -203,6 +203,7 @@ impl Validator<'_> {
         let lifecycle = b.lifecycle.as_ref().map_or_else(Lifecycle::default, |l| Lifecycle {
             prevent_destroy: l.value.prevent_destroy.as_ref().is_some_and(|p| p.value),
             ignore_changes: l.value.ignore_changes.iter().map(|p| p.value.clone()).collect(),
+            vm_actions: l.value.vm_actions.as_ref().and_then(|v| self.choice(v, "vm-actions", VmActions::parse, VmActions::SPELLINGS)),
         });
 
         // Not when the vm or its template already has an error: a memory node that failed

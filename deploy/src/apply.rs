@@ -109,6 +109,12 @@ fn conflict(step: &Step, e: kube::Error, target: &Target) -> DeployError {
     }
 }
 
+/// A conflict over `spec.runStrategy` alone.
+fn only_run_strategy_conflicts(status: &kube::core::Status) -> bool {
+    let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
+    status.code == 409 && !causes.is_empty() && causes.iter().all(|c| c.field == ".spec.runStrategy")
+}
+
 async fn server_side_apply(api: &Api<DynamicObject>, name: &str, object: &Value, force: bool) -> Result<DynamicObject, kube::Error> {
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = force;
@@ -183,7 +189,13 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
                     });
                 }
             }
-            let written = server_side_apply(&api, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
+            let written = match server_side_apply(&api, &step.name, object, options.force_conflicts).await {
+                // The plan said apply takes the run strategy back from a VM action: that
+                // conflict, and only that one, is forced.
+                Err(kube::Error::Api(s)) if step.take_run_strategy && only_run_strategy_conflicts(&s) => server_side_apply(&api, &step.name, object, true).await,
+                other => other,
+            }
+            .map_err(|e| conflict(step, e, target))?;
             let verb = if step.action == Action::Create { "created" } else { "updated" };
             progress.line(&format!("virtualmachine/{} ({}): {verb}", step.name, step.namespace));
             Ok((step, written))

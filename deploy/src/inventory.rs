@@ -16,6 +16,10 @@ pub const PARENT_NAMESPACE: &str = "default";
 /// Kept on applied VMs so a later plan knows, from the cluster alone, that removing the
 /// VM (pruning it) is forbidden.
 pub const PREVENT_DESTROY: &str = "vmform.io/prevent-destroy";
+/// The run strategy the specs had at the last apply: a live run strategy that differs
+/// from it was changed by a VM action; one that differs from the specs only because the
+/// specs changed is a change to make.
+pub const APPLIED_RUN_STRATEGY: &str = "vmform.io/applied-run-strategy";
 /// The field manager of every vmform write.
 pub const FIELD_MANAGER: &str = "vmform";
 

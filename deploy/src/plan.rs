@@ -8,7 +8,7 @@
 //! outside vmform: it is reported as drift.
 
 use crate::error::DeployError;
-use crate::inventory::{self, ApplySet, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
+use crate::inventory::{self, ApplySet, APPLIED_RUN_STRATEGY, FIELD_MANAGER, PART_OF, PREVENT_DESTROY};
 use crate::target::Target;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use futures_util::StreamExt;
@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use vmform_compiler::diff::{self, Action, ObjectChange};
 use vmform_compiler::kubevirt::VirtualMachine;
-use vmform_compiler::model::Lifecycle;
+use vmform_compiler::model::{Lifecycle, VmActions};
 use vmform_compiler::{CompiledVm, FileId, Span};
 
 pub fn vm_resource() -> ApiResource {
@@ -44,6 +44,60 @@ pub struct Step {
     /// `none`, `live`, `restart`, `replace`, `data-loss`.
     pub effect: String,
     pub blocked: bool,
+    /// Take `spec.runStrategy` back from the VM action that owns it (see [`VmAction`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub take_run_strategy: bool,
+}
+
+/// A run strategy a VM action changed on the cluster (KubeVirt's start and stop through
+/// virt-api, virtctl, a UI), and what apply does about it. A VM action is operational
+/// state, not drift: by default apply keeps it, as GitOps users configure Argo CD to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmAction {
+    pub namespace: String,
+    pub name: String,
+    /// The run strategy the specs set, and the one the VM action left.
+    pub specs: String,
+    pub live: String,
+    /// Who changed it (field managers), and when, as their managedFields entry says.
+    pub managers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Apply keeps what the action did (else it sets the specs' run strategy again).
+    pub kept: bool,
+    /// The specs' run strategy changed since the last apply: that change is made.
+    #[serde(default)]
+    pub specs_changed: bool,
+}
+
+impl VmAction {
+    /// One line for the plan, e.g. "demo/hello: stopped by a VM action at T (virt-api);
+    /// apply keeps it stopped".
+    pub fn describe(&self) -> String {
+        let done = match self.live.as_str() {
+            "Halted" => "stopped".to_string(),
+            "Always" | "RerunOnFailure" if self.specs == "Halted" || self.specs == "Manual" => "started".to_string(),
+            other => format!("set to run strategy {other}"),
+        };
+        let at = self.at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default();
+        let what = if self.kept {
+            match self.live.as_str() {
+                "Halted" => "apply keeps it stopped".to_string(),
+                "Always" | "RerunOnFailure" => "apply keeps it running".to_string(),
+                other => format!("apply keeps run strategy {other}"),
+            }
+        } else if self.specs_changed {
+            format!("the specs now say {}: apply sets it", self.specs)
+        } else {
+            match self.specs.as_str() {
+                "Halted" => "apply stops it again".to_string(),
+                "Always" | "RerunOnFailure" => "apply starts it again".to_string(),
+                other => format!("apply sets run strategy {other} again"),
+            }
+        };
+        format!("{}/{}: {done} by a VM action{at} ({}); {what}", self.namespace, self.name, self.managers.join(", "))
+    }
 }
 
 /// A field changed outside vmform.
@@ -84,6 +138,9 @@ pub struct Plan {
     /// Refresh-only: report drift, change nothing.
     #[serde(default)]
     pub refresh_only: bool,
+    /// Run strategies VM actions changed, and what apply does about each.
+    #[serde(default)]
+    pub vm_actions: Vec<VmAction>,
 }
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -96,6 +153,9 @@ pub struct PlanOptions {
     /// Not these VMs.
     pub excludes: Vec<String>,
     pub refresh_only: bool,
+    /// What to do about VM actions, for every VM (`--vm-actions`); `None`: each VM's
+    /// `lifecycle vm-actions`, keep by default.
+    pub vm_actions: Option<VmActions>,
 }
 
 fn key(namespace: &str, name: &str) -> String {
@@ -115,7 +175,49 @@ pub fn desired_object(vm: &CompiledVm, set: &ApplySet) -> Value {
     if vm.lifecycle.prevent_destroy {
         object["metadata"]["annotations"][PREVENT_DESTROY] = json!("true");
     }
+    object["metadata"]["annotations"][APPLIED_RUN_STRATEGY] = json!(vm.object.spec.run_strategy);
     object
+}
+
+/// The field manager of KubeVirt's VM actions: virt-api writes `spec.runStrategy` for a
+/// start or a stop (virtctl's, the UI's, `vmform vm`'s). Any other manager's edit is drift.
+const VM_ACTION_MANAGER: &str = "virt-api";
+
+/// Whether a VM action changed the live VM's run strategy, and what apply does about it:
+/// the live value differs from the specs', virt-api owns it, and the specs' value is the
+/// one last applied (else the specs changed, and apply makes that change).
+fn vm_action(live: &Value, vm: &CompiledVm, policy: Option<VmActions>) -> Option<VmAction> {
+    let live_strategy = live.pointer("/spec/runStrategy").and_then(Value::as_str)?;
+    let specs = vm.object.spec.run_strategy.as_str();
+    if live_strategy == specs {
+        return None;
+    }
+    let managers = other_owners(live, "spec.runStrategy");
+    if !managers.iter().any(|m| m == VM_ACTION_MANAGER) {
+        return None;
+    }
+    let applied = live.pointer(&format!("/metadata/annotations/{}", APPLIED_RUN_STRATEGY.replace('/', "~1"))).and_then(Value::as_str);
+    let specs_changed = applied.is_some_and(|a| a != specs);
+    let kept = !specs_changed && policy.or(vm.lifecycle.vm_actions).unwrap_or(VmActions::Keep) == VmActions::Keep;
+    let at = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e["manager"].as_str().is_some_and(|m| managers.iter().any(|x| x == m)) && e.pointer("/fieldsV1/f:spec/f:runStrategy").is_some())
+        .filter_map(|e| e["time"].as_str())
+        .max()
+        .map(str::to_string);
+    Some(VmAction {
+        namespace: live["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
+        name: live["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        specs: specs.to_string(),
+        live: live_strategy.to_string(),
+        managers,
+        at,
+        kept,
+        specs_changed,
+    })
 }
 
 /// vmform's own field set (fieldsV1) on a live object.
@@ -174,11 +276,15 @@ fn normalise(live: &Value, desired: Option<&Value>) -> Result<CompiledVm, String
     if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
         labels.remove(PART_OF);
     }
+    // Bookkeeping for VM actions, not a setting of the VM: never shown as a change.
+    if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        annotations.remove(APPLIED_RUN_STRATEGY);
+    }
     let object: VirtualMachine = serde_json::from_value(compared).map_err(|e| e.to_string())?;
     let nowhere = Span { file: FileId(0), start: 0, len: 0 };
     Ok(CompiledVm {
         object,
-        lifecycle: Lifecycle { prevent_destroy, ignore_changes: vec![] },
+        lifecycle: Lifecycle { prevent_destroy, ignore_changes: vec![], vm_actions: None },
         span: nowhere,
         name_span: nowhere,
         source_map: BTreeMap::new(),
@@ -321,14 +427,23 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         let meta: kube::core::ObjectMeta = serde_json::from_value(object["metadata"].clone()).unwrap_or_default();
         live_versions.insert(k.clone(), version_of(&meta));
     }
+    let vm_actions: BTreeMap<String, VmAction> = desired_by_key
+        .iter()
+        .filter_map(|(k, vm)| Some((k.clone(), vm_action(live.get(k)?, vm, options.vm_actions)?)))
+        .collect();
     // The prevent-destroy annotation is part of what is compared, so adding or removing
-    // `lifecycle prevent-destroy` is a change the next apply makes.
+    // `lifecycle prevent-destroy` is a change the next apply makes. A run strategy a VM
+    // action set and apply keeps is no change.
     let new: Vec<CompiledVm> = desired
         .iter()
         .map(|vm| {
             let mut vm = (*vm).clone();
             if vm.lifecycle.prevent_destroy {
                 vm.object.metadata.annotations.insert(PREVENT_DESTROY.into(), "true".into());
+            }
+            let k = key(vm.object.metadata.namespace.as_deref().unwrap_or(""), &vm.object.metadata.name);
+            if let Some(action) = vm_actions.get(&k).filter(|a| a.kept) {
+                vm.object.spec.run_strategy = action.live.clone();
             }
             vm
         })
@@ -367,14 +482,21 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         .iter()
         .map(|c| {
             let k = key(&c.namespace, &c.name);
+            let action = vm_actions.get(&k);
+            let mut object = desired_by_key.get(&k).filter(|_| c.action != Action::Delete).map(|vm| desired_object(vm, set));
+            // Kept: the field is left to the VM action's manager, so no conflict arises.
+            if let (Some(object), Some(_)) = (object.as_mut(), action.filter(|a| a.kept)) {
+                object["spec"].as_object_mut().map(|spec| spec.remove("runStrategy"));
+            }
             Step {
                 action: c.action,
                 namespace: c.namespace.clone(),
                 name: c.name.clone(),
                 old_namespace: c.old_namespace.clone(),
-                object: desired_by_key.get(&k).filter(|_| c.action != Action::Delete).map(|vm| desired_object(vm, set)),
+                object,
                 effect: c.effect.as_str().to_string(),
                 blocked: c.blocked,
+                take_run_strategy: action.is_some_and(|a| !a.kept),
             }
         })
         .collect();
@@ -393,6 +515,7 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         changes: serde_json::to_value(&changes).expect("changes serialise"),
         text: String::new(),
         refresh_only: options.refresh_only,
+        vm_actions: if options.refresh_only { vec![] } else { vm_actions.into_values().collect() },
     };
     Ok((plan, changes))
 }

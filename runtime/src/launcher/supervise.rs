@@ -200,7 +200,12 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
             cleanup(&mut conn, &plan);
             return l.finish(LauncherExit::new(ExitKind::Shutdown, "SIGTERM before the guest was started: not started"));
         }
-        Err(message) => {
+        Err(mut message) => {
+            // libvirt does not always relay QEMU's last words (a QEMU that died before its
+            // monitor answered is "failed to connect to monitor socket"); its log has them.
+            if let Some(line) = l.qemu_log.kvm_failure().filter(|line| !message.contains(line.as_str())) {
+                message = format!("{message}: QEMU said: {line}");
+            }
             cleanup(&mut conn, &plan);
             return l.finish(LauncherExit::new(ExitKind::Failed, message));
         }
