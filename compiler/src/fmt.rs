@@ -232,12 +232,12 @@ fn lay_out(s: &str) -> (String, bool) {
 }
 
 /// The length of the line `s` starts, without its newline (any of KDL's).
-fn line_end(s: &str) -> usize {
+pub(crate) fn line_end(s: &str) -> usize {
     s.find(['\n', '\r', '\u{85}', '\u{b}', '\u{c}', '\u{2028}', '\u{2029}']).unwrap_or(s.len())
 }
 
 /// The length of the block comment `s` starts with (`/*`), nested ones included.
-fn block_comment_len(s: &str) -> usize {
+pub(crate) fn block_comment_len(s: &str) -> usize {
     let (mut depth, mut i) = (0usize, 0);
     while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
         if r.starts_with("/*") {
@@ -258,7 +258,7 @@ fn block_comment_len(s: &str) -> usize {
 
 /// The length of the string `s` starts with, if it starts with one: quoted (escapes
 /// skipped), raw (`#"…"#`, any number of `#`) or multi-line (`"""…"""`, raw or not).
-fn string_len(s: &str) -> Option<usize> {
+pub(crate) fn string_len(s: &str) -> Option<usize> {
     let hashes = s.len() - s.trim_start_matches('#').len();
     let body = &s[hashes..];
     if !body.starts_with('"') {
