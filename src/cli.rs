@@ -86,8 +86,10 @@ pub enum Command {
         test: Option<PathBuf>,
     },
     /// Rewrite spec files in the canonical layout, keeping comments
+    #[command(after_help = "Examples:\n  vmform fmt --check examples/     # every project below it\n  vmform fmt - < web.kdl           # standard input to standard output, for editors")]
     Fmt {
-        /// Files, or directories whose .kdl files to format
+        /// Files, or directories whose .kdl files to format (a directory with none of its
+        /// own is searched recursively); `-` reads standard input and writes standard output
         #[arg(required = true, value_name = "PATHS")]
         paths: Vec<PathBuf>,
         /// Change nothing; list the files that are not formatted and exit 1 if any
@@ -96,7 +98,7 @@ pub enum Command {
         /// With --check, also print a unified diff of each change
         #[arg(long, requires = "check")]
         diff: bool,
-        /// Also format .kdl files in subdirectories
+        /// Also format .kdl files in subdirectories of a directory that has its own
         #[arg(short, long)]
         recursive: bool,
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
