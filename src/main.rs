@@ -143,9 +143,11 @@ fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, form
             return EXIT_USAGE;
         }
     };
-    for c in [&a, &b] {
-        report::print(&c.diagnostics, &c.sources, cli::DiagnosticFormat::Human);
-    }
+    // The new specs' warnings are what a review acts on; the old specs' would mostly repeat
+    // them. The old specs' errors are shown, as they stop the diff.
+    let old_errors: vmform_compiler::Diagnostics = a.diagnostics.errors().cloned().collect();
+    report::print(&old_errors, &a.sources, cli::DiagnosticFormat::Human);
+    report::print(&b.diagnostics, &b.sources, cli::DiagnosticFormat::Human);
     if a.has_errors() || b.has_errors() {
         return exit_for(&a).max(exit_for(&b)).max(EXIT_SPEC_ERRORS);
     }

@@ -529,13 +529,7 @@ pub fn format_file(
     let syntax = |d: &crate::Diagnostic| matches!(d.code, crate::Code::KdlSyntax | crate::Code::NotUtf8 | crate::Code::FileTooLarge);
     match parsed.document {
         Some(doc) if !parsed.diags.errors().any(syntax) => Ok((parsed.text.to_string(), format_document(&doc, &parsed.text))),
-        _ => {
-            let mut diags = crate::Diagnostics::default();
-            for d in parsed.diags.errors().filter(|d| syntax(d)) {
-                diags.push(d.clone());
-            }
-            Err((diags, sources))
-        }
+        _ => Err((parsed.diags.errors().filter(|d| syntax(d)).cloned().collect(), sources)),
     }
 }
 
