@@ -9,7 +9,7 @@ use crate::{diff_output, print_stdout, report, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_U
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use vmform_compiler::diff::ObjectChange;
-use vmform_compiler::{compile, CompiledVm, Options};
+use vmform_compiler::{compile, plural, CompiledVm, Options};
 use vmform_deploy::apply::{self, ApplyOptions};
 use vmform_deploy::inventory::ApplySet;
 use vmform_deploy::plan::{self, Plan, PlanOptions};
@@ -20,10 +20,6 @@ use vmform_deploy::DeployError;
 /// half-way, so write errors are ignored.
 fn say(line: &str) {
     print_stdout(&format!("{line}\n"));
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -93,12 +89,8 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
     let pending: Vec<&plan::Step> = plan.steps.iter().filter(|s| s.effect == "restart").collect();
     if !pending.is_empty() {
         out.push_str(&format!(
-            "\n{} (apply with --restart to restart running VMs).\n",
-            if pending.len() == 1 {
-                "1 VM's changes take effect at its next restart".to_string()
-            } else {
-                format!("{} VMs' changes take effect at their next restart", pending.len())
-            }
+            "\nThe changes to {} take effect at the next restart (apply with --restart to restart running VMs).\n",
+            plural(pending.len(), "VM")
         ));
     }
     out
@@ -231,7 +223,7 @@ async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &Apply
                 done.updated,
                 done.replaced,
                 done.deleted,
-                if done.namespaces > 0 { format!("; {} created", plural(done.namespaces, "namespace", "namespaces")) } else { String::new() }
+                if done.namespaces > 0 { format!("; {} created", plural(done.namespaces, "namespace")) } else { String::new() }
             ));
             for vm in &done.restart_pending {
                 say(&format!("restart pending: {vm} is running with its old settings until its next restart (vmform apply --restart)"));
@@ -366,7 +358,7 @@ pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArg
                 print_stdout(&(serde_json::to_string_pretty(&serde_json::json!({ "project": project, "target": target.server, "items": items })).expect("serialises") + "\n"));
             }
             PlanFormat::Human => {
-                let mut text = format!("Project {project} on {}: {} VMs\n", target.describe(), members.items.len());
+                let mut text = format!("Project {project} on {}: {}\n", target.describe(), plural(members.items.len(), "VM"));
                 for o in &members.items {
                     let status = o.data.pointer("/status/printableStatus").and_then(|s| s.as_str()).unwrap_or("-");
                     let strategy = o.data.pointer("/spec/runStrategy").and_then(|s| s.as_str()).unwrap_or("-");

@@ -19,7 +19,7 @@ use fs_loader::FsLoader;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use vmform_compiler::{compile, emit, Compilation, Options};
+use vmform_compiler::{compile, emit, plural, Compilation, Options};
 
 /// Documented exit codes (README, book/src/cli-reference.md).
 pub(crate) const EXIT_OK: u8 = 0;
@@ -85,7 +85,7 @@ fn validate(input: &Input) -> u8 {
         DiagnosticFormat::Human => {
             report::print(&c.diagnostics, &c.sources, input.format);
             if !c.has_errors() {
-                eprintln!("{} valid ({})", report::plural(c.objects.len(), "machine"), report::plural(c.sources.iter().count(), "file"));
+                eprintln!("{} valid ({})", plural(c.objects.len(), "machine"), plural(c.sources.iter().count(), "file"));
             }
         }
     }
@@ -121,7 +121,7 @@ fn build(input: &Input, output: OutputFormat, out_dir: Option<&Path>) -> u8 {
                     return EXIT_USAGE;
                 }
             }
-            eprintln!("wrote {} to {}", report::plural(c.objects.len(), "manifest"), dir.display());
+            eprintln!("wrote {} to {}", plural(c.objects.len(), "manifest"), dir.display());
         }
     }
     EXIT_OK
@@ -239,7 +239,7 @@ fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: Diag
         }
     }
     if !check && !unformatted.is_empty() {
-        eprintln!("formatted {}", report::plural(unformatted.len(), "file"));
+        eprintln!("formatted {}", plural(unformatted.len(), "file"));
     }
     if failed || (check && !unformatted.is_empty()) { EXIT_SPEC_ERRORS } else { EXIT_OK }
 }
