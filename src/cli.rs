@@ -371,7 +371,7 @@ pub struct ProjectArgs {
 /// What an apply may do.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Apply without asking (needed when there is no terminal to ask on)
+    /// Apply without asking [default: ask, reading the answer from stdin, a terminal or a pipe]
     #[arg(long)]
     pub auto_approve: bool,
     /// Apply changes that lose data (deleting data volumes, shrinking them, …)

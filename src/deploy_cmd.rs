@@ -150,24 +150,29 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
     })
 }
 
-/// Ask for `yes` on the terminal; anything else, end of input or no terminal cancels.
-fn confirm(question: &str) -> Result<bool, String> {
-    if !std::io::stdin().is_terminal() {
-        return Err("there is no terminal to confirm on: give --auto-approve to apply without asking".into());
-    }
-    print!("\n{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
-    std::io::stdout().flush().ok();
+/// Ask for `yes`, reading the answer from `input`: the terminal, or whatever stdin is
+/// (`echo yes | vmform apply …`), as terraform does. Any other answer cancels; the end of
+/// input before an answer is an error.
+fn confirm(question: &str, input: &mut impl BufRead, out: &mut impl Write) -> Result<bool, String> {
+    let _ = write!(out, "\n{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    let _ = out.flush();
     let mut answer = String::new();
-    match std::io::stdin().lock().read_line(&mut answer) {
-        Ok(0) => Err("the prompt was interrupted (end of input); nothing was applied".into()),
+    match input.read_line(&mut answer) {
+        Ok(0) => Err("the prompt was interrupted (end of input) before an answer; nothing was done (--auto-approve does it without asking)".into()),
         Ok(_) => Ok(answer.trim() == "yes"),
-        Err(e) => Err(format!("the prompt was interrupted ({e}); nothing was applied")),
+        Err(e) => Err(format!("the prompt was interrupted ({e}); nothing was done")),
     }
 }
 
 /// Ask, and say why nothing happens when the answer is not `yes`.
 fn approved(question: &str, what: &str) -> bool {
-    match confirm(question) {
+    let stdin = std::io::stdin();
+    let answer = confirm(question, &mut stdin.lock(), &mut std::io::stdout());
+    // A terminal echoed the answer and its newline; an answer from a pipe did not.
+    if !stdin.is_terminal() {
+        say("");
+    }
+    match answer {
         Ok(true) => true,
         Ok(false) => {
             eprintln!("{what} cancelled.");
@@ -373,4 +378,29 @@ pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArg
         }
         EXIT_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirm;
+
+    /// The answer comes from any input, a pipe as well as a terminal: only `yes` approves,
+    /// and the end of input before an answer is an error.
+    #[test]
+    fn the_prompt_reads_its_answer_from_any_input() {
+        let ask = |input: &str| {
+            let mut shown = vec![];
+            let answer = confirm("Do you want to perform these actions?", &mut input.as_bytes(), &mut shown);
+            (answer, String::from_utf8(shown).unwrap())
+        };
+        let (answer, shown) = ask("yes\n");
+        assert_eq!(answer, Ok(true));
+        assert!(shown.contains("Do you want to perform these actions?") && shown.ends_with("Enter a value: "), "{shown}");
+        assert_eq!(ask("yes").0, Ok(true), "the last line needs no newline");
+        assert_eq!(ask("no\n").0, Ok(false));
+        assert_eq!(ask("\nyes\n").0, Ok(false), "an empty line is an answer, and not yes");
+        assert_eq!(ask("yess\n").0, Ok(false));
+        let eof = ask("").0.unwrap_err();
+        assert!(eof.contains("end of input") && eof.contains("--auto-approve"), "{eof}");
+    }
 }
