@@ -144,12 +144,15 @@ pub enum Command {
         guards: ApplyArgs,
     },
     /// Print a saved plan, or the project's VMs on the cluster now
-    #[command(visible_alias = "output")]
+    #[command(
+        visible_alias = "output",
+        after_help = "Examples:\n  vmform show                  # the VMs of the project in this directory\n  vmform show examples/shop\n  vmform show shop.plan"
+    )]
     Show {
-        /// A saved plan; without it, the project's live VMs
-        #[arg(value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// The project whose VMs to show (without FILE)
+        /// A saved plan, or the specs (file or directory) of the project whose live VMs to show
+        #[arg(value_name = "PATH", default_value = ".")]
+        path: PathBuf,
+        /// The project whose VMs to show [default: PATH's directory name]
         #[arg(long)]
         project: Option<String>,
         #[command(flatten)]
@@ -630,4 +633,16 @@ pub struct VmArgs {
     pub namespace: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `vmform show` with no argument shows the project of the current directory.
+    #[test]
+    fn show_defaults_to_the_current_directory() {
+        let cli = Cli::try_parse_from(["vmform", "show"]).expect("PATH is optional");
+        assert!(matches!(cli.command, Command::Show { path, project: None, .. } if path == std::path::Path::new(".")));
+    }
 }

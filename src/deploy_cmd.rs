@@ -41,11 +41,11 @@ fn fail(e: DeployError) -> u8 {
 }
 
 /// The project name: `--project`, else the first path's directory (or file) name.
-fn project_name(args: &ProjectArgs) -> Option<String> {
-    if let Some(p) = &args.project {
-        return Some(p.clone());
+fn project_name(project: Option<&str>, paths: &[PathBuf]) -> Option<String> {
+    if let Some(p) = project {
+        return Some(p.to_string());
     }
-    let first = args.paths.first()?;
+    let first = paths.first()?;
     let full = std::fs::canonicalize(first).unwrap_or_else(|_| first.clone());
     let name = if full.is_dir() { full.file_name() } else { full.file_stem() };
     name.map(|n| n.to_string_lossy().into_owned())
@@ -99,7 +99,7 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
 /// Plan the project against the target; prints nothing.
 async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, ApplySet, Plan, Vec<ObjectChange>), u8> {
     let compiled = compile_specs(args)?;
-    let Some(project) = project_name(args) else {
+    let Some(project) = project_name(args.project.as_deref(), &args.paths) else {
         eprintln!("error: cannot name the project: give --project");
         return Err(EXIT_USAGE);
     };
@@ -246,8 +246,8 @@ async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &Apply
 }
 
 /// A single path that is a saved plan rather than specs.
-fn saved_plan(args: &ProjectArgs) -> Option<PathBuf> {
-    match args.paths.as_slice() {
+fn saved_plan(paths: &[PathBuf]) -> Option<PathBuf> {
+    match paths {
         [one] if one.is_file() && one.extension().is_none_or(|e| e != "kdl") => Some(one.clone()),
         _ => None,
     }
@@ -256,7 +256,7 @@ fn saved_plan(args: &ProjectArgs) -> Option<PathBuf> {
 pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Duration>) -> u8 {
     runtime().block_on(async {
         let options = apply_options(guards, wait);
-        if let Some(file) = saved_plan(args) {
+        if let Some(file) = saved_plan(&args.paths) {
             let plan = match Plan::load(&file) {
                 Ok(p) => p,
                 Err(e) => return fail(e),
@@ -299,7 +299,7 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
 
 pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
     runtime().block_on(async {
-        let Some(project) = project_name(args) else {
+        let Some(project) = project_name(args.project.as_deref(), &args.paths) else {
             eprintln!("error: cannot name the project: give its paths or --project");
             return EXIT_USAGE;
         };
@@ -329,9 +329,12 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
     })
 }
 
-pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArgs, format: PlanFormat) -> u8 {
-    if let Some(file) = file {
-        return match Plan::load(file) {
+/// `path`: a saved plan, or the specs of the project whose live VMs to show (`.` by
+/// default, as `terraform show` shows the working directory's state).
+pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, format: PlanFormat) -> u8 {
+    let paths = [path.to_path_buf()];
+    if let Some(file) = saved_plan(&paths) {
+        return match Plan::load(&file) {
             Ok(plan) => {
                 match format {
                     PlanFormat::Human => print_stdout(&plan.text),
@@ -342,10 +345,11 @@ pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArg
             Err(e) => fail(e),
         };
     }
-    let Some(project) = project else {
-        eprintln!("error: give a saved plan FILE, or --project NAME to show its VMs");
+    let Some(project) = project_name(project, &paths) else {
+        eprintln!("error: cannot name the project of {}: give --project", path.display());
         return EXIT_USAGE;
     };
+    let project = project.as_str();
     runtime().block_on(async {
         let target = match target::connect(&target_args(target_args_)).await {
             Ok(t) => t,

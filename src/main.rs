@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         }
         Command::Apply { project, guards, wait, timeout } => deploy_cmd::apply(&project, &guards, wait.then_some(timeout)),
         Command::Destroy { project, guards } => deploy_cmd::destroy(&project, &guards),
-        Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
+        Command::Show { path, project, target, format } => deploy_cmd::show(&path, project.as_deref(), &target, format),
         Command::Vm { command } => vm_cmd::run(command),
         Command::Node { command } => node_cmd::run(command),
         Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes } => {

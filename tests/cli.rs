@@ -254,6 +254,17 @@ fn bad_input_gets_a_clear_diagnostic_and_no_output() {
     assert!(err.contains("E0005") && err.contains("at most 32 MiB"), "{err}");
 }
 
+/// `vmform show` with no argument shows the project of the current directory, as
+/// `terraform show` does: with no cluster to ask, it gets as far as asking.
+#[test]
+fn show_without_arguments_shows_the_project_here() {
+    let d = tmp();
+    fs::write(d.path().join("vms.kdl"), GOOD).unwrap();
+    let o = vmform_in(d.path(), &["show", "--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert_eq!(code(&o), 1, "a cluster error, not a usage error: {}", stderr(&o));
+    assert!(stderr(&o).contains("cannot read the kubeconfig"), "{}", stderr(&o));
+}
+
 #[test]
 fn completions_and_man_page_come_from_the_cli_definition() {
     let o = vmform(&["completions", "bash"]);
