@@ -78,11 +78,11 @@ fn write_nodes(doc: &KdlDocument, depth: usize, source: &str, skip: usize, w: &m
         let mut end = write_node(node, depth, source, w);
         // A comment after a `;` ends this node's line in the source; it stays there.
         skip = 0;
-        if node.format().is_some_and(|f| f.terminator.starts_with(';')) {
-            if let Some((comments, len)) = line_comments(&gap(doc, i + 1), i + 1 == nodes.len()) {
-                end = if end.is_empty() { comments } else { format!("{end} {comments}") };
-                skip = len;
-            }
+        if node.format().is_some_and(|f| f.terminator.starts_with(';'))
+            && let Some((comments, len)) = line_comments(&gap(doc, i + 1), i + 1 == nodes.len())
+        {
+            end = if end.is_empty() { comments } else { format!("{end} {comments}") };
+            skip = len;
         }
         w.end_line(&end);
     }
