@@ -6,7 +6,7 @@ use crate::{exit_for, print_stdout, report, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAG
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use vmform_compiler::policy::{self, Finding, Level, Policy};
-use vmform_compiler::{CompiledVm, Diagnostics, FileId, Sources};
+use vmform_compiler::{plural, CompiledVm, Diagnostics, FileId, Sources};
 
 pub struct Args {
     pub paths: Vec<PathBuf>,
@@ -168,12 +168,12 @@ fn human(out: &Outcome) -> String {
     let count = |l: Level| out.findings.iter().filter(|f| f.level == l && f.waived_by.is_none()).count();
     let waived = out.findings.iter().filter(|f| f.waived_by.is_some()).count();
     s.push_str(&format!(
-        "{} VMs checked against {} rules: {}, {}, {}{}\n",
-        out.objects.len(),
-        out.rules.len(),
-        report::plural(count(Level::Error), "error"),
-        report::plural(count(Level::Warning), "warning"),
-        report::plural(count(Level::Note), "note"),
+        "{} checked against {}: {}, {}, {}{}\n",
+        plural(out.objects.len(), "VM"),
+        plural(out.rules.len(), "rule"),
+        plural(count(Level::Error), "error"),
+        plural(count(Level::Warning), "warning"),
+        plural(count(Level::Note), "note"),
         if waived > 0 { format!(" ({waived} waived)") } else { String::new() }
     ));
     s

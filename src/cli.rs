@@ -86,8 +86,10 @@ pub enum Command {
         test: Option<PathBuf>,
     },
     /// Rewrite spec files in the canonical layout, keeping comments
+    #[command(after_help = "Examples:\n  vmform fmt --check examples/     # every project below it\n  vmform fmt - < web.kdl           # standard input to standard output, for editors")]
     Fmt {
-        /// Files, or directories whose .kdl files to format
+        /// Files, or directories whose .kdl files to format (a directory with none of its
+        /// own is searched recursively); `-` reads standard input and writes standard output
         #[arg(required = true, value_name = "PATHS")]
         paths: Vec<PathBuf>,
         /// Change nothing; list the files that are not formatted and exit 1 if any
@@ -96,7 +98,7 @@ pub enum Command {
         /// With --check, also print a unified diff of each change
         #[arg(long, requires = "check")]
         diff: bool,
-        /// Also format .kdl files in subdirectories
+        /// Also format .kdl files in subdirectories of a directory that has its own
         #[arg(short, long)]
         recursive: bool,
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
@@ -142,12 +144,15 @@ pub enum Command {
         guards: ApplyArgs,
     },
     /// Print a saved plan, or the project's VMs on the cluster now
-    #[command(visible_alias = "output")]
+    #[command(
+        visible_alias = "output",
+        after_help = "Examples:\n  vmform show                  # the VMs of the project in this directory\n  vmform show examples/shop\n  vmform show shop.plan"
+    )]
     Show {
-        /// A saved plan; without it, the project's live VMs
-        #[arg(value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// The project whose VMs to show (without FILE)
+        /// A saved plan, or the specs (file or directory) of the project whose live VMs to show
+        #[arg(value_name = "PATH", default_value = ".")]
+        path: PathBuf,
+        /// The project whose VMs to show [default: PATH's directory name]
         #[arg(long)]
         project: Option<String>,
         #[command(flatten)]
@@ -425,7 +430,7 @@ fn parse_vm_actions(s: &str) -> Result<vmform_compiler::model::VmActions, String
 /// What an apply may do.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Apply without asking (needed when there is no terminal to ask on)
+    /// Apply without asking [default: ask, reading the answer from stdin, a terminal or a pipe]
     #[arg(long)]
     pub auto_approve: bool,
     /// Apply changes that lose data (deleting data volumes, shrinking them, …)
@@ -688,4 +693,16 @@ pub struct VmArgs {
     pub namespace: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `vmform show` with no argument shows the project of the current directory.
+    #[test]
+    fn show_defaults_to_the_current_directory() {
+        let cli = Cli::try_parse_from(["vmform", "show"]).expect("PATH is optional");
+        assert!(matches!(cli.command, Command::Show { path, project: None, .. } if path == std::path::Path::new(".")));
+    }
 }

@@ -9,7 +9,7 @@ use crate::{diff_output, print_stdout, report, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_U
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use vmform_compiler::diff::ObjectChange;
-use vmform_compiler::{compile, CompiledVm, Options};
+use vmform_compiler::{compile, plural, CompiledVm, Options};
 use vmform_deploy::apply::{self, ApplyOptions};
 use vmform_deploy::inventory::ApplySet;
 use vmform_deploy::plan::{self, Plan, PlanOptions};
@@ -20,10 +20,6 @@ use vmform_deploy::DeployError;
 /// half-way, so write errors are ignored.
 fn say(line: &str) {
     print_stdout(&format!("{line}\n"));
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -45,11 +41,11 @@ fn fail(e: DeployError) -> u8 {
 }
 
 /// The project name: `--project`, else the first path's directory (or file) name.
-fn project_name(args: &ProjectArgs) -> Option<String> {
-    if let Some(p) = &args.project {
-        return Some(p.clone());
+fn project_name(project: Option<&str>, paths: &[PathBuf]) -> Option<String> {
+    if let Some(p) = project {
+        return Some(p.to_string());
     }
-    let first = args.paths.first()?;
+    let first = paths.first()?;
     let full = std::fs::canonicalize(first).unwrap_or_else(|_| first.clone());
     let name = if full.is_dir() { full.file_name() } else { full.file_stem() };
     name.map(|n| n.to_string_lossy().into_owned())
@@ -99,12 +95,8 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
     let pending: Vec<&plan::Step> = plan.steps.iter().filter(|s| s.effect == "restart").collect();
     if !pending.is_empty() {
         out.push_str(&format!(
-            "\n{} (apply with --restart to restart running VMs).\n",
-            if pending.len() == 1 {
-                "1 VM's changes take effect at its next restart".to_string()
-            } else {
-                format!("{} VMs' changes take effect at their next restart", pending.len())
-            }
+            "\nThe changes to {} take effect at the next restart (apply with --restart to restart running VMs).\n",
+            plural(pending.len(), "VM")
         ));
     }
     out
@@ -113,7 +105,7 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
 /// Plan the project against the target; prints nothing.
 async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, ApplySet, Plan, Vec<ObjectChange>), u8> {
     let compiled = compile_specs(args)?;
-    let Some(project) = project_name(args) else {
+    let Some(project) = project_name(args.project.as_deref(), &args.paths) else {
         eprintln!("error: cannot name the project: give --project");
         return Err(EXIT_USAGE);
     };
@@ -164,24 +156,29 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
     })
 }
 
-/// Ask for `yes` on the terminal; anything else, end of input or no terminal cancels.
-fn confirm(question: &str) -> Result<bool, String> {
-    if !std::io::stdin().is_terminal() {
-        return Err("there is no terminal to confirm on: give --auto-approve to apply without asking".into());
-    }
-    print!("\n{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
-    std::io::stdout().flush().ok();
+/// Ask for `yes`, reading the answer from `input`: the terminal, or whatever stdin is
+/// (`echo yes | vmform apply …`), as terraform does. Any other answer cancels; the end of
+/// input before an answer is an error.
+fn confirm(question: &str, input: &mut impl BufRead, out: &mut impl Write) -> Result<bool, String> {
+    let _ = write!(out, "\n{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    let _ = out.flush();
     let mut answer = String::new();
-    match std::io::stdin().lock().read_line(&mut answer) {
-        Ok(0) => Err("the prompt was interrupted (end of input); nothing was applied".into()),
+    match input.read_line(&mut answer) {
+        Ok(0) => Err("the prompt was interrupted (end of input) before an answer; nothing was done (--auto-approve does it without asking)".into()),
         Ok(_) => Ok(answer.trim() == "yes"),
-        Err(e) => Err(format!("the prompt was interrupted ({e}); nothing was applied")),
+        Err(e) => Err(format!("the prompt was interrupted ({e}); nothing was done")),
     }
 }
 
 /// Ask, and say why nothing happens when the answer is not `yes`.
 fn approved(question: &str, what: &str) -> bool {
-    match confirm(question) {
+    let stdin = std::io::stdin();
+    let answer = confirm(question, &mut stdin.lock(), &mut std::io::stdout());
+    // A terminal echoed the answer and its newline; an answer from a pipe did not.
+    if !stdin.is_terminal() {
+        say("");
+    }
+    match answer {
         Ok(true) => true,
         Ok(false) => {
             eprintln!("{what} cancelled.");
@@ -237,7 +234,7 @@ async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &Apply
                 done.updated,
                 done.replaced,
                 done.deleted,
-                if done.namespaces > 0 { format!("; {} created", plural(done.namespaces, "namespace", "namespaces")) } else { String::new() }
+                if done.namespaces > 0 { format!("; {} created", plural(done.namespaces, "namespace")) } else { String::new() }
             ));
             for vm in &done.restart_pending {
                 say(&format!("restart pending: {vm} is running with its old settings until its next restart (vmform apply --restart)"));
@@ -255,8 +252,8 @@ async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &Apply
 }
 
 /// A single path that is a saved plan rather than specs.
-fn saved_plan(args: &ProjectArgs) -> Option<PathBuf> {
-    match args.paths.as_slice() {
+fn saved_plan(paths: &[PathBuf]) -> Option<PathBuf> {
+    match paths {
         [one] if one.is_file() && one.extension().is_none_or(|e| e != "kdl") => Some(one.clone()),
         _ => None,
     }
@@ -265,7 +262,7 @@ fn saved_plan(args: &ProjectArgs) -> Option<PathBuf> {
 pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Duration>) -> u8 {
     runtime().block_on(async {
         let options = apply_options(guards, wait);
-        if let Some(file) = saved_plan(args) {
+        if let Some(file) = saved_plan(&args.paths) {
             let plan = match Plan::load(&file) {
                 Ok(p) => p,
                 Err(e) => return fail(e),
@@ -308,7 +305,7 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
 
 pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
     runtime().block_on(async {
-        let Some(project) = project_name(args) else {
+        let Some(project) = project_name(args.project.as_deref(), &args.paths) else {
             eprintln!("error: cannot name the project: give its paths or --project");
             return EXIT_USAGE;
         };
@@ -338,9 +335,12 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
     })
 }
 
-pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArgs, format: PlanFormat) -> u8 {
-    if let Some(file) = file {
-        return match Plan::load(file) {
+/// `path`: a saved plan, or the specs of the project whose live VMs to show (`.` by
+/// default, as `terraform show` shows the working directory's state).
+pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, format: PlanFormat) -> u8 {
+    let paths = [path.to_path_buf()];
+    if let Some(file) = saved_plan(&paths) {
+        return match Plan::load(&file) {
             Ok(plan) => {
                 match format {
                     PlanFormat::Human => print_stdout(&plan.text),
@@ -351,10 +351,11 @@ pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArg
             Err(e) => fail(e),
         };
     }
-    let Some(project) = project else {
-        eprintln!("error: give a saved plan FILE, or --project NAME to show its VMs");
+    let Some(project) = project_name(project, &paths) else {
+        eprintln!("error: cannot name the project of {}: give --project", path.display());
         return EXIT_USAGE;
     };
+    let project = project.as_str();
     runtime().block_on(async {
         let target = match target::connect(&target_args(target_args_)).await {
             Ok(t) => t,
@@ -372,7 +373,7 @@ pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArg
                 print_stdout(&(serde_json::to_string_pretty(&serde_json::json!({ "project": project, "target": target.server, "items": items })).expect("serialises") + "\n"));
             }
             PlanFormat::Human => {
-                let mut text = format!("Project {project} on {}: {} VMs\n", target.describe(), members.items.len());
+                let mut text = format!("Project {project} on {}: {}\n", target.describe(), plural(members.items.len(), "VM"));
                 for o in &members.items {
                     let status = o.data.pointer("/status/printableStatus").and_then(|s| s.as_str()).unwrap_or("-");
                     let strategy = o.data.pointer("/spec/runStrategy").and_then(|s| s.as_str()).unwrap_or("-");
@@ -387,4 +388,29 @@ pub fn show(file: Option<&Path>, project: Option<&str>, target_args_: &TargetArg
         }
         EXIT_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirm;
+
+    /// The answer comes from any input, a pipe as well as a terminal: only `yes` approves,
+    /// and the end of input before an answer is an error.
+    #[test]
+    fn the_prompt_reads_its_answer_from_any_input() {
+        let ask = |input: &str| {
+            let mut shown = vec![];
+            let answer = confirm("Do you want to perform these actions?", &mut input.as_bytes(), &mut shown);
+            (answer, String::from_utf8(shown).unwrap())
+        };
+        let (answer, shown) = ask("yes\n");
+        assert_eq!(answer, Ok(true));
+        assert!(shown.contains("Do you want to perform these actions?") && shown.ends_with("Enter a value: "), "{shown}");
+        assert_eq!(ask("yes").0, Ok(true), "the last line needs no newline");
+        assert_eq!(ask("no\n").0, Ok(false));
+        assert_eq!(ask("\nyes\n").0, Ok(false), "an empty line is an answer, and not yes");
+        assert_eq!(ask("yess\n").0, Ok(false));
+        let eof = ask("").0.unwrap_err();
+        assert!(eof.contains("end of input") && eof.contains("--auto-approve"), "{eof}");
+    }
 }

@@ -2,6 +2,7 @@
 
 use vmform_compiler::diff::{summary, Action, ObjectChange};
 use vmform_compiler::effects::Effect;
+use vmform_compiler::plural;
 
 fn paint(colour: bool, code: &str, s: &str) -> String {
     if colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
@@ -147,7 +148,33 @@ pub fn markdown(changes: &[ObjectChange], limit: usize) -> String {
     }
     out.push_str(&details);
     if cut > 0 {
-        out.push_str(&format!("\n*Details of {cut} more VMs were cut to keep this comment under {limit} characters; run `vmform diff` for all of them.*\n"));
+        out.push_str(&format!("\n*Details of {} were cut to keep this comment under {limit} characters; run `vmform diff` for all of them.*\n", plural(cut, "more VM")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The note under a comment cut to fit counts what it left out: `1 more VM`.
+    #[test]
+    fn a_cut_comment_says_how_many_vms_it_left_out() {
+        let change = |name: &str| ObjectChange {
+            namespace: "shop".into(),
+            name: name.into(),
+            old_namespace: None,
+            action: Action::Create,
+            effect: Effect::None,
+            reason: "new VM".into(),
+            fields: vec![],
+            blocked: false,
+        };
+        let changes = [change("a"), change("b")];
+        let whole = markdown(&changes, MARKDOWN_LIMIT);
+        // Room for the first VM's details and the note, not for the second's.
+        let cut = markdown(&changes, whole.len() + 199);
+        assert!(cut.contains("shop/a</code>") && !cut.contains("shop/b</code>"), "{cut}");
+        assert!(cut.contains("*Details of 1 more VM were cut"), "{cut}");
+    }
 }

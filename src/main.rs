@@ -19,7 +19,7 @@ use fs_loader::FsLoader;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use vmform_compiler::{compile, emit, Compilation, Options};
+use vmform_compiler::{compile, emit, plural, Compilation, Options};
 
 /// Documented exit codes (README, book/src/cli-reference.md).
 pub(crate) const EXIT_OK: u8 = 0;
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         }
         Command::Apply { project, guards, wait, timeout } => deploy_cmd::apply(&project, &guards, wait.then_some(timeout)),
         Command::Destroy { project, guards } => deploy_cmd::destroy(&project, &guards),
-        Command::Show { file, project, target, format } => deploy_cmd::show(file.as_deref(), project.as_deref(), &target, format),
+        Command::Show { path, project, target, format } => deploy_cmd::show(&path, project.as_deref(), &target, format),
         Command::Vm { command } => vm_cmd::run(command),
         Command::Node { command } => node_cmd::run(command),
         Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes, accel } => {
@@ -85,7 +85,7 @@ fn validate(input: &Input) -> u8 {
         DiagnosticFormat::Human => {
             report::print(&c.diagnostics, &c.sources, input.format);
             if !c.has_errors() {
-                eprintln!("{} valid ({})", report::plural(c.objects.len(), "machine"), report::plural(c.sources.iter().count(), "file"));
+                eprintln!("{} valid ({})", plural(c.objects.len(), "machine"), plural(c.sources.iter().count(), "file"));
             }
         }
     }
@@ -121,7 +121,7 @@ fn build(input: &Input, output: OutputFormat, out_dir: Option<&Path>) -> u8 {
                     return EXIT_USAGE;
                 }
             }
-            eprintln!("wrote {} to {}", report::plural(c.objects.len(), "manifest"), dir.display());
+            eprintln!("wrote {} to {}", plural(c.objects.len(), "manifest"), dir.display());
         }
     }
     EXIT_OK
@@ -143,9 +143,11 @@ fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, form
             return EXIT_USAGE;
         }
     };
-    for c in [&a, &b] {
-        report::print(&c.diagnostics, &c.sources, cli::DiagnosticFormat::Human);
-    }
+    // The new specs' warnings are what a review acts on; the old specs' would mostly repeat
+    // them. The old specs' errors are shown, as they stop the diff.
+    let old_errors: vmform_compiler::Diagnostics = a.diagnostics.errors().cloned().collect();
+    report::print(&old_errors, &a.sources, cli::DiagnosticFormat::Human);
+    report::print(&b.diagnostics, &b.sources, cli::DiagnosticFormat::Human);
     if a.has_errors() || b.has_errors() {
         return exit_for(&a).max(exit_for(&b)).max(EXIT_SPEC_ERRORS);
     }
@@ -173,21 +175,35 @@ fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, form
 }
 
 fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: DiagnosticFormat) -> u8 {
+    // `-`: standard input to standard output, for an editor's format-on-save.
+    let stdin = paths.iter().any(|p| p.as_os_str() == "-");
+    if stdin && paths.len() > 1 {
+        eprintln!("error: `-` (standard input) is formatted alone, without other paths");
+        return EXIT_USAGE;
+    }
     let mut files = vec![];
-    for p in paths {
+    for p in paths.iter().filter(|_| !stdin) {
         if let Err(e) = collect_kdl(p, recursive, &mut files) {
             eprintln!("error: cannot read {}: {e}", p.display());
             return EXIT_USAGE;
         }
     }
-    if files.is_empty() {
+    if stdin {
+        files.push(PathBuf::from("<stdin>"));
+    } else if files.is_empty() {
         eprintln!("error: no .kdl file in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
         return EXIT_USAGE;
     }
     let mut unformatted = vec![];
     let mut failed = false;
     for f in &files {
-        let bytes = match std::fs::read(f) {
+        let read = if stdin {
+            let mut b = vec![];
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b).map(|_| b)
+        } else {
+            std::fs::read(f)
+        };
+        let bytes = match read {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("error: cannot read {}: {e}", f.display());
@@ -195,16 +211,18 @@ fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: Diag
             }
         };
         // Parse through the compiler so syntax errors are reported like everywhere else.
-        let parsed = vmform_compiler::fmt::format_file(f, bytes);
-        let formatted = match parsed {
-            Ok((original, formatted)) => (original, formatted),
+        let (original, formatted) = match vmform_compiler::fmt::format_file(f, bytes) {
+            Ok(pair) => pair,
             Err((diags, sources)) => {
                 report::print(&diags, &sources, format);
                 failed = true;
                 continue;
             }
         };
-        let (original, formatted) = formatted;
+        if stdin && !check {
+            print_stdout(&formatted);
+            continue;
+        }
         if original == formatted {
             continue;
         }
@@ -221,12 +239,24 @@ fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: Diag
         }
     }
     if !check && !unformatted.is_empty() {
-        eprintln!("formatted {}", report::plural(unformatted.len(), "file"));
+        eprintln!("formatted {}", plural(unformatted.len(), "file"));
     }
     if failed || (check && !unformatted.is_empty()) { EXIT_SPEC_ERRORS } else { EXIT_OK }
 }
 
+/// The .kdl files of a path: the file itself, or those in a directory (in its
+/// subdirectories too with `recursive`). A directory with none of its own is a folder of
+/// projects (`examples/`), so it is searched whole, as `terraform fmt -recursive` would.
 fn collect_kdl(p: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let found = out.len();
+    collect_kdl_in(p, recursive, out)?;
+    if out.len() == found && !recursive && p.is_dir() {
+        collect_kdl_in(p, true, out)?;
+    }
+    Ok(())
+}
+
+fn collect_kdl_in(p: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     if !std::fs::metadata(p)?.is_dir() {
         out.push(p.to_path_buf());
         return Ok(());
@@ -236,7 +266,7 @@ fn collect_kdl(p: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Re
     for e in entries {
         if e.is_dir() {
             if recursive {
-                collect_kdl(&e, recursive, out)?;
+                collect_kdl_in(&e, recursive, out)?;
             }
         } else if e.extension().is_some_and(|x| x == "kdl") {
             out.push(e);

@@ -2,7 +2,7 @@
 
 use crate::cli::DiagnosticFormat;
 use std::io::{IsTerminal, Write};
-use vmform_compiler::{Diagnostics, Sources};
+use vmform_compiler::{plural, Diagnostics, Sources};
 
 /// Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org).
 pub fn use_colour(stream_is_terminal: bool) -> bool {
@@ -55,8 +55,4 @@ pub fn print(diags: &Diagnostics, sources: &Sources, format: DiagnosticFormat) {
         DiagnosticFormat::Json => render_json(diags, sources),
     };
     let _ = stderr.lock().write_all(text.as_bytes());
-}
-
-pub fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }

@@ -55,6 +55,16 @@ fn every_builtin_rule_has_a_passing_and_a_failing_case() {
     }
 }
 
+/// Counts read as English: one VM and one rule are singular.
+#[test]
+fn the_summary_counts_one_vm_and_one_rule_in_the_singular() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("one.kdl");
+    fs::write(&f, "vm \"web\" {\n    memory \"1Gi\"\n}\n").unwrap();
+    let out = vmform(&["check", &f.to_string_lossy(), "--rules", "none"]);
+    assert!(stdout(&out).contains("1 VM checked against 1 rule: 0 errors, 0 warnings, 0 notes"), "{}{}", stdout(&out), stderr(&out));
+}
+
 #[test]
 fn a_broken_test_case_fails_the_test_run() {
     let d = tempfile::tempdir().unwrap();

@@ -153,6 +153,55 @@ fn fmt_check_lists_files_then_fmt_fixes_them_and_keeps_comments() {
     assert_eq!(stdout(&vmform(&["build", &dir])), build_before, "fmt keeps meaning");
 }
 
+/// `vmform fmt --check examples/`: a directory with no spec of its own holds projects, and
+/// is searched recursively; one with specs of its own is formatted alone unless `-r`.
+#[test]
+fn fmt_searches_a_folder_of_projects_recursively() {
+    let d = tmp();
+    let messy = "vm web {\n  memory \"1Gi\"; cpu 1\n}\n";
+    for (dir, text) in [("a", messy), ("b/deep", messy), ("c", GOOD)] {
+        fs::create_dir_all(d.path().join(dir)).unwrap();
+        fs::write(d.path().join(dir).join("x.kdl"), text).unwrap();
+    }
+    let p = |x: &str| d.path().join(x).to_string_lossy().to_string();
+    let o = vmform(&["fmt", "--check", &p("")]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{}\n{}\n", p("a/x.kdl"), p("b/deep/x.kdl")), "both projects below it");
+    // `b` has no spec of its own either; `a` has, so its subdirectories need -r.
+    assert_eq!(stdout(&vmform(&["fmt", "--check", &p("b")])).trim(), p("b/deep/x.kdl"));
+    fs::create_dir(d.path().join("a/sub")).unwrap();
+    fs::write(d.path().join("a/sub/y.kdl"), messy).unwrap();
+    assert_eq!(stdout(&vmform(&["fmt", "--check", &p("a")])).trim(), p("a/x.kdl"));
+    assert_eq!(stdout(&vmform(&["fmt", "--check", "-r", &p("a")])).lines().count(), 2);
+    assert_eq!(code(&vmform(&["fmt", &p("")])), 0);
+    assert_eq!(code(&vmform(&["fmt", "--check", &p("")])), 0, "all formatted");
+    let empty = d.path().join("empty/sub");
+    fs::create_dir_all(&empty).unwrap();
+    let o = vmform(&["fmt", &p("empty")]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no .kdl file in"), "{}", stderr(&o));
+}
+
+/// `vmform fmt -` is an editor's format-on-save: the text on stdin, formatted on stdout.
+#[test]
+fn fmt_dash_formats_standard_input_to_standard_output() {
+    let o = vmform_with_stdin(&["fmt", "-"], "vm web {\n  memory \"1Gi\"; cpu 1 // small\n}\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "vm \"web\" {\n    memory \"1Gi\"\n    cpu 1 // small\n}\n");
+    let o = vmform_with_stdin(&["fmt", "-"], GOOD);
+    assert_eq!(stdout(&o), GOOD, "formatted text comes back as it is");
+    // A syntax error: reported on stderr, nothing on stdout for the editor to write back.
+    let o = vmform_with_stdin(&["fmt", "-"], "vm \"web\" {\n    labels app=\n}\n");
+    assert_eq!(code(&o), 1);
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("E0001") && stderr(&o).contains("<stdin>:2:12"), "{}", stderr(&o));
+    let o = vmform_with_stdin(&["fmt", "--check", "-"], "vm web {\n}\n");
+    assert_eq!((code(&o), stdout(&o).trim()), (1, "<stdin>"));
+    assert_eq!(code(&vmform_with_stdin(&["fmt", "--check", "-"], GOOD)), 0);
+    let o = vmform(&["fmt", "-", "examples/shop"]);
+    assert_eq!(code(&o), 2, "stdin is formatted alone: {}", stderr(&o));
+}
+
 #[test]
 fn fmt_refuses_invalid_kdl_and_leaves_the_file_alone() {
     let d = tmp();
@@ -203,6 +252,17 @@ fn bad_input_gets_a_clear_diagnostic_and_no_output() {
     let (c, err, empty) = case("huge.kdl", &big);
     assert_eq!((c, empty), (1, true));
     assert!(err.contains("E0005") && err.contains("at most 32 MiB"), "{err}");
+}
+
+/// `vmform show` with no argument shows the project of the current directory, as
+/// `terraform show` does: with no cluster to ask, it gets as far as asking.
+#[test]
+fn show_without_arguments_shows_the_project_here() {
+    let d = tmp();
+    fs::write(d.path().join("vms.kdl"), GOOD).unwrap();
+    let o = vmform_in(d.path(), &["show", "--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert_eq!(code(&o), 1, "a cluster error, not a usage error: {}", stderr(&o));
+    assert!(stderr(&o).contains("cannot read the kubeconfig"), "{}", stderr(&o));
 }
 
 #[test]

@@ -190,8 +190,9 @@ fn changes_made_outside_vmform_show_as_drift_and_are_set_back() {
     assert_eq!(stdout(&strategy), "Halted");
 }
 
+/// Without a terminal the answer is read from stdin; here it ends before one.
 #[test]
-fn without_a_terminal_apply_needs_auto_approve() {
+fn with_no_answer_before_the_end_of_input_apply_applies_nothing() {
     let w = World::new();
     w.write(&spec("1Gi", "app=\"web\"", false, false));
     let refused = w.vmform(&["apply"]);

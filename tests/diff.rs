@@ -34,6 +34,26 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Each warning once, for the new specs: not again for the old ones.
+#[test]
+fn warnings_are_shown_once_for_the_new_specs() {
+    let d = tempfile::tempdir().unwrap();
+    let (old, new) = shop_before_after(d.path());
+    // A warning only the old specs have: an unused template.
+    fs::write(Path::new(&old).join("unused.kdl"), "template \"unused\" { memory \"1Gi\" }\n").unwrap();
+    let diff = stderr(&vmform(&["diff", &old, &new]));
+    let validate = stderr(&vmform(&["validate", &new]));
+    let warnings = |s: &str| s.matches("vmform::W").count();
+    assert!(warnings(&validate) > 0, "the shop example has warnings: {validate}");
+    assert_eq!(warnings(&diff), warnings(&validate), "{diff}");
+    assert!(!diff.contains("W0002"), "the old specs' warnings are not shown: {diff}");
+    // The old specs' errors still are: they stop the diff.
+    fs::write(Path::new(&old).join("unused.kdl"), "vm \"x\" { cpu 0 }\n").unwrap();
+    let o = vmform(&["diff", &old, &new]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("E0"), "{}", stderr(&o));
+}
+
 #[test]
 fn human_markdown_and_json_formats() {
     let d = tempfile::tempdir().unwrap();

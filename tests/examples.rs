@@ -23,6 +23,13 @@ fn every_example_builds_and_matches_its_snapshot() {
     }
 }
 
+/// The examples are in `vmform fmt`'s canonical layout (the README's `fmt --check` line).
+#[test]
+fn examples_are_formatted() {
+    let o = vmform(&["fmt", "--check", "examples/"]);
+    assert_eq!(code(&o), 0, "not formatted (run `vmform fmt examples/`):\n{}{}", stdout(&o), stderr(&o));
+}
+
 #[test]
 fn params_switch_environments() {
     let staging = build(&["build", "examples/environments"]);

@@ -208,6 +208,12 @@ impl Diagnostics {
     }
 }
 
+impl FromIterator<Diagnostic> for Diagnostics {
+    fn from_iter<I: IntoIterator<Item = Diagnostic>>(items: I) -> Self {
+        Diagnostics { items: items.into_iter().collect() }
+    }
+}
+
 /// A diagnostic as a user sees it: file, line and column resolved.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Located {

@@ -2,7 +2,8 @@
 //!
 //! Layout: four-space indentation, one node per line, strings always in quotes (raw
 //! and multi-line strings kept as written), numbers as written, at most one blank line
-//! between nodes, a comment after a node kept on its line. Formatting never changes
+//! between nodes, a comment at the end of a line (after a node, a `;`, a `{` or a `}`) kept
+//! there and aligned with those of the lines next to it. Formatting never changes
 //! meaning: the tests compile every example before and after and compare the objects.
 
 use kdl::{KdlDocument, KdlEntry, KdlIdentifier, KdlNode, KdlValue};
@@ -11,8 +12,9 @@ const INDENT: &str = "    ";
 
 /// Format a parsed document; `source` is the text it was parsed from.
 pub fn format_document(doc: &KdlDocument, source: &str) -> String {
-    let mut out = String::new();
-    write_nodes(doc, 0, source, &mut out);
+    let mut w = Writer::default();
+    write_nodes(doc, 0, source, 0, &mut w);
+    let out = align_comments(&w.out, &w.comments);
     let trimmed = out.trim_end();
     let mut s = String::with_capacity(trimmed.len() + 1);
     s.push_str(trimmed);
@@ -41,17 +43,133 @@ pub fn format_source(text: &str) -> Result<String, kdl::KdlError> {
     Ok(format_document(&text.parse::<KdlDocument>()?, text))
 }
 
-fn write_nodes(doc: &KdlDocument, depth: usize, source: &str, out: &mut String) {
-    // Comments before the first node, or in a document or block with no node at all.
-    let leading = doc.format().map(|f| f.leading.as_str()).unwrap_or("");
-    write_comments(leading, depth, true, out);
-    for (i, node) in doc.nodes().iter().enumerate() {
-        let leading = node.format().map(|f| f.leading.as_str()).unwrap_or("");
-        write_comments(leading, depth, i == 0, out);
-        write_node(node, depth, source, out);
+/// The text being written, and where each end-of-line comment in it starts.
+#[derive(Default)]
+struct Writer {
+    out: String,
+    comments: Vec<usize>,
+}
+
+impl Writer {
+    /// End the line with what follows the node on it, as laid out by `lay_out`.
+    fn end_line(&mut self, end: &str) {
+        if !end.is_empty() {
+            self.out.push(' ');
+            if (end.starts_with("//") || end.starts_with("/*")) && !end.contains('\n') {
+                self.comments.push(self.out.len());
+            }
+            self.out.push_str(end);
+        }
+        self.out.push('\n');
     }
-    let trailing = doc.format().map(|f| f.trailing.as_str()).unwrap_or("");
-    write_comments(trailing, depth, doc.nodes().is_empty(), out);
+}
+
+/// Write a document's or block's nodes and the comments between them; the first `skip`
+/// bytes of the text before the first node were already written (after the `{`).
+fn write_nodes(doc: &KdlDocument, depth: usize, source: &str, skip: usize, w: &mut Writer) {
+    let nodes = doc.nodes();
+    let mut skip = skip;
+    for i in 0..=nodes.len() {
+        // Comments before the first node, or in a document or block with no node at all,
+        // and after the last node.
+        let before = gap(doc, i);
+        write_comments(before.get(skip..).unwrap_or(""), depth, i == 0, &mut w.out);
+        let Some(node) = nodes.get(i) else { break };
+        let mut end = write_node(node, depth, source, w);
+        // A comment after a `;` ends this node's line in the source; it stays there.
+        skip = 0;
+        if node.format().is_some_and(|f| f.terminator.starts_with(';'))
+            && let Some((comments, len)) = line_comments(&gap(doc, i + 1), i + 1 == nodes.len())
+        {
+            end = if end.is_empty() { comments } else { format!("{end} {comments}") };
+            skip = len;
+        }
+        w.end_line(&end);
+    }
+}
+
+/// The text before node `i` of a document (after its last node for `i == len`).
+fn gap(doc: &KdlDocument, i: usize) -> String {
+    let nodes = doc.nodes();
+    let fmt = doc.format();
+    let leading = |n: &KdlNode| n.format().map_or(String::new(), |f| f.leading.clone());
+    let mut text = String::new();
+    if i == 0 {
+        text.push_str(fmt.map_or("", |f| f.leading.as_str()));
+    }
+    match nodes.get(i) {
+        Some(n) => text.push_str(&leading(n)),
+        None => text.push_str(fmt.map_or("", |f| f.trailing.as_str())),
+    }
+    text
+}
+
+/// The comments that end the line `text` starts within, when nothing else is on it: laid
+/// out, with the length of `text` they take, line break included. `last` says that `text`
+/// comes after a block's or the file's last node, so its end ends the line too.
+fn line_comments(text: &str, last: bool) -> Option<(String, usize)> {
+    let mut i = 0;
+    while let Some(r) = text.get(i..).filter(|r| !r.is_empty()) {
+        let c = r.chars().next().unwrap_or(' ');
+        if r.starts_with("//") {
+            i += line_end(r);
+        } else if r.starts_with("/*") {
+            let n = block_comment_len(r);
+            if line_end(&r[..n]) < n {
+                return None;
+            }
+            i += n;
+        } else if c.is_whitespace() && line_end(r) > 0 {
+            i += c.len_utf8();
+        } else {
+            break;
+        }
+    }
+    // The line ends here: a newline, or the `}` or the end of the file after the last node.
+    let rest = &text[i..];
+    let newline = match rest.chars().next() {
+        None if last => 0,
+        None => return None,
+        Some(_) if rest.starts_with("\r\n") => 2,
+        Some(c) if line_end(rest) == 0 => c.len_utf8(),
+        Some(_) => return None,
+    };
+    let (comments, _) = lay_out(&text[..i]);
+    (!comments.is_empty()).then_some((comments, i + newline))
+}
+
+/// Align the end-of-line comments of consecutive lines, as gofmt does: a run of lines that
+/// each end with a comment has its comments one space after the run's longest line. A
+/// comment on a line of its own is one space after its code.
+fn align_comments(text: &str, comments: &[usize]) -> String {
+    // (line number, code width in characters) of each comment.
+    let mut at = Vec::with_capacity(comments.len());
+    let (mut line, mut scanned) = (0, 0);
+    for &c in comments {
+        line += text[scanned..c].matches('\n').count();
+        scanned = c;
+        let start = text[..c].rfind('\n').map_or(0, |n| n + 1);
+        at.push((line, text[start..c].chars().count()));
+    }
+    // Each run's column: its longest code.
+    let mut column = vec![0; at.len()];
+    let mut run_start = 0;
+    for k in 0..=at.len() {
+        if k == at.len() || (k > 0 && at[k].0 != at[k - 1].0 + 1) {
+            let widest = at[run_start..k].iter().map(|a| a.1).max().unwrap_or(0);
+            column[run_start..k].fill(widest);
+            run_start = k;
+        }
+    }
+    let mut out = String::with_capacity(text.len() + comments.len() * 8);
+    let mut copied = 0;
+    for (k, &c) in comments.iter().enumerate() {
+        out.push_str(&text[copied..c]);
+        out.extend(std::iter::repeat_n(' ', column[k] - at[k].1));
+        copied = c;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Re-indent the comments (and slashdashed nodes) found between nodes; a run of blank
@@ -108,7 +226,9 @@ fn write_comments(text: &str, depth: usize, at_block_start: bool, out: &mut Stri
     }
 }
 
-fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
+/// Write a node; returns what follows it on its last line, for `Writer::end_line`.
+fn write_node(node: &KdlNode, depth: usize, source: &str, w: &mut Writer) -> String {
+    let out = &mut w.out;
     push_indent(out, depth);
     if let Some(ty) = node.ty() {
         out.push('(');
@@ -122,10 +242,13 @@ fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
     let fmt = node.format();
     if let Some(children) = node.children() {
         write_decor(fmt.map_or("", |f| f.before_children.as_str()), out);
-        out.push_str("{\n");
-        write_nodes(children, depth + 1, source, out);
-        push_indent(out, depth);
-        out.push('}');
+        out.push('{');
+        // A comment after the `{` stays there.
+        let (comments, skip) = line_comments(&gap(children, 0), children.nodes().is_empty()).unwrap_or_default();
+        w.end_line(&comments);
+        write_nodes(children, depth + 1, source, skip, w);
+        push_indent(&mut w.out, depth);
+        w.out.push('}');
     }
     // What follows the node on its line (slashdashed entries or blocks, comments) is kept
     // there, on one line: the node ends at our newline, so a continuation or `;` here has
@@ -135,12 +258,7 @@ fn write_node(node: &KdlNode, depth: usize, source: &str, out: &mut String) {
         Some(f) => format!("{}{}{}", f.before_terminator, f.terminator.trim_start_matches(';'), f.trailing),
         None => String::new(),
     };
-    let (end, _) = lay_out(&end);
-    if !end.is_empty() {
-        out.push(' ');
-        out.push_str(&end);
-    }
-    out.push('\n');
+    lay_out(&end).0
 }
 
 fn write_entry(e: &KdlEntry, out: &mut String) {
@@ -232,12 +350,12 @@ fn lay_out(s: &str) -> (String, bool) {
 }
 
 /// The length of the line `s` starts, without its newline (any of KDL's).
-fn line_end(s: &str) -> usize {
+pub(crate) fn line_end(s: &str) -> usize {
     s.find(['\n', '\r', '\u{85}', '\u{b}', '\u{c}', '\u{2028}', '\u{2029}']).unwrap_or(s.len())
 }
 
 /// The length of the block comment `s` starts with (`/*`), nested ones included.
-fn block_comment_len(s: &str) -> usize {
+pub(crate) fn block_comment_len(s: &str) -> usize {
     let (mut depth, mut i) = (0usize, 0);
     while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
         if r.starts_with("/*") {
@@ -258,7 +376,7 @@ fn block_comment_len(s: &str) -> usize {
 
 /// The length of the string `s` starts with, if it starts with one: quoted (escapes
 /// skipped), raw (`#"…"#`, any number of `#`) or multi-line (`"""…"""`, raw or not).
-fn string_len(s: &str) -> Option<usize> {
+pub(crate) fn string_len(s: &str) -> Option<usize> {
     let hashes = s.len() - s.trim_start_matches('#').len();
     let body = &s[hashes..];
     if !body.starts_with('"') {
@@ -411,13 +529,7 @@ pub fn format_file(
     let syntax = |d: &crate::Diagnostic| matches!(d.code, crate::Code::KdlSyntax | crate::Code::NotUtf8 | crate::Code::FileTooLarge);
     match parsed.document {
         Some(doc) if !parsed.diags.errors().any(syntax) => Ok((parsed.text.to_string(), format_document(&doc, &parsed.text))),
-        _ => {
-            let mut diags = crate::Diagnostics::default();
-            for d in parsed.diags.errors().filter(|d| syntax(d)) {
-                diags.push(d.clone());
-            }
-            Err((diags, sources))
-        }
+        _ => Err((parsed.diags.errors().filter(|d| syntax(d)).cloned().collect(), sources)),
     }
 }
 
@@ -428,7 +540,7 @@ mod tests {
     #[test]
     fn canonical_layout_keeps_comments() {
         let src = "// top\n\n\nparam \"env\" /* c1 */ default=\"staging\"   // trailing\n\ndefaults { // after brace\n  namespace \"shop-${env}\"\n     labels team=web \\\n   x=1\n  // last comment\n}\n/- vm \"x\" {\n    a 1\n}\nvm \"é\" count=3 {\n  // inner\n  port \"http\" 80\n  memory \"2Gi\"; cpu 1\n}\n// end\n";
-        let want = "// top\n\nparam \"env\" /* c1 */ default=\"staging\" // trailing\n\ndefaults {\n    // after brace\n    namespace \"shop-${env}\"\n    labels team=\"web\" x=1\n    // last comment\n}\n/- vm \"x\" {\n    a 1\n}\nvm \"é\" count=3 {\n    // inner\n    port \"http\" 80\n    memory \"2Gi\"\n    cpu 1\n}\n// end\n";
+        let want = "// top\n\nparam \"env\" /* c1 */ default=\"staging\" // trailing\n\ndefaults { // after brace\n    namespace \"shop-${env}\"\n    labels team=\"web\" x=1\n    // last comment\n}\n/- vm \"x\" {\n    a 1\n}\nvm \"é\" count=3 {\n    // inner\n    port \"http\" 80\n    memory \"2Gi\"\n    cpu 1\n}\n// end\n";
         let got = format_source(src).unwrap();
         assert_eq!(got, want);
         assert_eq!(format_source(&got).unwrap(), got, "formatting is idempotent");
@@ -466,6 +578,48 @@ mod tests {
         // Inside a node, and at its end, comment text is kept as written too.
         let src = "a 1 /* x  y\n   z */ 2 //  two  spaces \\\n";
         assert_eq!(format_source(src).unwrap(), src);
+    }
+
+    #[test]
+    fn end_of_line_comments_stay_on_their_line() {
+        // After a `{`, after a `;`, after a `}`; one on a line of its own stays there.
+        let src = "a { // opens\n\n  // own line\n  b 1; /* one */ // two\n  c { /* x */\n    d 1\n  }; // closes\n}\ne 1;   // last\n";
+        let want = "a { // opens\n    // own line\n    b 1 /* one */ // two\n    c { /* x */\n        d 1\n    } // closes\n}\ne 1 // last\n";
+        let got = format_source(src).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(format_source(&got).unwrap(), got);
+        assert_eq!(format_source("a {\n    b 1\n}; // at the end of the file").unwrap(), "a {\n    b 1\n} // at the end of the file\n");
+        assert_eq!(format_source("a { b 1; /* before the } */ }\n").unwrap(), "a {\n    b 1 /* before the } */\n}\n");
+        // A comment before a node on its line, or over several lines, goes on lines of its own.
+        assert_eq!(format_source("a { /* x */ b 1 }\n").unwrap(), "a {\n    /* x */\n    b 1\n}\n");
+        assert_eq!(format_source("a { /* one\n   two */\n    b 1\n}\n").unwrap(), "a {\n    /* one\n      two */\n    b 1\n}\n");
+    }
+
+    #[test]
+    fn end_of_line_comments_of_consecutive_lines_are_aligned() {
+        let src = "\
+param \"env\" default=\"staging\"  // one
+param \"release\" default=\"1\" // two
+
+vm \"web\" {                  // alone: one space
+    cpu 1
+    memory \"1Gi\"    // a run across depths
+}                       // ends here
+port 1
+";
+        let want = "\
+param \"env\" default=\"staging\" // one
+param \"release\" default=\"1\"   // two
+
+vm \"web\" { // alone: one space
+    cpu 1
+    memory \"1Gi\" // a run across depths
+}                // ends here
+port 1
+";
+        let got = format_source(src).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(format_source(&got).unwrap(), got, "idempotent");
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub use source::{FileId, Sources, Span};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A count and its noun for a message: `1 VM`, `2 VMs`, `0 errors`. Every noun vmform counts
+/// takes an `s`; the CLI and the deploy layer share this one helper.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 /// What a run is asked to compile.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

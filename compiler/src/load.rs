@@ -318,7 +318,7 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
             for d in err.diagnostics {
                 let msg = d.message.clone().unwrap_or_else(|| "invalid KDL".into());
                 let mut diag = Diagnostic::new(Code::KdlSyntax, msg)
-                    .at(Span::from_miette(id, d.span), d.label.clone().unwrap_or_else(|| "here".into()));
+                    .at(Span::from_miette(id, failure_span(&text, d.span)), d.label.clone().unwrap_or_else(|| "here".into()));
                 diag = diag.help(d.help.clone().unwrap_or_else(|| {
                     "vmform files are KDL v2: strings in quotes, booleans as #true/#false, blocks in { }".into()
                 }));
@@ -329,6 +329,40 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
             p.parse_time = parse_time;
             p
         }
+    }
+}
+
+/// Where a KDL syntax error is. The parser spans an error from the start of the construct
+/// it was reading to where it stopped; an error no construct recovers from (a property
+/// without a value, an unclosed comment) is spanned from the start of the document. Such a
+/// span is narrowed to its last token: the one the parser stopped at or in, cut to that
+/// token's first line.
+fn failure_span(text: &str, span: miette::SourceSpan) -> miette::SourceSpan {
+    use crate::fmt::{block_comment_len, line_end, string_len};
+    let end = (span.offset() + span.len()).min(text.len());
+    if span.offset() != 0 || !text.is_char_boundary(end) {
+        return span;
+    }
+    let (mut i, mut last) = (0, None);
+    while let Some(r) = text.get(i..end).filter(|r| !r.is_empty()) {
+        let c = r.chars().next().unwrap_or(' ');
+        if c.is_whitespace() || c == '\u{feff}' {
+            i += c.len_utf8();
+        } else if r.starts_with("//") {
+            i += line_end(r);
+        } else {
+            // A token: strings and block comments whole (to the end of the file when
+            // unclosed), up to the next whitespace.
+            let start = i;
+            while let Some(r) = text.get(i..).filter(|r| !r.is_empty() && !r.starts_with(char::is_whitespace)) {
+                i += if r.starts_with("/*") { block_comment_len(r) } else { string_len(r).unwrap_or(r.chars().next().map_or(1, char::len_utf8)) };
+            }
+            last = Some((start, i - start));
+        }
+    }
+    match last {
+        Some((start, len)) => (start, len.min(line_end(&text[start..]))).into(),
+        None => span,
     }
 }
 

@@ -972,6 +972,11 @@ impl Renderer<'_> {
         format!("@{tag}{}: {}", self.comments, COMMENTS[self.st.below(COMMENTS.len())])
     }
 
+    /// A comment at the end of a node's line, which fmt must keep there: `@c3: (eol) …`.
+    fn eol_comment(&mut self, tag: char) -> String {
+        self.tagged_comment(tag).replacen(": ", ": (eol) ", 1)
+    }
+
     /// A short comment for inside a line: `/* @c3: */`.
     fn block(&mut self) -> String {
         self.comments += 1;
@@ -1051,15 +1056,15 @@ impl Renderer<'_> {
             0..=8 => self.out.push('\n'),
             9 => self.out.push_str(";\n"),
             10 => {
-                let c = self.comment();
+                let c = self.eol_comment('c');
                 self.out.push_str(&format!(" // {c}\n"));
             }
             11 => {
-                let c = self.tagged_comment(open);
+                let c = self.eol_comment(open);
                 self.out.push_str(&format!(" /* {} */\n", c.replace('\\', "")));
             }
             12 => {
-                let c = self.tagged_comment(open);
+                let c = self.eol_comment(open);
                 self.out.push_str(&format!("; // {c}\n"));
             }
             13 => self.out.push_str(" \t\n"),
@@ -1128,7 +1133,7 @@ impl Renderer<'_> {
             } else {
                 self.out.push('{');
                 if self.st.chance(8) {
-                    let c = self.comment();
+                    let c = self.eol_comment('c');
                     self.out.push_str(&format!(" // {c}"));
                 }
                 self.out.push('\n');
@@ -1505,6 +1510,24 @@ proptest! {
                 "fmt lost or repeated comments in {}: {:?} became {:?}\n--- input\n{}\n--- formatted\n{}",
                 p.display(), before, after, text, f
             );
+        }
+    }
+
+    /// A comment at the end of a line (after a node, a `;`, a `{` or a `}`) stays at the
+    /// end of its line, as gofmt and rustfmt keep it.
+    #[test]
+    fn fmt_keeps_end_of_line_comments_on_their_line(r in valid_run()) {
+        for p in r.kdl_paths() {
+            let text = std::str::from_utf8(&r.files[p]).unwrap();
+            let f = fmt::format_source(text).map_err(|e| TestCaseError::fail(format!("{}: {e}", p.display())))?;
+            for line in f.lines().filter(|l| l.contains(": (eol)")) {
+                let code = line.trim_start();
+                prop_assert!(
+                    !code.starts_with("//") && !code.starts_with("/*"),
+                    "fmt moved an end-of-line comment to a line of its own in {}: {}\n--- input\n{}\n--- formatted\n{}",
+                    p.display(), line, text, f
+                );
+            }
         }
     }
 

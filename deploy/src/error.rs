@@ -23,7 +23,7 @@ pub enum DeployError {
     NotOwned { kind: &'static str, namespace: String, name: String, project: String },
     #[error("{namespace}/{name}: {message}")]
     Conflict { namespace: String, name: String, message: String, fields: Vec<ConflictingField> },
-    #[error("the plan is stale: {} changed on the cluster since the plan was made ({}); run `vmform plan` again", if moved.len() == 1 { "1 object".to_string() } else { format!("{} objects", moved.len()) }, moved.join(", "))]
+    #[error("the plan is stale: {} changed on the cluster since the plan was made ({}); run `vmform plan` again", vmform_compiler::plural(moved.len(), "object"), moved.join(", "))]
     StalePlan { moved: Vec<String> },
     #[error("the plan file {path} cannot be used: {reason}")]
     PlanFile { path: String, reason: String },

@@ -22,6 +22,21 @@ pub fn vmform_in(dir: &Path, args: &[&str]) -> Output {
         .expect("run vmform")
 }
 
+/// `vmform ARGS` in the project root with `input` on its stdin.
+pub fn vmform_with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmform"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmform");
+    // Dropping stdin after writing closes it: the end of input.
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
 }
