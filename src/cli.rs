@@ -206,6 +206,10 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         nodes: u16,
         #[command(flatten)]
         accel: AccelArgs,
+        /// Label every node KEY=VALUE (repeatable), so VMs with a node-selector find one;
+        /// labels set with `kubectl label node` are kept across restarts too
+        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_node_label)]
+        node_labels: Vec<(String, String)>,
     },
     /// Stop the local control plane cleanly
     Down {
@@ -284,6 +288,9 @@ pub enum RuntimeCommand {
         node_address: Option<std::net::IpAddr>,
         #[command(flatten)]
         accel: AccelArgs,
+        /// Label the node KEY=VALUE (repeatable)
+        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = parse_node_label)]
+        node_labels: Vec<(String, String)>,
     },
     /// Run one VMI's guest (KubeVirt's virt-launcher); started by the handler
     #[command(hide = true)]
@@ -539,6 +546,13 @@ pub enum DiagnosticFormat {
     Human,
     /// One JSON document: file, line, column, code, severity and message of each
     Json,
+}
+
+fn parse_node_label(s: &str) -> Result<(String, String), String> {
+    let (key, value) = parse_var(s)?;
+    vmform_compiler::values::check_label_key(&key).map_err(|e| format!("label key `{key}`: {e}"))?;
+    vmform_compiler::values::check_label_value(&value).map_err(|e| format!("label value `{value}`: {e}"))?;
+    Ok((key, value))
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

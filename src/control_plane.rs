@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use vmform_runtime::local::{self, DataDir, UpConfig, CONTEXT};
 use vmform_runtime::accel::AccelChoice;
 use vmform_runtime::handler::AccelConfig;
-use vmform_runtime::supervisor::{LocalRuntime, NodeAccel};
+use vmform_runtime::supervisor::{LocalRuntime, NodeAccel, NodeOptions};
 
 /// How long `up --detach` waits for the server.
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,9 +29,9 @@ fn usage_hint(kubeconfig: &Path) -> String {
 /// `node_lease`: the runtime's node lease duration, or `None` for the API server alone.
 /// `nodes`: how many handler nodes (1: node `local`; N ≥ 2: `local-0` … in network
 /// namespaces of their own).
-pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>, nodes: usize, accel: AccelConfig) -> u8 {
+pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>, nodes: usize, options: NodeOptions) -> u8 {
     if detach {
-        return up_detached(data_dir, listen, node_lease, nodes, &accel);
+        return up_detached(data_dir, listen, node_lease, nodes, &options);
     }
     crate::runtime_cmd::init_logging();
     runtime().block_on(async move {
@@ -45,7 +45,7 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
         say!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
         let vm_runtime = if let Some(lease) = node_lease {
             let exe = std::env::current_exe().expect("the running binary has a path");
-            match LocalRuntime::start(&server.data_dir, exe.into(), lease, nodes, &accel).await {
+            match LocalRuntime::start(&server.data_dir, exe.into(), lease, nodes, &options).await {
                 Ok(r) => {
                     if let Some(notice) = r.notice() {
                         eprintln!("warning: {notice}");
@@ -63,7 +63,7 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
                     }
                     // Nodes decide how they run guests (the KVM probe) as they start:
                     // say so, and with --accel kvm refuse a node that cannot.
-                    let report = node_report(&r, &accel).await;
+                    let report = node_report(&r, &options.accel).await;
                     if let Err(e) = write_runtime_report(&server.data_dir, &report) {
                         eprintln!("warning: cannot write {}: {e}", runtime_report_path(&server.data_dir).display());
                     }
@@ -152,7 +152,7 @@ pub(crate) async fn wait_for_signal() {
 
 /// Start `vmform up` again as a background process writing to the log file, and wait
 /// until it serves (or fails, showing the end of its log).
-fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>, nodes: usize, accel: &AccelConfig) -> u8 {
+fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>, nodes: usize, options: &NodeOptions) -> u8 {
     use std::os::unix::process::CommandExt;
     let dir = DataDir(data_dir.clone());
     if dir.in_use() {
@@ -187,7 +187,7 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
             None => vec!["--no-runtime".to_string()],
         })
         .args(["--nodes".to_string(), nodes.to_string()])
-        .args(accel.to_args())
+        .args(options.to_args())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("the log file handle clones"))
         .stderr(log)
@@ -204,7 +204,7 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
     let started = Instant::now();
     let mut serving = None;
     // The server first, then (with the runtime) each node's verdict on how it runs guests.
-    let wait = if node_lease.is_some() { WAIT + accel.probe_timeout + NODE_START } else { WAIT };
+    let wait = if node_lease.is_some() { WAIT + options.accel.probe_timeout + NODE_START } else { WAIT };
     while started.elapsed() < wait {
         if let Ok(Some(status)) = child.try_wait() {
             let report = read_runtime_report(&dir, child.id());

@@ -7,6 +7,7 @@ use crate::cli::{ApplyArgs, PlanFormat, ProjectArgs, TargetArgs};
 use crate::fs_loader::FsLoader;
 use crate::{diff_output, print_stdout, report, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
 use std::io::{BufRead, IsTerminal, Write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vmform_compiler::diff::ObjectChange;
 use vmform_compiler::{compile, plural, CompiledVm, Options};
@@ -38,6 +39,41 @@ fn fail(e: DeployError) -> u8 {
         }
     }
     EXIT_SPEC_ERRORS
+}
+
+/// [`fail`], and for a refusal by `lifecycle prevent-destroy`, where each refused VM's
+/// rule is written and how to lift it.
+fn fail_guard(e: DeployError, args: &ProjectArgs) -> u8 {
+    let DeployError::PreventDestroy { refused } = &e else { return fail(e) };
+    eprintln!("error: {e}");
+    let sites = prevent_destroy_sites(args);
+    for r in refused {
+        match sites.get(&r.vm) {
+            Some(site) => eprintln!("  {}: `lifecycle prevent-destroy=#true` is set at {site}", r.vm),
+            None => eprintln!("  {}: its live VM carries vmform.io/prevent-destroy=true, from `lifecycle prevent-destroy=#true` in its specs", r.vm),
+        }
+    }
+    eprintln!("help: to lift the rule, remove `prevent-destroy=#true` there (or set it to #false) and run `vmform apply`, so the cluster knows; then run this again");
+    EXIT_SPEC_ERRORS
+}
+
+/// `namespace/name` → `file:line:column` of each VM's `prevent-destroy=#true`, from the
+/// project's specs when they compile (quietly: the refusal is the message here).
+fn prevent_destroy_sites(args: &ProjectArgs) -> BTreeMap<String, String> {
+    if args.paths.is_empty() {
+        return BTreeMap::new();
+    }
+    let c = compile(&FsLoader, &args.paths, &Options { vars: args.vars.clone(), ..Options::default() });
+    c.objects
+        .iter()
+        .filter_map(|vm| {
+            let span = vm.lifecycle.prevent_destroy_at?;
+            let file = c.sources.get(span.file);
+            let (line, column) = file.line_col(span.start as usize);
+            let key = format!("{}/{}", vm.object.metadata.namespace.as_deref().unwrap_or(""), vm.object.metadata.name);
+            Some((key, format!("{}:{line}:{column}", file.path.display())))
+        })
+        .collect()
 }
 
 /// The project name: `--project`, else the first path's directory (or file) name.
@@ -294,7 +330,7 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
             return EXIT_OK;
         }
         if let Err(e) = apply::check_guards(&plan, &options) {
-            return fail(e);
+            return fail_guard(e, args);
         }
         if !guards.auto_approve && !approved("Do you want to perform these actions?", "Apply") {
             return EXIT_SPEC_ERRORS;
@@ -326,7 +362,7 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
         }
         let options = apply_options(guards, None);
         if let Err(e) = apply::check_guards(&plan, &options) {
-            return fail(e);
+            return fail_guard(e, args);
         }
         if !guards.auto_approve && !approved(&format!("Do you really want to destroy these VMs of project {project}?"), "Destroy") {
             return EXIT_SPEC_ERRORS;
@@ -377,8 +413,14 @@ pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, forma
                 for o in &members.items {
                     let status = o.data.pointer("/status/printableStatus").and_then(|s| s.as_str()).unwrap_or("-");
                     let strategy = o.data.pointer("/spec/runStrategy").and_then(|s| s.as_str()).unwrap_or("-");
+                    // A VM that cannot get on says why, in one line.
+                    let why = vmform_deploy::vm_state::stuck(&o.data)
+                        .map(|s| s.reason)
+                        .or_else(|| vmform_deploy::vm_state::failure(&o.data))
+                        .map(|why| format!(": {why}"))
+                        .unwrap_or_default();
                     text.push_str(&format!(
-                        "  {}/{}  run-strategy {strategy}  status {status}\n",
+                        "  {}/{}  run-strategy {strategy}  status {status}{why}\n",
                         o.metadata.namespace.as_deref().unwrap_or(""),
                         o.metadata.name.as_deref().unwrap_or("")
                     ));

@@ -46,7 +46,12 @@ pub fn human(changes: &[ObjectChange], colour: bool) -> String {
         let effect = paint(colour, effect_colour(c.effect), c.effect.as_str());
         out.push_str(&format!("{sym} VirtualMachine {what}  [{effect}] {}\n", c.reason));
         if c.blocked {
-            out.push_str(&format!("    {}\n", paint(colour, "31;1", "refused: lifecycle prevent-destroy=#true forbids losing this VM's data")));
+            let forbidden = match c.action {
+                Action::Delete => "deleting this VM",
+                Action::Replace => "replacing this VM (deleting and creating it again)",
+                _ => "losing this VM's data",
+            };
+            out.push_str(&format!("    {}\n", paint(colour, "31;1", &format!("refused: lifecycle prevent-destroy=#true forbids {forbidden}"))));
         }
         for f in &c.fields {
             let sym = match (&f.old, &f.new) {

@@ -49,8 +49,9 @@ fn main() -> ExitCode {
         Command::Show { path, project, target, format } => deploy_cmd::show(&path, project.as_deref(), &target, format),
         Command::Vm { command } => vm_cmd::run(command),
         Command::Node { command } => node_cmd::run(command),
-        Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes, accel } => {
-            control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into(), accel.config())
+        Command::Up { data_dir, listen, detach, no_runtime, node_lease_duration, nodes, accel, node_labels } => {
+            let options = vmform_runtime::supervisor::NodeOptions { accel: accel.config(), labels: node_labels };
+            control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into(), options)
         }
         Command::Runtime { command } => runtime_cmd::run(command),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),

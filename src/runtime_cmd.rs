@@ -29,7 +29,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
                 EXIT_OK
             })
         }
-        RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration, node_address, accel } => {
+        RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration, node_address, accel, node_labels } => {
             init_logging();
             crate::control_plane::runtime().block_on(async move {
                 let Some(target) = connect(&target).await else { return EXIT_USAGE };
@@ -43,6 +43,7 @@ pub fn run(command: RuntimeCommand) -> u8 {
                     launcher_command: launcher_command(&exe),
                     node_address,
                     accel: accel.config(),
+                    labels: node_labels,
                 };
                 match handler::run(target.client, config, crate::control_plane::wait_for_signal()).await {
                     Ok(()) => EXIT_OK,

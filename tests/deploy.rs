@@ -284,12 +284,18 @@ fn destroy_removes_the_project_but_respects_prevent_destroy() {
     applied(&w.vmform(&["apply", "--auto-approve"]));
     let refused = w.vmform(&["destroy", "--auto-approve", "--allow-data-loss"]);
     assert_eq!(code(&refused), 1);
-    assert!(stderr(&refused).contains("prevent-destroy"), "{}", stderr(&refused));
+    // The refusal names the rule, the change, where the rule is written and how to lift it.
+    let why = stderr(&refused);
+    assert!(why.contains("lifecycle prevent-destroy=#true forbids this plan: shop/db would be deleted"), "{why}");
+    assert!(why.contains("shop/db: `lifecycle prevent-destroy=#true` is set at ") && why.contains("vms.kdl:16:"), "{why}");
+    assert!(why.contains("help: to lift the rule, remove `prevent-destroy=#true` there"), "{why}");
+    assert!(!why.contains("lose data"), "{why}");
     assert!(w.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success(), "nothing was destroyed");
-    // Removing the protected VM from the specs is refused as well.
+    // Removing the protected VM from the specs is refused as well; the live VM says why.
     w.write(&spec("1Gi", "app=\"web\"", false, false));
     let db_gone = w.vmform(&["apply", "--auto-approve", "--allow-data-loss"]);
     assert_eq!(code(&db_gone), 1);
+    assert!(stderr(&db_gone).contains("shop/db: its live VM carries vmform.io/prevent-destroy=true"), "{}", stderr(&db_gone));
     assert!(w.kubectl(&["get", "vm", "-n", "shop", "db"]).status.success());
 }
 
@@ -303,6 +309,34 @@ fn destroy_deletes_everything_the_project_owns() {
     assert_eq!(stdout(&w.kubectl(&["get", "vm", "-n", "shop", "-o", "name"])).lines().count(), 0);
     let shown = run(&["show", "--project", w.project.path().file_name().unwrap().to_str().unwrap(), "--kubeconfig", w.kubeconfig().to_str().unwrap()]);
     assert!(stdout(&shown).contains(": 0 VMs"), "{}", stdout(&shown));
+}
+
+/// What apply created, destroy removes once empty; a namespace that was there before stays.
+#[test]
+fn destroy_removes_the_namespaces_apply_created_and_only_those() {
+    let w = World::new();
+    let made = w.kubectl(&["create", "namespace", "ours-before"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let mut specs = spec("1Gi", "app=\"web\"", false, false);
+    specs.push_str("vm \"old\" {\n    namespace \"ours-before\"\n    run-strategy \"halted\"\n    memory \"1Gi\"\n}\n");
+    w.write(&specs);
+    let out = applied(&w.vmform(&["apply", "--auto-approve"]));
+    assert!(out.contains("namespace/shop: created") && !out.contains("namespace/ours-before: created"), "{out}");
+    let parent = stdout(&w.kubectl(&["get", "configmap", "-n", "default", "-l", "applyset.kubernetes.io/id", "-o", "jsonpath={.items[*].metadata.annotations.vmform\\.io/created-namespaces}"]));
+    assert_eq!(parent, "shop", "the ApplySet parent records what apply created");
+    // Something of someone else's in a namespace apply created keeps it there.
+    let foreign = w.kubectl(&["create", "configmap", "notes", "-n", "shop", "--from-literal=a=b"]);
+    assert!(foreign.status.success(), "{}", stderr(&foreign));
+    applied(&w.vmform(&["destroy", "--auto-approve"]));
+    assert!(w.kubectl(&["get", "namespace", "shop"]).status.success(), "a namespace with someone else's object in it stays");
+    let removed = w.kubectl(&["delete", "configmap", "notes", "-n", "shop"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    // Apply again, then destroy: now the namespace it created is empty and goes.
+    applied(&w.vmform(&["apply", "--auto-approve"]));
+    let out = applied(&w.vmform(&["destroy", "--auto-approve"]));
+    assert!(out.contains("namespace/shop: deleted (vmform created it, and it is empty)"), "{out}");
+    assert!(!w.kubectl(&["get", "namespace", "shop"]).status.success(), "the namespace apply created is gone");
+    assert!(w.kubectl(&["get", "namespace", "ours-before"]).status.success(), "a namespace that existed before is never removed");
 }
 
 #[test]

@@ -408,6 +408,11 @@ fn a_vm_larger_than_the_node_is_unschedulable_and_bad_volumes_are_reported() {
     c.wait("vm", "bad", "image", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains("\"root\"") && m.contains("containerDisk"), 60);
     c.wait_status("bad", "image", "CrashLoopBackOff", 30);
     assert!(qemu_pids().iter().all(|(_, cmd)| !cmd.contains(c.data.path().to_str().unwrap())), "no QEMU runs for these");
+    // `vmform show` says, one line each, why they do not run.
+    let shown = stdout(&c.vmform(&["show", c.project.path().to_str().unwrap()]));
+    for (vm, why) in [("bad/huge", "status ErrorUnschedulable: Unschedulable: "), ("bad/missing", "no-such-disk.img"), ("bad/claim", "status ErrorPvcNotFound: ")] {
+        assert!(shown.lines().any(|l| l.contains(vm) && l.contains(why)), "{vm}: {why}\n{shown}");
+    }
 
     // `vm start --wait` of a VM that does not restart by itself: its failed instance ends the wait.
     let manual = missing.replace("vm \"missing\"", "vm \"manual\"").replace("run-strategy \"always\"", "run-strategy \"manual\"");
@@ -679,8 +684,23 @@ fn the_node_says_which_accelerator_it_chose_and_why_and_tcg_can_be_asked_for() {
     assert!(stdout(&status).contains(&line), "{}", stdout(&status));
     drop(c);
 
-    let c = Cluster::up_with(&["--accel", "tcg"]);
+    // Asked for TCG, and given labels: node-selectors of VMs find the node.
+    let c = Cluster::up_with(&["--accel", "tcg", "--node-label", "example.com/edge=true"]);
     assert_eq!(c.node_accel(), ("tcg".to_string(), "chosen with --accel tcg".to_string()));
+    assert_eq!(c.get("node", "", "local", "{.metadata.labels.example\\.com/edge}"), "true");
+    // A label set by hand stays when the handler registers the node again.
+    let labelled = c.kubectl(&["label", "node", "local", "example.com/rack=r1"], None);
+    assert!(labelled.status.success(), "{}", stderr(&labelled));
+    kill(c.pid_of("runtime handler").expect("a handler runs"), libc::SIGKILL);
+    let log = c.node_dir().join("handler.log");
+    let started = Instant::now();
+    while std::fs::read_to_string(&log).unwrap_or_default().matches(", accelerator ").count() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no new handler registered the node");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.wait("node", "", "local", "{.status.conditions[?(@.type==\"Ready\")].status}", |s| s == "True", 30);
+    assert_eq!(c.get("node", "", "local", "{.metadata.labels.example\\.com/rack}"), "r1");
+    assert_eq!(c.get("node", "", "local", "{.metadata.labels.example\\.com/edge}"), "true");
 }
 
 #[test]

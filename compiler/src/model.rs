@@ -183,6 +183,8 @@ pub struct CloudInit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lifecycle {
     pub prevent_destroy: bool,
+    /// Where `prevent-destroy=#true` is written, for the refusal to point at.
+    pub prevent_destroy_at: Option<crate::Span>,
     pub ignore_changes: Vec<String>,
     /// `None`: not set here (plan/apply default: keep).
     pub vm_actions: Option<VmActions>,

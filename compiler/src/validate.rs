@@ -202,6 +202,7 @@ impl Validator<'_> {
         let cloud_init = b.cloud_init.as_ref().and_then(|c| self.cloud_init(c));
         let lifecycle = b.lifecycle.as_ref().map_or_else(Lifecycle::default, |l| Lifecycle {
             prevent_destroy: l.value.prevent_destroy.as_ref().is_some_and(|p| p.value),
+            prevent_destroy_at: l.value.prevent_destroy.as_ref().filter(|p| p.value).map(|p| p.span),
             ignore_changes: l.value.ignore_changes.iter().map(|p| p.value.clone()).collect(),
             vm_actions: l.value.vm_actions.as_ref().and_then(|v| self.choice(v, "vm-actions", VmActions::parse, VmActions::SPELLINGS)),
         });

@@ -4,8 +4,8 @@
 //! then creates and updates (server-side apply, field manager `vmform`), then replaces, then
 //! prunes, then the parent again (naming only what is left).
 
-use crate::error::{ConflictingField, DeployError};
-use crate::inventory::{self, ApplySet, FIELD_MANAGER, PARENT_NAMESPACE, PART_OF};
+use crate::error::{ConflictingField, DeployError, Refused};
+use crate::inventory::{self, ApplySet, CREATED_NAMESPACES, FIELD_MANAGER, PARENT_NAMESPACE, PART_OF};
 use crate::lock;
 use crate::plan::{self, namespace_resource, vm_resource, Plan, Step};
 use crate::target::Target;
@@ -42,6 +42,8 @@ pub struct Applied {
     pub updated: usize,
     pub replaced: usize,
     pub deleted: usize,
+    /// Namespaces vmform had created and removed again, empty.
+    pub namespaces_deleted: usize,
     /// VMs whose change takes effect at their next restart.
     pub restart_pending: Vec<String>,
     pub restarted: Vec<String>,
@@ -79,9 +81,21 @@ fn config_map_resource() -> ApiResource {
 
 /// Refuse a plan that would lose data without permission, or break prevent-destroy.
 pub fn check_guards(plan: &Plan, options: &ApplyOptions) -> Result<(), DeployError> {
-    let blocked: Vec<String> = plan.steps.iter().filter(|s| s.blocked).map(|s| format!("{}/{}", s.namespace, s.name)).collect();
-    if !blocked.is_empty() {
-        return Err(DeployError::PreventDestroy { objects: blocked });
+    let refused: Vec<Refused> = plan
+        .steps
+        .iter()
+        .filter(|s| s.blocked)
+        .map(|s| Refused {
+            vm: format!("{}/{}", s.namespace, s.name),
+            change: match s.action {
+                Action::Delete => "deleted",
+                Action::Replace => "replaced (deleted and created again)",
+                _ => "changed in a way that loses data",
+            },
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(DeployError::PreventDestroy { refused });
     }
     let losing: Vec<String> = plan.steps.iter().filter(|s| s.effect == "data-loss").map(|s| format!("{}/{}", s.namespace, s.name)).collect();
     if !losing.is_empty() && !options.allow_data_loss {
@@ -169,7 +183,11 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
     before.sort();
     before.dedup();
     let kinds = ["Namespace", "VirtualMachine.kubevirt.io"];
-    server_side_apply(&parents, &set.parent, &set.parent_object(&before, &kinds), true).await.map_err(|e| target.error(e))?;
+    // Recorded before any VM is written: an apply killed half-way still knows what it made.
+    let mut created = created_namespaces(target, set).await?;
+    created.extend(plan.namespaces.iter().filter(|ns| !created.contains(ns)).cloned().collect::<Vec<_>>());
+    created.sort();
+    server_side_apply(&parents, &set.parent, &set.parent_object(&before, &kinds, &created), true).await.map_err(|e| target.error(e))?;
 
     // Creates and updates, several at a time.
     let writes: Vec<&Step> = plan.steps.iter().filter(|s| matches!(s.action, Action::Create | Action::Update)).collect();
@@ -245,6 +263,14 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
     }
 
     let after: Vec<String> = plan.member_namespaces.clone();
+    // What apply created and the project no longer uses goes, once nothing is left in it.
+    for ns in created.clone().iter().filter(|ns| !after.contains(ns)) {
+        if remove_namespace_if_empty(target, set, ns).await? {
+            progress.line(&format!("namespace/{ns}: deleted (vmform created it, and it is empty)"));
+            applied.namespaces_deleted += 1;
+            created.retain(|c| c != ns);
+        }
+    }
     // The plan's member namespaces are those of every VM the project keeps: none means
     // nothing is left to own (a destroy), and the parent goes too.
     if after.is_empty() {
@@ -254,13 +280,87 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
             Err(e) => return Err(target.error(e)),
         }
     } else {
-        server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds), true).await.map_err(|e| target.error(e))?;
+        server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds, &created), true).await.map_err(|e| target.error(e))?;
     }
 
     if let Some(timeout) = options.wait {
         wait_for(target, plan, timeout, progress).await?;
     }
     Ok(applied)
+}
+
+/// The namespaces an earlier apply of the project created: recorded on its ApplySet parent,
+/// and (from before that record was kept) labelled as the project's when it made them.
+async fn created_namespaces(target: &Target, set: &ApplySet) -> Result<Vec<String>, DeployError> {
+    let parents: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), PARENT_NAMESPACE, &config_map_resource());
+    let parent = parents.get_opt(&set.parent).await.map_err(|e| target.error(e))?;
+    let recorded = parent.as_ref().and_then(|p| p.metadata.annotations.as_ref()?.get(CREATED_NAMESPACES).cloned()).unwrap_or_default();
+    let mut created: Vec<String> = recorded.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect();
+    let namespaces: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
+    let labelled = namespaces.list_metadata(&kube::api::ListParams::default().labels(&set.selector())).await.map_err(|e| target.error(e))?;
+    created.extend(labelled.items.into_iter().filter_map(|n| n.metadata.name));
+    created.sort();
+    created.dedup();
+    Ok(created)
+}
+
+/// How long a namespace to remove may take to empty (deleted VMs stopping their guests).
+const NAMESPACE_DRAIN: Duration = Duration::from_secs(120);
+
+/// Kinds whose objects keep a namespace in use, and those every namespace gets from the
+/// cluster itself (which do not).
+const NAMESPACE_CONTENTS: &[(&str, &str, &str, &[&str])] = &[
+    ("kubevirt.io", "v1", "virtualmachines", &[]),
+    ("kubevirt.io", "v1", "virtualmachineinstances", &[]),
+    ("cdi.kubevirt.io", "v1beta1", "datavolumes", &[]),
+    ("", "v1", "persistentvolumeclaims", &[]),
+    ("", "v1", "pods", &[]),
+    ("", "v1", "services", &[]),
+    ("", "v1", "secrets", &[]),
+    ("", "v1", "configmaps", &["kube-root-ca.crt"]),
+];
+
+/// Delete a namespace vmform created, if it is still the one it created (its part-of
+/// label) and holds nothing; `true` when it is gone.
+async fn remove_namespace_if_empty(target: &Target, set: &ApplySet, ns: &str) -> Result<bool, DeployError> {
+    let namespaces: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
+    let Some(namespace) = namespaces.get_opt(ns).await.map_err(|e| target.error(e))? else { return Ok(true) };
+    if !inventory::is_member(&serde_json::to_value(&namespace).expect("objects serialise"), set) {
+        return Ok(false);
+    }
+    // VMs just deleted may take their guests' grace period to go.
+    let deadline = Instant::now() + NAMESPACE_DRAIN;
+    loop {
+        let mut going = false;
+        for (group, version, plural, ignored) in NAMESPACE_CONTENTS {
+            let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, ""), plural);
+            let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), ns, &resource);
+            let list = match api.list_metadata(&kube::api::ListParams::default()).await {
+                Ok(list) => list,
+                // A kind this cluster does not serve holds nothing.
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                Err(e) => return Err(target.error(e)),
+            };
+            for o in list.items.iter().filter(|o| !ignored.contains(&o.metadata.name.as_deref().unwrap_or(""))) {
+                if o.metadata.deletion_timestamp.is_none() {
+                    return Ok(false);
+                }
+                going = true;
+            }
+        }
+        if !going {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    match namespaces.delete(ns, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
+        Err(e) => Err(target.error(e)),
+    }
 }
 
 /// Delete a member only if it is still as the plan saw it: its version checked, then the

@@ -7,6 +7,15 @@ pub struct ConflictingField {
     pub message: String,
 }
 
+/// A change `lifecycle prevent-destroy` forbids: the VM (`namespace/name`) and what the
+/// plan would do to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub vm: String,
+    /// "deleted", "replaced (deleted and created again)", "changed in a way that loses data".
+    pub change: &'static str,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("cannot read the kubeconfig: {0}")]
@@ -33,8 +42,8 @@ pub enum DeployError {
     Locked { project: String, holder: String, namespace: String, lease: String, waited_seconds: u64 },
     #[error("the plan loses data ({}); apply it with --allow-data-loss if that is intended", objects.join(", "))]
     DataLoss { objects: Vec<String> },
-    #[error("lifecycle prevent-destroy=#true forbids this change to {}: it would lose data", objects.join(", "))]
-    PreventDestroy { objects: Vec<String> },
+    #[error("lifecycle prevent-destroy=#true forbids this plan: {}", refused.iter().map(|r| format!("{} would be {}", r.vm, r.change)).collect::<Vec<_>>().join("; "))]
+    PreventDestroy { refused: Vec<Refused> },
     #[error("the cluster refused a request: {0}")]
     Api(String),
     #[error("timed out after {seconds} s waiting for: {}", waiting.join(", "))]

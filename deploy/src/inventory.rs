@@ -22,6 +22,9 @@ pub const PREVENT_DESTROY: &str = "vmform.io/prevent-destroy";
 pub const APPLIED_RUN_STRATEGY: &str = "vmform.io/applied-run-strategy";
 /// The field manager of every vmform write.
 pub const FIELD_MANAGER: &str = "vmform";
+/// On the ApplySet parent: the namespaces vmform created for the project (comma-separated).
+/// Only these are removed again, once empty; namespaces that existed before never are.
+pub const CREATED_NAMESPACES: &str = "vmform.io/created-namespaces";
 
 /// One project's ApplySet.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +57,7 @@ impl ApplySet {
     }
 
     /// The parent object, naming the namespaces its members live in.
-    pub fn parent_object(&self, namespaces: &[String], group_kinds: &[&str]) -> Value {
+    pub fn parent_object(&self, namespaces: &[String], group_kinds: &[&str], created: &[String]) -> Value {
         let additional: Vec<&str> = namespaces.iter().map(String::as_str).filter(|n| *n != PARENT_NAMESPACE).collect();
         json!({
             "apiVersion": "v1",
@@ -67,6 +70,7 @@ impl ApplySet {
                     TOOLING: format!("vmform/v{}", env!("CARGO_PKG_VERSION")),
                     CONTAINS_GROUP_KINDS: group_kinds.join(","),
                     ADDITIONAL_NAMESPACES: additional.join(","),
+                    CREATED_NAMESPACES: created.join(","),
                     "vmform.io/project": self.project,
                 },
             },
@@ -92,7 +96,7 @@ mod tests {
         // 32 bytes of SHA-256 in unpadded base64url: 43 characters.
         assert_eq!(set.id.len(), "applyset-".len() + 43 + "-v1".len());
         assert_ne!(ApplySet::new("shop").id, ApplySet::new("shop2").id);
-        let parent = set.parent_object(&["default".into(), "shop".into()], &["VirtualMachine.kubevirt.io"]);
+        let parent = set.parent_object(&["default".into(), "shop".into()], &["VirtualMachine.kubevirt.io"], &[]);
         assert_eq!(parent["metadata"]["annotations"][ADDITIONAL_NAMESPACES], "shop");
     }
 }

@@ -284,7 +284,7 @@ fn normalise(live: &Value, desired: Option<&Value>) -> Result<CompiledVm, String
     let nowhere = Span { file: FileId(0), start: 0, len: 0 };
     Ok(CompiledVm {
         object,
-        lifecycle: Lifecycle { prevent_destroy, ignore_changes: vec![], vm_actions: None },
+        lifecycle: Lifecycle { prevent_destroy, prevent_destroy_at: None, ignore_changes: vec![], vm_actions: None },
         span: nowhere,
         name_span: nowhere,
         source_map: BTreeMap::new(),

@@ -29,6 +29,14 @@ pub fn stuck(vm: &Value) -> Option<Stuck> {
     STUCK_STATES.contains(&state).then(|| Stuck { state: state.to_string(), reason: reason(vm).unwrap_or_else(|| "no condition says why".into()) })
 }
 
+/// Why the VM's last run failed, while that is what it is dealing with (its `Failure`
+/// condition): a runner whose one run (`Once`) failed says so here.
+pub fn failure(vm: &Value) -> Option<String> {
+    let conditions = vm.pointer("/status/conditions")?.as_array()?;
+    let failure = conditions.iter().find(|c| c["type"] == "Failure" && c["status"] == "True")?;
+    failure["message"].as_str().filter(|m| !m.is_empty()).map(str::to_string)
+}
+
 fn reason(vm: &Value) -> Option<String> {
     let conditions = vm.pointer("/status/conditions")?.as_array()?;
     WHY.iter().find_map(|kind| {

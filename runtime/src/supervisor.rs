@@ -52,6 +52,25 @@ async fn forget_verdict(client: &kube::Client, name: &str) -> Result<(), String>
     Ok(())
 }
 
+/// What every node of the local runtime is given.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    pub accel: crate::handler::AccelConfig,
+    /// `--node-label KEY=VALUE`.
+    pub labels: Vec<(String, String)>,
+}
+
+impl NodeOptions {
+    /// The flags of `vmform up` that give its (detached) self these options.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args = self.accel.to_args();
+        for (key, value) in &self.labels {
+            args.extend(["--node-label".into(), format!("{key}={value}").into()]);
+        }
+        args
+    }
+}
+
 /// How a node runs guests, as its handler recorded it on the Node.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeAccel {
@@ -118,7 +137,7 @@ impl LocalRuntime {
     /// `local` with a [`notice`](Self::notice) saying why when namespaces cannot be
     /// made). `vmform` is the command that runs vmform (a handler is `vmform runtime
     /// handler …`).
-    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize, accel: &crate::handler::AccelConfig) -> Result<LocalRuntime, String> {
+    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize, options: &NodeOptions) -> Result<LocalRuntime, String> {
         let client = local_client(dir).await?;
         let (network, notice) = if nodes >= 2 {
             let data_dir = dir.0.clone();
@@ -168,7 +187,7 @@ impl LocalRuntime {
             if let Some(address) = node.address {
                 args.extend(["--node-address".into(), address.to_string().into()]);
             }
-            args.extend(accel.to_args());
+            args.extend(options.to_args());
             handlers.push(tokio::spawn(supervise(vmform.clone(), args, node.dir.join("handler.log"), stopped.clone())));
         }
         Ok(LocalRuntime { client, stop, controller, handlers, nodes, network, notice })

@@ -177,7 +177,7 @@ fn parse_source(volume: &str, kind: &str, body: &Value) -> Result<Source, Volume
             }
             Ok(Source::Http { url: url.to_string(), extra_headers })
         }
-        "registry" => Err(unsupported(volume, "registry", "the local runtime cannot pull disk images from a container registry; use an http(s) URL to a raw or qcow2 image, or a containerDisk volume")),
+        "registry" => Err(unsupported(volume, "registry", "the local runtime cannot pull disk images from a container registry yet; use an http(s) URL to a raw or qcow2 image")),
         "pvc" => Err(unsupported(volume, "pvc", "cloning another claim is not supported by the local runtime; use an http(s) URL or a blank volume")),
         "snapshot" => Err(unsupported(volume, "snapshot", "volume snapshots are not supported by the local runtime")),
         "upload" => Err(unsupported(volume, "upload", "the local runtime has no upload proxy; serve the image over http(s) and use spec.source.http")),

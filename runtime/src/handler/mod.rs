@@ -62,6 +62,8 @@ pub struct HandlerConfig {
     /// The node's InternalIP (127.0.0.1 when `None`): `vmform up --nodes N` gives each node its own.
     pub node_address: Option<std::net::IpAddr>,
     pub accel: AccelConfig,
+    /// Labels of the node besides the ones it always has (`vmform up --node-label`).
+    pub labels: Vec<(String, String)>,
 }
 
 impl HandlerConfig {
@@ -119,7 +121,14 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     let storage = node::storage_id(&config.volumes_dir);
     node::register(
         &client,
-        &node::NodeInfo { name: &config.node, accel: Some((&verdict, config.accel.choice)), libvirt_uri: &uri, address: config.node_address, storage: &storage },
+        &node::NodeInfo {
+            name: &config.node,
+            accel: Some((&verdict, config.accel.choice)),
+            libvirt_uri: &uri,
+            address: config.node_address,
+            storage: &storage,
+            labels: &config.labels,
+        },
     )
     .await?;
     let heartbeat = node::heartbeat(client.clone(), config.node.clone(), config.lease_duration);

@@ -20,6 +20,8 @@ pub(super) struct NodeInfo<'a> {
     pub address: Option<std::net::IpAddr>,
     /// [`storage_id`]: nodes that agree see the same files.
     pub storage: &'a str,
+    /// Labels given to the node (`--node-label`); a label set on the Node by hand stays too.
+    pub labels: &'a [(String, String)],
 }
 
 /// Which files a node sees: this machine (its machine id, else its boot id) and the
@@ -38,12 +40,15 @@ pub(super) fn storage_id(volumes_dir: &std::path::Path) -> String {
 /// Create or update the Node and mark it Ready.
 pub(super) async fn register(client: &Client, info: &NodeInfo<'_>) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let labels = json!({
-        "kubernetes.io/hostname": info.name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "kubevirt.io/schedulable": "true",
-    });
+    let mut labels = json!({});
+    for (key, value) in info.labels {
+        labels[key] = json!(value);
+    }
+    // Written after the given ones: these say what the node is.
+    labels["kubernetes.io/hostname"] = json!(info.name);
+    labels["kubernetes.io/os"] = json!("linux");
+    labels["kubernetes.io/arch"] = json!(std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"));
+    labels["kubevirt.io/schedulable"] = json!("true");
     let (accel, reason, choice) = match info.accel {
         Some((verdict, choice)) => (verdict.accel.as_str(), verdict.reason.as_str(), choice.as_str()),
         None => ("", "", ""),
@@ -86,7 +91,7 @@ pub(super) fn migration_uri(address: &str) -> String {
 /// reason such as `LibvirtUnavailable`): the scheduler places nothing on it, and
 /// `kubectl get node -o yaml` tells the user.
 pub(super) async fn register_unavailable(client: &Client, name: &str, reason: &str, message: &str) -> Result<(), kube::Error> {
-    register(client, &NodeInfo { name, accel: None, libvirt_uri: "", address: None, storage: "" }).await?;
+    register(client, &NodeInfo { name, accel: None, libvirt_uri: "", address: None, storage: "", labels: &[] }).await?;
     set_condition(client, name, false, reason, message).await
 }
 
