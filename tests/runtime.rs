@@ -154,8 +154,7 @@ impl Drop for Cluster {
         let out = run(&["down", "--data-dir", self.data.path().to_str().unwrap()]);
         if !std::thread::panicking() {
             assert_eq!(code(&out), 0, "vmform down: {}{}", stdout(&out), stderr(&out));
-            let dir = self.data.path().to_str().unwrap();
-            let left: Vec<String> = processes().into_iter().filter(|(_, cmd)| cmd.contains(dir)).map(|(p, c)| format!("{p} {c}")).collect();
+            let left = processes_of(self.data.path());
             assert!(left.is_empty(), "vmform down left processes behind:\n{}", left.join("\n"));
         }
     }
@@ -174,6 +173,12 @@ fn processes() -> Vec<(i32, String)> {
         out.push((pid, cmd));
     }
     out
+}
+
+/// The processes of a cluster's data dir, as "pid command line".
+fn processes_of(data_dir: &std::path::Path) -> Vec<String> {
+    let dir = data_dir.to_str().unwrap();
+    processes().into_iter().filter(|(_, cmd)| cmd.contains(dir)).map(|(p, c)| format!("{p} {c}")).collect()
 }
 
 fn qemu_pids() -> Vec<(i32, String)> {
@@ -660,6 +665,21 @@ fn host_has_kvm() -> bool {
 }
 
 impl Cluster {
+    /// Wait until the node's handlers (the first, then each one restarted) have chosen
+    /// an accelerator `n` times; their log lines saying so.
+    fn wait_for_accelerator_choices(&self, n: usize) -> Vec<String> {
+        let log = self.node_dir().join("handler.log");
+        let started = Instant::now();
+        loop {
+            let chosen: Vec<String> = std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(", accelerator ")).map(str::to_string).collect();
+            if chosen.len() >= n {
+                return chosen;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no new handler chose an accelerator:\n{}", chosen.join("\n"));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// The node's accelerator and its reason, from its annotations.
     fn node_accel(&self) -> (String, String) {
         let accel = self.get("node", "", "local", "{.metadata.annotations.vmform\\.io/accel}");
@@ -692,12 +712,7 @@ fn the_node_says_which_accelerator_it_chose_and_why_and_tcg_can_be_asked_for() {
     let labelled = c.kubectl(&["label", "node", "local", "example.com/rack=r1"], None);
     assert!(labelled.status.success(), "{}", stderr(&labelled));
     kill(c.pid_of("runtime handler").expect("a handler runs"), libc::SIGKILL);
-    let log = c.node_dir().join("handler.log");
-    let started = Instant::now();
-    while std::fs::read_to_string(&log).unwrap_or_default().matches(", accelerator ").count() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no new handler registered the node");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    c.wait_for_accelerator_choices(2);
     c.wait("node", "", "local", "{.status.conditions[?(@.type==\"Ready\")].status}", |s| s == "True", 30);
     assert_eq!(c.get("node", "", "local", "{.metadata.labels.example\\.com/rack}"), "r1");
     assert_eq!(c.get("node", "", "local", "{.metadata.labels.example\\.com/edge}"), "true");
@@ -736,8 +751,7 @@ fn a_half_working_kvm_is_found_by_the_probe_and_guests_run_under_tcg() {
     assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
     let said = stderr(&out);
     assert!(said.contains("node local: runs no guests: KVM was asked for (--accel kvm), but guests cannot run under it here"), "{said}");
-    let dir = data.path().to_str().unwrap();
-    let left: Vec<String> = processes().into_iter().filter(|(_, cmd)| cmd.contains(dir)).map(|(p, c)| format!("{p} {c}")).collect();
+    let left = processes_of(data.path());
     assert!(left.is_empty(), "a refused `up` left processes behind:\n{}", left.join("\n"));
 }
 
@@ -787,16 +801,8 @@ fn a_guest_that_fails_under_kvm_turns_its_node_to_tcg_and_starts_at_once() {
     assert!(launcher_status.contains("\"accel\": \"tcg\"") || launcher_status.contains("\"accel\":\"tcg\""), "{launcher_status}");
 
     // The fallback outlasts the handler: a new one does not trust KVM again.
-    let handler = c.pid_of("runtime handler").expect("a handler runs");
-    kill(handler, libc::SIGKILL);
-    let log = c.node_dir().join("handler.log");
-    let chosen = |log: &str| log.lines().filter(|l| l.contains(", accelerator ")).map(str::to_string).collect::<Vec<_>>();
-    let started = Instant::now();
-    while chosen(&std::fs::read_to_string(&log).unwrap_or_default()).len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no new handler chose an accelerator");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let second = chosen(&std::fs::read_to_string(&log).unwrap()).pop().unwrap();
+    kill(c.pid_of("runtime handler").expect("a handler runs"), libc::SIGKILL);
+    let second = c.wait_for_accelerator_choices(2).pop().unwrap();
     assert!(second.contains("accelerator tcg (guest fb/vm failed under KVM"), "{second}");
     let status = run(&["status", "--data-dir", c.data.path().to_str().unwrap()]);
     assert!(stdout(&status).contains("node local: guests run under tcg (guest fb/vm failed under KVM"), "{}", stdout(&status));
