@@ -226,7 +226,7 @@ mod tests {
         assert!(r.credentials.is_none());
         assert!(r.describe().contains("none for s.io in"), "{}", r.describe());
         std::fs::write(&a, "not json").unwrap();
-        let e = from_files(&[a.clone()], &img("r.io/x")).err().unwrap().to_string();
+        let e = from_files(std::slice::from_ref(&a), &img("r.io/x")).err().unwrap().to_string();
         assert!(e.contains("a.json") && e.contains("not JSON"), "{e}");
 
         let secret = json!({"auths": {"r.io": {"auth": b64("s:q")}}}).to_string().into_bytes();

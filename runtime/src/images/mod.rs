@@ -196,8 +196,8 @@ pub enum ImageError {
     Unreachable { image: String, registry: String, message: String },
     #[error("registry {registry} failed to serve image {image}: {answer}")]
     Registry { image: String, registry: String, answer: String },
-    #[error("image {image}: the download of {what} {digest} from {registry} stopped after {received} of {expected} bytes ({message}); nothing of it was kept, the next pull starts it again")]
-    Interrupted { image: String, registry: String, what: &'static str, digest: String, received: u64, expected: u64, message: String },
+    #[error("image {image}: the download of layer {digest} from {registry} stopped after {received} of {expected} bytes ({message}); nothing of it was kept, the next pull starts it again")]
+    Interrupted { image: String, registry: String, digest: String, received: u64, expected: u64, message: String },
     #[error("image {image}: {what} {expected} from registry {registry} has digest {actual}: it is corrupt (in the registry or in transit); nothing of it was kept")]
     DigestMismatch { image: String, registry: String, what: &'static str, expected: String, actual: String },
     #[error("image {image} cannot be used: {reason}")]

@@ -191,7 +191,7 @@ impl Tracker {
 
     fn add(&mut self, n: u64) {
         self.done += n;
-        let percent = if self.total == 0 { 100 } else { self.done.min(self.total) * 100 / self.total };
+        let percent = self.done.min(self.total).saturating_mul(100).checked_div(self.total).unwrap_or(100);
         if percent != self.last_percent || self.last.elapsed() >= PROGRESS_INTERVAL {
             self.last_percent = percent;
             self.last = Instant::now();
@@ -459,7 +459,6 @@ impl Registry {
         let interrupted = |received: u64, message: String| ImageError::Interrupted {
             image: self.name.clone(),
             registry: self.image.registry.clone(),
-            what: "layer",
             digest: layer.digest.clone(),
             received,
             expected: layer.size,
