@@ -741,12 +741,19 @@ fn child_pull_helper() {
     let Ok(spec) = std::env::var("VMFORM_IMAGES_TEST_CHILD") else { return };
     let (reference, cache) = spec.split_once('|').unwrap();
     match images::pull_blocking(&request(reference, Path::new(cache))) {
-        Ok(p) => println!("PULLED {} {}", p.manifest_digest, p.downloaded),
+        // With the process's peak resident memory, in KiB.
+        Ok(p) => println!("PULLED {} {} {}", p.manifest_digest, p.downloaded, peak_rss_kib()),
         Err(e) => {
             println!("FAILED {e}");
             std::process::exit(3);
         }
     }
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn spawn_child_pull(reference: &str, cache: &Path) -> Child {
@@ -833,4 +840,29 @@ async fn concurrent_pulls_download_each_blob_once() {
     assert!(downloaded.contains(&0), "{outs:?}");
     assert_eq!(images::list(cache.path()).unwrap().len(), 1);
     assert_eq!(fs::read(&images::list(cache.path()).unwrap()[0].disk).unwrap(), disk);
+}
+
+#[tokio::test]
+async fn peak_memory_does_not_grow_with_the_image() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start(None);
+    let mut peaks = Vec::new();
+    for (repo, mib) in [("mem/small", 4usize), ("mem/large", 64)] {
+        // Noise: the gzip layer is as large as the disk, so the download is too.
+        let disk = noise(mib << 20, mib as u64);
+        push_image(&format!("{}/{repo}:1", reg.addr()), &[tar(&[E::File("disk/a.img", &disk)])], &[]);
+        drop(disk);
+        let cache = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let out = child_output(spawn_child_pull(&format!("{}/{repo}:1", reg.addr()), cache.path()));
+        let elapsed = t.elapsed();
+        let peak: u64 = out.split_whitespace().skip_while(|w| *w != "PULLED").nth(3).unwrap().parse().unwrap();
+        eprintln!("{repo}: {mib} MiB layer pulled in {elapsed:?} (debug build), peak RSS {} MiB", peak / 1024);
+        peaks.push(peak);
+    }
+    // Sixteen times the image, not sixteen times the memory: a whole-blob buffer anywhere
+    // would add 60 MiB.
+    assert!(peaks[1] < peaks[0] + 24 * 1024, "peak RSS {} KiB for 4 MiB, {} KiB for 64 MiB", peaks[0], peaks[1]);
 }
