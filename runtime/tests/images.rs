@@ -67,12 +67,22 @@ struct Registry {
 
 impl Registry {
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(htpasswd, None)
+    }
+
+    /// With `tls`: serve HTTPS with this certificate and key (PEM).
+    fn start_with(htpasswd: Option<(&str, &str)>, tls: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("storage").display()
         );
+        if let Some((cert, key)) = tls {
+            fs::write(dir.path().join("tls.crt"), cert).unwrap();
+            fs::write(dir.path().join("tls.key"), key).unwrap();
+            config += &format!("  tls:\n    certificate: {}\n    key: {}\n", dir.path().join("tls.crt").display(), dir.path().join("tls.key").display());
+        }
         if let Some((user, password)) = htpasswd {
             // The lowest bcrypt cost: the registry checks it on every request.
             let line = format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap());
@@ -865,4 +875,45 @@ async fn peak_memory_does_not_grow_with_the_image() {
     // Sixteen times the image, not sixteen times the memory: a whole-blob buffer anywhere
     // would add 60 MiB.
     assert!(peaks[1] < peaks[0] + 24 * 1024, "peak RSS {} KiB for 4 MiB, {} KiB for 64 MiB", peaks[0], peaks[1]);
+}
+
+#[tokio::test]
+async fn tls_registries_with_a_given_ca_or_listed_insecure() {
+    if !tools_present() {
+        return;
+    }
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.clone().self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    // Credentials over TLS, as a real private registry has them.
+    let reg = Registry::start_with(Some(("bob", "pw")), Some((&cert.pem(), &key.serialize_pem())));
+    let reference = format!("{}/tls/img:1", reg.addr());
+    push_image(&reference, &[tar(&[E::File("disk/a.img", b"over tls")])], &["--dest-creds", "bob:pw"]);
+    let work = tempfile::tempdir().unwrap();
+    let with = |cache: &str| {
+        let mut r = request(&reference, &work.path().join(cache));
+        r.auth = Auth::Basic { username: "bob".into(), password: "pw".into() };
+        r
+    };
+
+    let mut req = with("a");
+    req.ca_certs = vec![ca.pem().into_bytes()];
+    assert_eq!(fs::read(images::pull(&req).await.unwrap().disk).unwrap(), b"over tls");
+
+    // Without the CA: HTTPS fails on the certificate; plain HTTP (allowed on loopback) gets
+    // the TLS server's 400. The error says both.
+    let e = images::pull(&with("b")).await.unwrap_err();
+    let text = e.to_string();
+    eprintln!("without the CA: {text}");
+    assert!(text.contains("after HTTPS failed") && text.to_lowercase().contains("certificate"), "{text}");
+
+    // Listed insecure: the certificate is not checked.
+    let mut req = with("c");
+    req.insecure = vec![reg.addr()];
+    assert_eq!(fs::read(images::pull(&req).await.unwrap().disk).unwrap(), b"over tls");
 }

@@ -312,6 +312,9 @@ struct Registry {
     image: ImageRef,
     name: String,
     reference: Reference,
+    /// Why HTTPS failed, when plain HTTP is used in its place: told with HTTP's errors,
+    /// which may only be a symptom (a TLS registry answers plain HTTP with 400).
+    https_failure: Option<String>,
 }
 
 impl Registry {
@@ -326,20 +329,16 @@ impl Registry {
         let plain_ok = listed || image.is_loopback();
         let reference = image.to_oci();
         let https = Registry::client(image, request, &reference, false, listed)?;
-        let mut registry = Registry { client: https, auth: credentials.to_oci(), credentials, image: image.clone(), name: image.to_string(), reference };
+        let mut registry = Registry { client: https, auth: credentials.to_oci(), credentials, image: image.clone(), name: image.to_string(), reference, https_failure: None };
         match registry.client.auth(&registry.reference, &registry.auth, RegistryOperation::Pull).await {
             Ok(_) => Ok(registry),
             Err(OciDistributionError::RequestError(tls)) if plain_ok => {
                 // Docker's rule for insecure and loopback registries: HTTPS first, then HTTP.
                 registry.client = Registry::client(image, request, &registry.reference, true, listed)?;
+                registry.https_failure = Some(chain(&tls));
                 match registry.client.auth(&registry.reference, &registry.auth, RegistryOperation::Pull).await {
                     Ok(_) => Ok(registry),
-                    Err(e) => Err(match registry.map_error(e, "manifest") {
-                        ImageError::Unreachable { image, registry, message } => {
-                            ImageError::Unreachable { image, registry, message: format!("over HTTPS: {}; over HTTP: {message}", chain(&tls)) }
-                        }
-                        other => other,
-                    }),
+                    Err(e) => Err(registry.map_error(e, "manifest")),
                 }
             }
             Err(e) => Err(registry.map_error(e, "manifest")),
@@ -503,6 +502,18 @@ impl Registry {
 
     /// oci-client's errors as a user reads them: not found, refused, unreachable, …
     fn map_error(&self, e: OciDistributionError, what: &str) -> ImageError {
+        match (self.classify(e, what), &self.https_failure) {
+            (ImageError::Unreachable { image, registry, message }, Some(tls)) => {
+                ImageError::Unreachable { image, registry, message: format!("over HTTPS: {tls}; over HTTP: {message}") }
+            }
+            (ImageError::Registry { image, registry, answer }, Some(tls)) => {
+                ImageError::Registry { image, registry, answer: format!("{answer} (over plain HTTP, after HTTPS failed: {tls})") }
+            }
+            (other, _) => other,
+        }
+    }
+
+    fn classify(&self, e: OciDistributionError, what: &str) -> ImageError {
         use OciDistributionError as E;
         let image = self.name.clone();
         let registry = self.image.registry.clone();
