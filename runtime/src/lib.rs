@@ -9,6 +9,7 @@ pub mod apiserver;
 pub mod controller;
 pub mod files;
 pub mod handler;
+pub mod images;
 pub mod kubevirt;
 pub mod launcher;
 pub mod libvirt;

@@ -388,7 +388,7 @@ fn disk_full(volume: &str, path: &Path) -> VolumeError {
 }
 
 /// Bytes an unprivileged writer may still use on the file system holding `dir`.
-fn free_space(dir: &Path) -> Option<u64> {
+pub(crate) fn free_space(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -873,7 +873,7 @@ impl Counter<'_> {
 
 /// Writes a file sequentially, leaving holes for 4 KiB blocks of zeros, so a raw image
 /// takes only the space its data needs. Buffered in whole blocks, so holes stay aligned.
-struct SparseWriter {
+pub(crate) struct SparseWriter {
     file: File,
     buf: Vec<u8>,
     pos: u64,
@@ -883,7 +883,7 @@ const BLOCK: usize = 4096;
 const SPARSE_BUF: usize = 1 << 20;
 
 impl SparseWriter {
-    fn new(file: File) -> Self {
+    pub(crate) fn new(file: File) -> Self {
         SparseWriter { file, buf: Vec::with_capacity(SPARSE_BUF), pos: 0 }
     }
 
@@ -899,7 +899,7 @@ impl SparseWriter {
     }
 
     /// Write what is buffered, set the length (a trailing hole), sync. Returns the length.
-    fn finish(mut self) -> io::Result<u64> {
+    pub(crate) fn finish(mut self) -> io::Result<u64> {
         self.flush_blocks()?;
         self.file.set_len(self.pos)?;
         self.file.sync_all()?;
