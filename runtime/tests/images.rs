@@ -745,31 +745,13 @@ async fn a_download_cut_halfway_keeps_nothing_and_the_next_pull_succeeds() {
     assert_eq!(proxy.gets_of(&layer), 2);
 }
 
-/// Run by the tests below as a child process of this test binary: one blocking pull.
-#[test]
-fn child_pull_helper() {
-    let Ok(spec) = std::env::var("VMFORM_IMAGES_TEST_CHILD") else { return };
-    let (reference, cache) = spec.split_once('|').unwrap();
-    match images::pull_blocking(&request(reference, Path::new(cache))) {
-        // With the process's peak resident memory, in KiB.
-        Ok(p) => println!("PULLED {} {} {}", p.manifest_digest, p.downloaded, peak_rss_kib()),
-        Err(e) => {
-            println!("FAILED {e}");
-            std::process::exit(3);
-        }
-    }
-}
-
-fn peak_rss_kib() -> u64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
+/// One pull in a process of its own: `vmform-pull`, the runtime's puller as a command.
 fn spawn_child_pull(reference: &str, cache: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_pull_helper", "--nocapture", "--test-threads=1"])
-        .env("VMFORM_IMAGES_TEST_CHILD", format!("{reference}|{}", cache.display()))
+    Command::new(env!("CARGO_BIN_EXE_vmform-pull"))
+        .arg(reference)
+        .arg(cache)
+        .arg("--auth-file")
+        .arg(request(reference, cache).auth_file.unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
