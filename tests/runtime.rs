@@ -409,8 +409,8 @@ fn a_vm_larger_than_the_node_is_unschedulable_and_bad_volumes_are_reported() {
     c.wait_status("bad", "missing", "CrashLoopBackOff", 90);
     let failure = c.get("vm", "bad", "missing", "{.status.conditions[?(@.type==\"Failure\")].message}");
     assert!(failure.contains("no-such-disk.img"), "{failure}");
-    // A container disk cannot be served here: refused with the volume's name.
-    c.wait("vm", "bad", "image", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains("\"root\"") && m.contains("containerDisk"), 60);
+    // A container disk whose registry cannot be reached: the volume, the image and why.
+    c.wait("vm", "bad", "image", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains("\"root\"") && m.contains("quay.io/containerdisks/fedora:41"), 60);
     c.wait_status("bad", "image", "CrashLoopBackOff", 30);
     assert!(qemu_pids().iter().all(|(_, cmd)| !cmd.contains(c.data.path().to_str().unwrap())), "no QEMU runs for these");
     // `vmform show` says, one line each, why they do not run.
@@ -806,4 +806,101 @@ fn a_guest_that_fails_under_kvm_turns_its_node_to_tcg_and_starts_at_once() {
     assert!(second.contains("accelerator tcg (guest fb/vm failed under KVM"), "{second}");
     let status = run(&["status", "--data-dir", c.data.path().to_str().unwrap()]);
     assert!(stdout(&status).contains("node local: guests run under tcg (guest fb/vm failed under KVM"), "{}", stdout(&status));
+}
+
+// --- Container disks pulled from a registry ---
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on 127.0.0.1 at a free port,
+/// its storage in a temporary directory.
+struct Registry {
+    child: Option<std::process::Child>,
+    port: u16,
+    /// Its storage and log, removed with it.
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", dir.path().join("storage").display());
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { child: Some(child), port, _dir: dir }
+    }
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A vm booting the container disk `image`.
+fn image_vm(namespace: &str, name: &str, image: &str, marker: &str) -> String {
+    format!(
+        "vm \"{name}\" {{\n    namespace \"{namespace}\"\n    run-strategy \"always\"\n    memory \"128Mi\"\n    disk \"root\" {{\n        image \"{image}\"\n        boot-order 1\n    }}\n    cloud-init {{\n        user-data \"#cloud-config\\n#vmform-marker {marker}\\n\"\n    }}\n}}\n"
+    )
+}
+
+#[test]
+fn a_container_disk_from_a_registry_boots_and_restarts_from_the_cache() {
+    let tools = std::path::Path::new("/usr/bin/docker-registry").exists() && Command::new("skopeo").arg("--version").output().is_ok();
+    if !vmform_schema_check::precondition(tools, "docker-registry and skopeo (Debian packages)") {
+        return;
+    }
+    let _one = one_at_a_time();
+    let mut registry = Registry::start();
+    // The test guest, packed and pushed by skopeo (never by vmform).
+    let image = format!("{}/vmform/test-guest:1", registry.addr());
+    let pushed = run_script("scripts/container-disk", &[guest_disk().to_str().unwrap(), &image]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let c = Cluster::up();
+    let missing = format!("{}/vmform/test-guest:nope", registry.addr());
+    std::fs::write(c.project.path().join("vms.kdl"), image_vm("cd", "guest", &image, "cd") + &image_vm("cd", "typo", &missing, "typo")).unwrap();
+    let out = c.vmform(&["apply", "--auto-approve", c.project.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    c.wait_status("cd", "guest", "Running", 180);
+    c.wait_console("cd", "guest", "VMFORM-USER-DATA: #vmform-marker cd", 120);
+    // It boots from a qcow2 overlay of its own on the cached image.
+    let uid = c.get("vmi", "cd", "guest", "{.metadata.uid}");
+    let overlay = c.node_dir().join("vmis").join(&uid).join("disks/root.qcow2");
+    let info = Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(&overlay).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout).to_string();
+    assert!(info.contains("\"format\": \"qcow2\"") && info.contains(&c.data.path().join("images").display().to_string()), "{info}");
+    // A tag the registry does not have: the VM says so, naming the image.
+    c.wait("vm", "cd", "typo", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains(&missing) && m.contains("not found"), 120);
+
+    // With the registry gone, a restart boots from the cache (a pinned tag: IfNotPresent).
+    registry.stop();
+    let restarted = c.vmform(&["vm", "restart", "guest", "-n", "cd", "--wait", "--timeout", "5m"]);
+    assert_eq!(code(&restarted), 0, "{}{}", stdout(&restarted), stderr(&restarted));
+    let second = c.get("vmi", "cd", "guest", "{.metadata.uid}");
+    assert_ne!(second, uid);
+    c.wait_console("cd", "guest", "VMFORM-TEST-GUEST READY", 120);
+}
+
+fn run_script(script: &str, args: &[&str]) -> Output {
+    Command::new(common::root().join(script)).args(args).output().expect("the script runs")
 }

@@ -612,7 +612,7 @@ fn sources_the_local_runtime_cannot_provide_are_refused() {
     let e = DataVolumeTemplate::parse_all(&vm).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "data volume `web-0-os`: the local runtime cannot provide a `registry` source: the local runtime cannot pull disk images from a container registry; use an http(s) URL to a raw or qcow2 image, or a containerDisk volume"
+        "data volume `web-0-os`: the local runtime cannot provide a `registry` source: the local runtime cannot pull disk images from a container registry yet; use an http(s) URL to a raw or qcow2 image"
     );
     let e = DataVolumeTemplate::parse(&json!({
         "metadata": {"name": "clone"},

@@ -113,6 +113,9 @@ enum Source {
     CloudInit { user_data: Vec<u8>, network_data: Option<Vec<u8>> },
     /// A PVC or DataVolume: `<volumes dir>/<namespace>/<claim>.img`, must exist.
     Claim { claim: String, readonly: bool },
+    /// KubeVirt's containerDisk: the image's disk, pulled into the node's image cache,
+    /// under a fresh qcow2 overlay made for the run (writes are lost at every restart).
+    ContainerDisk { image: String, path: Option<String>, policy: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,7 +264,6 @@ fn machine_type(t: &str) -> Option<&'static str> {
 
 /// Volume kinds the local runtime cannot serve, with the reason and the way out.
 const UNSUPPORTED_VOLUMES: &[(&str, &str)] = &[
-    ("containerDisk", "containerDisk is not supported by the local runtime (it cannot pull images); use a dataVolume with an http source or a hostDisk"),
     ("ephemeral", "ephemeral volumes are not supported by the local runtime (no copy-on-write overlay); use the persistentVolumeClaim directly"),
     ("secret", "secret volumes are not supported by the local runtime; put the data in cloudInitNoCloud userData"),
     ("configMap", "configMap volumes are not supported by the local runtime; put the data in cloudInitNoCloud userData"),
@@ -273,7 +275,7 @@ const UNSUPPORTED_VOLUMES: &[(&str, &str)] = &[
     ("memoryDump", "memoryDump volumes are not supported by the local runtime"),
 ];
 
-const SUPPORTED_VOLUMES: &[&str] = &["hostDisk", "emptyDisk", "cloudInitNoCloud", "persistentVolumeClaim", "dataVolume"];
+const SUPPORTED_VOLUMES: &[&str] = &["hostDisk", "emptyDisk", "cloudInitNoCloud", "persistentVolumeClaim", "dataVolume", "containerDisk"];
 
 /// Devices the local runtime cannot give a guest.
 const UNSUPPORTED_DEVICES: &[(&str, &str)] = &[
@@ -537,6 +539,25 @@ fn volume_source(name: &str, vol: &Value, problems: &mut Vec<String>) -> Option<
         let network_data = inline_or_base64(name, c, "networkData", problems)?;
         return Some(Source::CloudInit { user_data, network_data });
     }
+    if let Some(c) = obj.get("containerDisk").filter(|c| !c.is_null()) {
+        let Some(image) = c.get("image").and_then(Value::as_str).filter(|i| !i.is_empty()) else {
+            problems.push(format!("volume \"{name}\": a containerDisk needs an image"));
+            return None;
+        };
+        if is_set(c, "/imagePullSecret") {
+            problems.push(format!(
+                "volume \"{name}\": containerDisk imagePullSecret is not supported by the local runtime yet; put the registry's credentials in ~/.docker/config.json or $REGISTRY_AUTH_FILE"
+            ));
+            return None;
+        }
+        let policy = c.get("imagePullPolicy").and_then(Value::as_str).map(str::to_string);
+        if let Some(p) = policy.as_deref().filter(|p| crate::images::PullPolicy::parse(p).is_none()) {
+            problems.push(format!("volume \"{name}\": imagePullPolicy \"{p}\" is not Always, IfNotPresent or Never"));
+            return None;
+        }
+        let path = c.get("path").and_then(Value::as_str).map(str::to_string);
+        return Some(Source::ContainerDisk { image: image.to_string(), path, policy });
+    }
     if let Some(p) = obj.get("persistentVolumeClaim") {
         let readonly = p.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
         return claim(name, p.get("claimName"), "persistentVolumeClaim.claimName", readonly, problems);
@@ -742,6 +763,14 @@ pub enum Prepare {
     Sparse { volume: String, path: PathBuf, size: u64 },
     /// A NoCloud seed (vfat, label `cidata`).
     CloudInitSeed { volume: String, path: PathBuf, user_data: Vec<u8>, meta_data: Vec<u8>, network_data: Option<Vec<u8>> },
+    /// A containerDisk: the image pulled into `cache_dir` (by `policy`, KubeVirt's default
+    /// when `None`), and a new qcow2 `overlay` on its disk.
+    ContainerDisk { volume: String, image: String, disk_path: Option<String>, policy: Option<String>, cache_dir: PathBuf, overlay: PathBuf },
+}
+
+/// The image cache all nodes of a local cluster share: `<data>/images`, beside `<data>/volumes`.
+pub fn image_cache_dir(volumes_dir: &Path) -> PathBuf {
+    volumes_dir.parent().unwrap_or(volumes_dir).join("images")
 }
 
 /// What [`build`] makes of a VMI.
@@ -938,6 +967,18 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
                 prepare.push(Prepare::Existing { volume: d.name.clone(), path: path.clone() });
                 path
             }
+            Source::ContainerDisk { image, path, policy } => {
+                let overlay = disks_dir.join(format!("{}.qcow2", d.name));
+                prepare.push(Prepare::ContainerDisk {
+                    volume: d.name.clone(),
+                    image: image.clone(),
+                    disk_path: path.clone(),
+                    policy: policy.clone(),
+                    cache_dir: image_cache_dir(opts.volumes_dir),
+                    overlay: overlay.clone(),
+                });
+                overlay
+            }
         };
         let target = match d.bus {
             Bus::Virtio => {
@@ -949,17 +990,20 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
                 format!("sd{}", drive_letters(sd - 1))
             }
         };
-        if matches!(d.source, Source::EmptyDisk { .. } | Source::CloudInit { .. }) {
+        // Made for the run on this node: a migration copies them (the overlay's backing
+        // image is pulled on the target too).
+        if matches!(d.source, Source::EmptyDisk { .. } | Source::CloudInit { .. } | Source::ContainerDisk { .. }) {
             local_disks.push(target.clone());
         }
         let device = if d.cdrom { "cdrom" } else { "disk" };
+        let format = if matches!(d.source, Source::ContainerDisk { .. }) { "qcow2" } else { "raw" };
         let _ = writeln!(w, "    <disk type='file' device='{device}'>");
         match d.cache {
             Some(c) => {
-                let _ = writeln!(w, "      <driver name='qemu' type='raw' cache='{c}'/>");
+                let _ = writeln!(w, "      <driver name='qemu' type='{format}' cache='{c}'/>");
             }
             None => {
-                let _ = writeln!(w, "      <driver name='qemu' type='raw'/>");
+                let _ = writeln!(w, "      <driver name='qemu' type='{format}'/>");
             }
         }
         let _ = writeln!(w, "      <source file='{}'/>", esc_path(&path));

@@ -283,7 +283,34 @@ pub fn prepare(items: &[Prepare]) -> Result<(), String> {
                 })();
                 made.map_err(|e| format!("volume \"{volume}\": cannot write the cloud-init seed {}: {e}", path.display()))?;
             }
+            Prepare::ContainerDisk { volume, image, disk_path, policy, cache_dir, overlay } => {
+                container_disk(image, disk_path.as_deref(), policy.as_deref(), cache_dir, overlay).map_err(|e| format!("volume \"{volume}\": {e}"))?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Pull a containerDisk's image into the node's cache (or find it there, by its pull
+/// policy), then put a fresh qcow2 overlay on its disk: the guest writes there, and loses
+/// it at the next start, as KubeVirt's containerDisk promises.
+fn container_disk(image: &str, disk_path: Option<&str>, policy: Option<&str>, cache_dir: &Path, overlay: &Path) -> Result<(), String> {
+    let mut request = crate::images::PullRequest::new(image, cache_dir);
+    request.policy = policy.and_then(crate::images::PullPolicy::parse);
+    request.disk_path = disk_path.map(str::to_string);
+    let pulled = crate::images::pull_blocking(&request).map_err(|e| e.to_string())?;
+    if let Some(dir) = overlay.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(overlay);
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", pulled.format.as_str(), "-b"])
+        .arg(&pulled.disk)
+        .arg(overlay)
+        .output()
+        .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cannot make the overlay {} on {}: {}", overlay.display(), pulled.disk.display(), String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())
 }

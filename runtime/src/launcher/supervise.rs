@@ -251,6 +251,12 @@ fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Resu
     if l.term.load(Ordering::SeqCst) {
         return Ok(Start::Cancelled);
     }
+    if let Some(image) = plan.prepare.iter().find_map(|p| match p {
+        super::domain::Prepare::ContainerDisk { image, .. } => Some(image),
+        _ => None,
+    }) {
+        l.set(Phase::Starting, format!("pulling image {image}"));
+    }
     super::prepare(&plan.prepare)?;
     let xml_path = l.args.vmi_dir.join(super::DOMAIN_XML_FILE);
     if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
