@@ -109,15 +109,23 @@ pub fn at(text: &str, offset: usize) -> Cursor {
         } else if c == '(' {
             // A type annotation, `(u8)`.
             i += rest.find(')').map_or(rest.len(), |e| e + 1);
-        } else if let Some(len) = string_len(rest) {
+        } else if let Some(mut len) = string_len(rest) {
             let hashes = rest.len() - rest.trim_start_matches('#').len();
             let quotes = if rest[hashes..].starts_with("\"\"\"") { 3 } else { 1 };
+            // A single-line string left open ends with its line, as it does for the parser.
+            if quotes == 1 {
+                len = len.min(line_end(rest));
+            }
             let open = hashes + quotes;
             let closed = len >= 2 * open && rest[..len].ends_with(&format!("{}{}", &rest[hashes..open], "#".repeat(hashes)));
             let inner_end = if closed { i + len - open } else { i + len };
-            if offset < i + len || !closed {
+            if offset > inner_end && offset < i + len {
+                // Inside the closing quote: nothing is written there.
+                return done(path, line, At::Nothing, Some(i..i + len));
+            }
+            if offset < i + len || (!closed && offset == i + len) {
                 let content_start = (i + open).min(inner_end);
-                let prefix = text.get(content_start..offset.max(content_start)).unwrap_or("").to_string();
+                let prefix = text.get(content_start..offset.clamp(content_start, inner_end)).unwrap_or("").to_string();
                 let value = text[content_start..inner_end].to_string();
                 let token = Some(i..i + len);
                 let at = if let Some(start) = open_interpolation(&prefix) {
@@ -254,7 +262,8 @@ mod tests {
         assert_eq!(c.node.as_deref(), Some("vm"));
         assert_eq!(c.at, At::PropValue { prop: "template".into(), prefix: "li".into(), value: "li".into(), quoted: true });
         let c = cursor("vm \"w\" {\n    run-strategy \"|\n}");
-        assert_eq!(c.at, At::Arg { index: 0, prefix: String::new(), value: "\n}".into() }, "an unclosed string runs on");
+        assert_eq!(c.at, At::Arg { index: 0, prefix: String::new(), value: String::new() }, "an open string ends with its line");
+        assert_eq!(cursor("vm \"w\" {\n    run-strategy \"\n    disk \"d\" {\n        |").path, ["vm", "disk"]);
         assert_eq!(c.node_spec().map(|n| n.name), Some("run-strategy"));
         let c = cursor("vm \"w\" {\n    network \"n\" masquerade=|\n}");
         assert_eq!(c.at, At::PropValue { prop: "masquerade".into(), prefix: String::new(), value: String::new(), quoted: false });
@@ -273,6 +282,39 @@ mod tests {
         assert_eq!(cursor("// vm \"w\" {|\n").at, At::Nothing);
         assert_eq!(cursor("/* { */ vm \"w\" { c|").path, ["vm"]);
         assert_eq!(cursor("vm \"{\" #\"}\"# {\n  |").path, ["vm"], "braces in strings are not blocks");
+    }
+
+    /// The prefix a variant reports is the text just before the offset, so an editor can
+    /// replace it.
+    fn prefix_of(at: &At) -> Option<&str> {
+        match at {
+            At::NodeName { prefix } | At::Entry { prefix, .. } | At::Arg { prefix, .. } => Some(prefix),
+            At::PropValue { prefix, .. } | At::Interpolation { prefix, .. } => Some(prefix),
+            At::Nothing => None,
+        }
+    }
+
+    #[test]
+    fn random_texts_and_offsets_are_answered_with_true_prefixes() {
+        let pieces = ["vm", " ", "\"", "#\"", "\"#", "{", "}", "${", "$${", "=", "é", "😀", "\r\n", "\n", "/*", "*/", "//", "\\", ";", "(", ")", "disk", "x"];
+        let mut seed: u64 = 19;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..300 {
+            let text: String = (0..next(30)).map(|_| pieces[next(pieces.len())]).collect();
+            for offset in 0..=text.len() + 1 {
+                let c = at(&text, offset);
+                if let (Some(prefix), true) = (prefix_of(&c.at), text.is_char_boundary(offset.min(text.len()))) {
+                    let end = offset.min(text.len());
+                    assert!(text[..end].ends_with(prefix), "{text:?} at {offset}: prefix {prefix:?}");
+                }
+                if let Some(t) = c.token {
+                    assert!(t.end <= text.len() && text.is_char_boundary(t.start) && text.is_char_boundary(t.end));
+                }
+            }
+        }
     }
 
     #[test]
