@@ -212,6 +212,16 @@ async def test_definition_of_references(client, project):
     assert loc.range.start == pos(base, '"env"')
     assert await definition(pos(text, "fedora")) is None
 
+    # An include goes to the file it names, relative to the including file.
+    (project / "shared").mkdir()
+    (project / "shared" / "net.kdl").write_text('param "zone" default="a"\n')
+    main = project / "main.kdl"
+    open_doc(client, main, 'include "shared/net.kdl"\n')
+    loc = await client.text_document_definition_async(
+        types.DefinitionParams(types.TextDocumentIdentifier(uri(main)), types.Position(0, 12))
+    )
+    assert loc.uri == uri(project / "shared" / "net.kdl")
+
 
 async def test_outline_lists_declarations(client, project):
     path = project / "base.kdl"
