@@ -15,7 +15,7 @@ use vmform_compiler::values;
 const VM_SNIPPET: &str = "vm \"${1:name}\" {\n    cpu ${2:2}\n    memory \"${3:4Gi}\"\n    disk \"root\" {\n        image \"${4:quay.io/containerdisks/fedora:41}\"\n    }\n    network \"default\" masquerade=#true\n}";
 const DISK_SNIPPET: &str = "disk \"${1:data}\" {\n    ${2|image,volume,pvc,empty-disk|} $0\n}";
 
-pub fn completion(doc: &Document, project: Option<&Project>, pos: Position) -> Vec<CompletionItem> {
+pub fn completion(doc: &Document, project: Option<&Project>, pos: Position, snippets: bool) -> Vec<CompletionItem> {
     let offset = doc.offset(pos);
     let cursor = ide::at(&doc.text, offset);
     // The text already typed is replaced by the choice.
@@ -39,7 +39,7 @@ pub fn completion(doc: &Document, project: Option<&Project>, pos: Position) -> V
                 grammar::Context::Body => Some(("disk (new disk)", DISK_SNIPPET)),
                 _ => None,
             };
-            if let Some((label, body)) = snippet {
+            if let Some((label, body)) = snippet.filter(|_| snippets) {
                 let mut s = item(label.into(), CompletionItemKind::SNIPPET, "snippet", prefix, body.into());
                 s.insert_text_format = Some(InsertTextFormat::SNIPPET);
                 s.filter_text = label.split(' ').next().map(str::to_string);

@@ -60,9 +60,15 @@ pub fn run() -> Result<(), Error> {
         capabilities,
         server_info: Some(ServerInfo { name: "vmform".into(), version: Some(env!("CARGO_PKG_VERSION").into()) }),
     };
-    let (id, _params) = connection.initialize_start()?;
+    let (id, params) = connection.initialize_start()?;
+    // Offer snippets only to a client that expands them; others would insert `${1:name}`.
+    let snippets = serde_json::from_value::<InitializeParams>(params)
+        .ok()
+        .and_then(|p| p.capabilities.text_document?.completion?.completion_item?.snippet_support)
+        .unwrap_or(false);
     connection.initialize_finish(id, serde_json::to_value(init)?)?;
-    Server { connection: &connection, docs: HashMap::new(), projects: HashMap::new(), dirty: BTreeSet::new() }.main_loop()?;
+    Server { connection: &connection, snippets, docs: HashMap::new(), projects: HashMap::new(), dirty: BTreeSet::new() }
+        .main_loop()?;
     drop(connection);
     io.join()?;
     Ok(())
@@ -70,6 +76,8 @@ pub fn run() -> Result<(), Error> {
 
 struct Server<'c> {
     connection: &'c Connection,
+    /// The client expands snippets in completions.
+    snippets: bool,
     /// Open documents by normalised path.
     docs: HashMap<PathBuf, Document>,
     /// Projects with an open document, by root directory; and the files each last
@@ -124,7 +132,7 @@ impl Server<'_> {
             req::Completion::METHOD => {
                 let p: CompletionParams = params(r)?;
                 let pos = &p.text_document_position;
-                let items = self.with_doc(&pos.text_document.uri, |doc, _, project| features::completion(doc, project, pos.position));
+                let items = self.with_doc(&pos.text_document.uri, |doc, _, project| features::completion(doc, project, pos.position, self.snippets));
                 json(&items.map(CompletionResponse::Array))
             }
             req::HoverRequest::METHOD => {

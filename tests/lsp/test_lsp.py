@@ -174,6 +174,21 @@ async def test_completion_offers_what_the_grammar_accepts(client, project):
     assert {"vm", "template", "param", "vm (new machine)"} <= set(top)
 
 
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[VMFORM, "lsp"]))
+async def plain_client(lsp_client: LanguageClient):
+    # A client that declares nothing: no snippet support.
+    await lsp_client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_no_snippets_for_a_client_that_cannot_expand_them(plain_client, tmp_path):
+    path = tmp_path / "a.kdl"
+    open_doc(plain_client, path, "\n")
+    top = await complete(plain_client, path, types.Position(0, 0))
+    assert "vm" in top and "vm (new machine)" not in top
+
+
 async def test_hover_documents_nodes_quantities_and_params(client, project):
     path = project / "base.kdl"
     text = path.read_text()
