@@ -104,6 +104,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
         format: DiagnosticFormat,
     },
+    /// Run a language server over standard input and output (LSP), for editors
+    #[command(after_help = "Diagnostics as `vmform validate` reports them, completion, hover, go to definition, the outline and formatting. Editors start it themselves; see the book's chapter \"Editor support\".")]
+    Lsp,
     /// Show what applying the specs would change on the cluster, and what each change does
     /// to a running VM
     #[command(after_help = "Exit codes: 0 success (no changes, with --detailed-exitcode), 1 error, 2 usage error or (with --detailed-exitcode) changes present.\n\nExamples:\n  vmform plan examples/shop\n  vmform plan examples/shop --out shop.plan && vmform apply shop.plan")]

@@ -7,6 +7,7 @@ mod deploy_cmd;
 mod diff_output;
 mod fs_loader;
 mod git_loader;
+mod lsp;
 mod migration_cmd;
 mod node_cmd;
 mod report;
@@ -41,6 +42,13 @@ fn main() -> ExitCode {
             EXIT_OK
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
+        Command::Lsp => match lsp::run() {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: vmform lsp: {e}");
+                EXIT_USAGE
+            }
+        },
         Command::Plan { project, out, detailed_exitcode, refresh_only, format } => {
             deploy_cmd::plan(&project, out.as_deref(), detailed_exitcode, refresh_only, format)
         }

@@ -1,28 +1,15 @@
 //! Decode a parsed KDL document into the [`ast`](crate::ast), with spans.
 //!
-//! Every node is checked against the names its context allows; unknown names get a
-//! "did you mean" from the same lists, so suggestions and the grammar never drift apart.
+//! Every node is checked against the names its context allows in [`grammar`]; unknown
+//! names get a "did you mean" from the same tables, so suggestions, editor completion and
+//! the grammar never drift apart.
 
 use crate::ast::*;
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::grammar::{self, Block, Context};
 use crate::source::{FileId, Span, Spanned};
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
-const TOP: &[&str] = &["param", "defaults", "instancetype", "template", "vm", "include"];
-const BODY: &[&str] = &[
-    "namespace", "labels", "annotations", "run-strategy", "cpu", "memory", "machine",
-    "firmware", "disk", "network", "port", "cloud-init", "node-selector", "eviction",
-    "termination-grace", "lifecycle",
-];
-const DISK: &[&str] = &[
-    "image", "volume", "pvc", "host-disk", "empty-disk", "bus", "boot-order", "read-only",
-    "serial", "cdrom",
-];
-const CLOUD_INIT: &[&str] =
-    &["user-data", "user-data-file", "network-data", "network-data-file", "ssh-key"];
-const NETWORK: &[&str] = &["mac"];
-const LIFECYCLE: &[&str] = &["ignore-changes"];
-const INSTANCETYPE: &[&str] = &["cpu", "memory"];
 
 /// Decode one file. Problems are pushed to `diags`; what could be decoded is returned.
 pub fn decode_file(id: FileId, doc: &KdlDocument, diags: &mut Diagnostics) -> File {
@@ -106,7 +93,11 @@ impl Decoder<'_> {
 
     /// Report unknown properties, surplus arguments, duplicate properties, and a
     /// children block on a node that takes none (or the lack of one where it is needed).
-    fn check(&mut self, n: &NodeRef, max_args: usize, props: &[&str], children: Children) {
+    fn check_node(&mut self, n: &NodeRef, max_args: usize, spec: &grammar::Node) {
+        self.check(n, max_args, spec.props, spec.block);
+    }
+
+    fn check(&mut self, n: &NodeRef, max_args: usize, props: &[grammar::Prop], children: Block) {
         let mut seen: Vec<&str> = vec![];
         let mut nargs = 0;
         for e in n.node.entries() {
@@ -114,16 +105,16 @@ impl Decoder<'_> {
                 Some(key) => {
                     let k = key.value();
                     let span = Span::from_miette(self.file, key.span());
-                    if !props.contains(&k) {
+                    if !props.iter().any(|p| p.name == k) {
                         let mut d = Diagnostic::new(
                             Code::UnknownProperty,
                             format!("`{}` has no property `{k}`", n.name),
                         )
                         .at(span, "unknown property");
-                        d = match did_you_mean(k, props.iter().copied()) {
+                        d = match did_you_mean(k, props.iter().map(|p| p.name)) {
                             Some(s) => d.help(format!("did you mean `{s}`?")),
                             None if props.is_empty() => d.help(format!("`{}` takes no properties", n.name)),
-                            None => d.help(format!("`{}` takes: {}", n.name, props.join(", "))),
+                            None => d.help(format!("`{}` takes: {}", n.name, props.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))),
                         };
                         self.err(d);
                     } else if seen.contains(&k) {
@@ -157,12 +148,12 @@ impl Decoder<'_> {
             }
         }
         match (children, n.node.children()) {
-            (Children::None, Some(_)) => self.err(
+            (Block::None, Some(_)) => self.err(
                 Diagnostic::new(Code::ChildrenExpected, format!("`{}` takes no children block", n.name))
                     .at(n.name_span(), "has a children block")
                     .help("write its settings as arguments or properties on the node itself"),
             ),
-            (Children::Required, None) => self.err(
+            (Block::Required(_), None) => self.err(
                 Diagnostic::new(Code::ChildrenExpected, format!("`{}` needs a children block", n.name))
                     .at(n.span(), "no `{ ... }` block")
                     .help(format!("write `{} ... {{ ... }}`", n.name)),
@@ -232,7 +223,7 @@ impl Decoder<'_> {
 
     /// The one required string argument of nodes such as `memory "2Gi"`.
     fn single_str(&mut self, n: &NodeRef, what: &str, example: &str) -> Option<Str> {
-        self.check(n, 1, &[], Children::None);
+        self.check(n, 1, &[], Block::None);
         let e = n.arg(0);
         let v = self.str_entry(n, e, &format!("the value of `{}`", n.name));
         self.require(n, v, e.is_some(), what, example)
@@ -244,7 +235,8 @@ impl Decoder<'_> {
         self.require(n, v, e.is_some(), "a name", example)
     }
 
-    fn unknown_node(&mut self, n: &NodeRef, allowed: &[&str], context: &str) {
+    fn unknown_node(&mut self, n: &NodeRef, allowed: Context, context: &str) {
+        let allowed: Vec<&str> = allowed.node_names().collect();
         let mut d = Diagnostic::new(Code::UnknownNode, format!("unknown node `{}` in {context}", n.name))
             .at(n.name_span(), "unknown node");
         d = match did_you_mean(n.name, allowed.iter().copied()) {
@@ -258,17 +250,17 @@ impl Decoder<'_> {
         let n = self.node(node);
         match n.name {
             "param" => {
-                self.check(&n, 1, &["default"], Children::None);
+                self.check_node(&n, 1, &grammar::PARAM);
                 let name = self.name_arg(&n, "param \"env\" default=\"staging\"")?;
                 let default = self.str_entry(&n, n.prop("default"), "a param's default");
                 Some(Item::Param(Param { name, default }))
             }
             "defaults" => {
-                self.check(&n, 0, &[], Children::Required);
+                self.check_node(&n, 0, &grammar::DEFAULTS);
                 Some(Item::Defaults(Box::new(self.body(&n, "defaults"))))
             }
             "instancetype" => {
-                self.check(&n, 1, &[], Children::Required);
+                self.check_node(&n, 1, &grammar::INSTANCETYPE);
                 let name = self.name_arg(&n, "instancetype \"small\" { cpu 1; memory \"2Gi\" }");
                 let mut it = Instancetype { name: name.clone()?, cpu: None, memory: None };
                 for child in children(node) {
@@ -282,19 +274,19 @@ impl Decoder<'_> {
                             let m = self.single_str(&c, "a quantity", "memory \"2Gi\"");
                             self.once(&c, &mut it.memory, m);
                         }
-                        _ => self.unknown_node(&c, INSTANCETYPE, "an instancetype"),
+                        _ => self.unknown_node(&c, Context::Instancetype, "an instancetype"),
                     }
                 }
                 Some(Item::Instancetype(it))
             }
             "template" => {
-                self.check(&n, 1, &[], Children::Required);
+                self.check_node(&n, 1, &grammar::TEMPLATE);
                 let name = self.name_arg(&n, "template \"linux\" { ... }");
                 let body = self.body(&n, "a template");
                 Some(Item::Template(Box::new(Template { name: name?, body, span: n.span() })))
             }
             "vm" => {
-                self.check(&n, 1, &["count", "template", "instancetype"], Children::Optional);
+                self.check_node(&n, 1, &grammar::VM);
                 let name = self.name_arg(&n, "vm \"web\" { ... }");
                 let count = self.int_entry(&n, n.prop("count"), "count");
                 let template = self.str_entry(&n, n.prop("template"), "template");
@@ -323,7 +315,7 @@ impl Decoder<'_> {
                 None
             }
             _ => {
-                self.unknown_node(&n, TOP, "the top level");
+                self.unknown_node(&n, Context::Top, "the top level");
                 None
             }
         }
@@ -380,7 +372,7 @@ impl Decoder<'_> {
                     self.once(&n, &mut b.machine, v);
                 }
                 "firmware" => {
-                    self.check(&n, 1, &["secure-boot"], Children::None);
+                    self.check_node(&n, 1, &grammar::FIRMWARE);
                     let e = n.arg(0);
                     let kind = self.str_entry(&n, e, "the firmware");
                     let kind = self.require(&n, kind, e.is_some(), "a firmware kind", "firmware \"efi\"");
@@ -399,7 +391,7 @@ impl Decoder<'_> {
                     }
                 }
                 "port" => {
-                    self.check(&n, 2, &["protocol"], Children::None);
+                    self.check_node(&n, 2, &grammar::PORT);
                     let name = self.name_arg(&n, "port \"http\" 80");
                     let e = n.arg(1);
                     let number = self.int_entry(&n, e, "a port number");
@@ -425,7 +417,7 @@ impl Decoder<'_> {
                     let v = self.lifecycle(&n);
                     self.once(&n, &mut b.lifecycle, Some(v));
                 }
-                _ => self.unknown_node(&n, BODY, context),
+                _ => self.unknown_node(&n, Context::Body, context),
             }
         }
         // Exact sizes: a fleet keeps thousands of bodies until they are resolved.
@@ -441,7 +433,7 @@ impl Decoder<'_> {
     /// `labels k="v" ...`: every property is a pair; arguments are not allowed.
     fn map(&mut self, n: &NodeRef) -> Vec<(Str, Str)> {
         if n.node.children().is_some() {
-            self.check(n, 0, &[], Children::None);
+            self.check(n, 0, &[], Block::None);
         }
         let mut out: Vec<(Str, Str)> = vec![];
         for e in n.node.entries() {
@@ -472,7 +464,7 @@ impl Decoder<'_> {
     }
 
     fn cpu(&mut self, n: &NodeRef) -> Option<Spanned<Cpu>> {
-        self.check(n, 1, &["sockets", "cores", "threads", "model"], Children::None);
+        self.check_node(n, 1, &grammar::CPU);
         let count = self.int_entry(n, n.arg(0), "the cpu count");
         let mut cpu = Cpu {
             cores: self.int_entry(n, n.prop("cores"), "cores"),
@@ -498,7 +490,7 @@ impl Decoder<'_> {
     }
 
     fn disk(&mut self, n: &NodeRef) -> Option<Disk> {
-        self.check(n, 1, &[], Children::Required);
+        self.check_node(n, 1, &grammar::DISK);
         let name = self.name_arg(n, "disk \"root\" { image \"...\" }");
         let mut d = Disk {
             name: name?,
@@ -517,7 +509,7 @@ impl Decoder<'_> {
                 "pvc" => self.single_str(&c, "a claim name", "pvc \"data-claim\"").map(DiskSource::Pvc),
                 "empty-disk" => self.single_str(&c, "a capacity", "empty-disk \"1Gi\"").map(DiskSource::EmptyDisk),
                 "volume" => {
-                    self.check(&c, 0, &["size", "storage-class", "access-mode", "source"], Children::None);
+                    self.check_node(&c, 0, &grammar::VOLUME);
                     Some(DiskSource::Volume(Volume {
                         size: self.str_entry(&c, c.prop("size"), "size"),
                         storage_class: self.str_entry(&c, c.prop("storage-class"), "storage-class"),
@@ -526,7 +518,7 @@ impl Decoder<'_> {
                     }))
                 }
                 "host-disk" => {
-                    self.check(&c, 1, &["type", "capacity", "shared"], Children::None);
+                    self.check_node(&c, 1, &grammar::HOST_DISK);
                     let e = c.arg(0);
                     let path = self.str_entry(&c, e, "the host-disk path");
                     let path = self.require(&c, path, e.is_some(), "a path", "host-disk \"/var/lib/app.img\"");
@@ -546,7 +538,7 @@ impl Decoder<'_> {
                     continue;
                 }
                 "boot-order" => {
-                    self.check(&c, 1, &[], Children::None);
+                    self.check(&c, 1, &[], Block::None);
                     let e = c.arg(0);
                     let v = self.int_entry(&c, e, "boot-order");
                     let v = self.require(&c, v, e.is_some(), "a number", "boot-order 1");
@@ -554,7 +546,7 @@ impl Decoder<'_> {
                     continue;
                 }
                 "read-only" | "cdrom" => {
-                    self.check(&c, 1, &[], Children::None);
+                    self.check(&c, 1, &[], Block::None);
                     // `read-only` alone means #true, as a flag.
                     let v = match c.arg(0) {
                         None => Some(Spanned::new(true, c.span())),
@@ -565,7 +557,7 @@ impl Decoder<'_> {
                     continue;
                 }
                 _ => {
-                    self.unknown_node(&c, DISK, "a disk");
+                    self.unknown_node(&c, Context::Disk, "a disk");
                     continue;
                 }
             };
@@ -577,7 +569,7 @@ impl Decoder<'_> {
     }
 
     fn network(&mut self, n: &NodeRef) -> Option<Network> {
-        self.check(n, 1, &["masquerade", "bridge", "multus", "mac"], Children::Optional);
+        self.check_node(n, 1, &grammar::NETWORK);
         let name = self.name_arg(n, "network \"default\" masquerade=#true")?;
         let mut net = Network {
             name,
@@ -594,14 +586,14 @@ impl Decoder<'_> {
                     let v = self.single_str(&c, "a MAC address", "mac \"02:00:00:00:00:01\"");
                     self.once(&c, &mut net.mac, v);
                 }
-                _ => self.unknown_node(&c, NETWORK, "a network"),
+                _ => self.unknown_node(&c, Context::Network, "a network"),
             }
         }
         Some(net)
     }
 
     fn cloud_init(&mut self, n: &NodeRef) -> Spanned<CloudInit> {
-        self.check(n, 0, &[], Children::Required);
+        self.check_node(n, 0, &grammar::CLOUD_INIT);
         let mut ci = CloudInit::default();
         for node in children(n.node) {
             let c = self.node(node);
@@ -627,14 +619,14 @@ impl Decoder<'_> {
                         ci.ssh_keys.push(k);
                     }
                 }
-                _ => self.unknown_node(&c, CLOUD_INIT, "cloud-init"),
+                _ => self.unknown_node(&c, Context::CloudInit, "cloud-init"),
             }
         }
         Spanned::new(ci, n.span())
     }
 
     fn lifecycle(&mut self, n: &NodeRef) -> Spanned<Lifecycle> {
-        self.check(n, 0, &["prevent-destroy", "ignore-changes", "vm-actions"], Children::Optional);
+        self.check_node(n, 0, &grammar::LIFECYCLE);
         let mut l = Lifecycle {
             prevent_destroy: self.bool_entry(n, n.prop("prevent-destroy"), "prevent-destroy"),
             ignore_changes: vec![],
@@ -649,25 +641,18 @@ impl Decoder<'_> {
             let c = self.node(node);
             match c.name {
                 "ignore-changes" => {
-                    self.check(&c, usize::MAX, &[], Children::None);
+                    self.check(&c, usize::MAX, &[], Block::None);
                     for e in c.args() {
                         if let Some(p) = self.str_entry(&c, Some(e), "a path") {
                             l.ignore_changes.push(p);
                         }
                     }
                 }
-                _ => self.unknown_node(&c, LIFECYCLE, "lifecycle"),
+                _ => self.unknown_node(&c, Context::Lifecycle, "lifecycle"),
             }
         }
         Spanned::new(l, n.span())
     }
-}
-
-#[derive(Clone, Copy)]
-enum Children {
-    None,
-    Optional,
-    Required,
 }
 
 fn children(node: &KdlNode) -> &[KdlNode] {

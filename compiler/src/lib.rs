@@ -22,6 +22,8 @@ pub mod diff;
 pub mod effects;
 pub mod emit;
 pub mod fmt;
+pub mod grammar;
+pub mod ide;
 pub mod kubevirt;
 pub mod load;
 pub mod lower;
