@@ -473,6 +473,36 @@ fn an_interrupted_or_declined_prompt_applies_nothing() {
     }
 }
 
+/// As Terraform does: with no terminal, the answer is read from standard input.
+#[test]
+fn an_answer_piped_into_apply_and_destroy_is_read() {
+    let w = World::new();
+    w.write(&spec("1Gi", "app=\"web\"", false, false));
+    let piped = |args: &[&str], input: &str| {
+        let kubeconfig = w.kubeconfig();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmform"))
+            .args(args)
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap(), w.project.path().to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The end of input before an answer applies nothing.
+    let out = piped(&["apply"], "");
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(!w.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success(), "nothing was applied");
+    let out = piped(&["apply"], "yes\n");
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(w.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success(), "applied");
+    let out = piped(&["destroy"], "yes\n");
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(!w.kubectl(&["get", "vm", "-n", "shop", "web"]).status.success(), "destroyed");
+}
+
 fn run_strategy(w: &World) -> String {
     stdout(&w.kubectl(&["get", "vm", "-n", "shop", "web", "-o", "jsonpath={.spec.runStrategy}"]))
 }
