@@ -889,8 +889,11 @@ fn a_container_disk_from_a_registry_boots_and_restarts_from_the_cache() {
     let info = Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(&overlay).output().unwrap();
     let info = String::from_utf8_lossy(&info.stdout).to_string();
     assert!(info.contains("\"format\": \"qcow2\"") && info.contains(&c.data.path().join("images").display().to_string()), "{info}");
-    // A tag the registry does not have: the VM says so, naming the image.
-    c.wait("vm", "cd", "typo", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains(&missing) && m.contains("not found"), 120);
+    // A tag the registry does not have: ErrImagePull, then ImagePullBackOff, naming the image.
+    c.wait("vm", "cd", "typo", "{.status.printableStatus}", |s| s == "ErrImagePull" || s == "ImagePullBackOff", 120);
+    c.wait("vm", "cd", "typo", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains(&missing) && m.contains("not found"), 60);
+    assert_eq!(c.get("vm", "cd", "typo", "{.status.conditions[?(@.type==\"Failure\")].reason}"), "ErrImagePull");
+    c.wait_status("cd", "typo", "ImagePullBackOff", 60);
 
     // With the registry gone, a restart boots from the cache (a pinned tag: IfNotPresent).
     registry.stop();

@@ -7,6 +7,10 @@ use kube::core::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The Ready reason of a VMI whose containerDisk image could not be pulled (KubeVirt's, and
+/// the kubelet's, `ErrImagePull`); the VM shows it, then `ImagePullBackOff`.
+pub const IMAGE_PULL_FAILED: &str = "ErrImagePull";
+
 pub fn vm_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"), "virtualmachines")
 }

@@ -241,7 +241,14 @@ fn status(
     } else if !restarts {
         start_failure = None;
     }
-    let failing = start_failure.as_ref().and_then(|f| f["consecutiveFailCount"].as_u64()).unwrap_or(0) > 0;
+    let fail_count = start_failure.as_ref().and_then(|f| f["consecutiveFailCount"].as_u64()).unwrap_or(0);
+    let failing = fail_count > 0;
+    // The last run failed pulling its image: KubeVirt shows ErrImagePull, then
+    // ImagePullBackOff while it waits to try again.
+    let pull_failed = match vmi.filter(|_| is_final) {
+        Some(i) => kubevirt::condition(i, "Ready").is_some_and(|c| c["reason"] == kubevirt::IMAGE_PULL_FAILED),
+        None => previous("Failure").is_some_and(|c| c["reason"] == kubevirt::IMAGE_PULL_FAILED),
+    };
     let vmi_condition = |kind: &str, reason: &str| vmi.and_then(|i| kubevirt::condition(i, kind)).filter(|c| c["status"] == "False" && c["reason"] == reason).is_some();
     // KubeVirt's setPrintableStatus: the first that applies.
     // KubeVirt's IsMigrating: started and not ended.
@@ -262,6 +269,8 @@ fn status(
         "Provisioning"
     } else if decision.create || matches!(phase, Some(Phase::Pending | Phase::Scheduling | Phase::Scheduled)) {
         "Starting"
+    } else if (vmi.is_none() || is_final) && failing && restarts && pull_failed {
+        if vmi.is_some() && fail_count <= 1 { "ErrImagePull" } else { "ImagePullBackOff" }
     } else if (vmi.is_none() || is_final) && failing && restarts {
         "CrashLoopBackOff"
     } else if vmi.is_none() || is_final {
@@ -319,7 +328,8 @@ fn status(
         previous("Failure").filter(|_| failing && vmi.is_none_or(|_| is_final)).and_then(|c| c["message"].as_str().map(str::to_string))
     });
     if let Some(message) = failure {
-        conditions.push(kubevirt::make_condition("Failure", true, "VMIFailed", &message, previous("Failure").as_ref(), &stamp));
+        let reason = if pull_failed { kubevirt::IMAGE_PULL_FAILED } else { "VMIFailed" };
+        conditions.push(kubevirt::make_condition("Failure", true, reason, &message, previous("Failure").as_ref(), &stamp));
     }
     match provisioning {
         Some(super::Volumes::Importing(progress)) => {

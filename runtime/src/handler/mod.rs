@@ -443,7 +443,12 @@ impl Sync {
             None => Ok(()),
             Some(Observed::Running(s)) => self.report_running(&api, vmi, &dir, &s).await,
             Some(Observed::Exited(exit)) => {
-                let (phase, reason) = if exit.succeeded() { (Phase::Succeeded, "GuestStopped") } else { (Phase::Failed, exit.kind.as_str()) };
+                let (phase, reason) = match exit.kind.as_str() {
+                    _ if exit.succeeded() => (Phase::Succeeded, "GuestStopped"),
+                    // KubeVirt's (and the kubelet's) word for an image that could not be pulled.
+                    "ImagePull" => (Phase::Failed, kubevirt::IMAGE_PULL_FAILED),
+                    kind => (Phase::Failed, kind),
+                };
                 write_status(&api, vmi, phase, ready_false(vmi, reason, &exit.message)).await
             }
         }

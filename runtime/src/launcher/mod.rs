@@ -83,10 +83,12 @@ pub enum ExitKind {
     Failed,
     /// The guest live-migrated to another node and runs there now.
     Migrated,
+    /// A containerDisk's image could not be pulled (KubeVirt's `ErrImagePull`).
+    ImagePull,
 }
 
 impl ExitKind {
-    pub const ALL: [ExitKind; 5] = [ExitKind::Shutdown, ExitKind::ForcedOff, ExitKind::Crashed, ExitKind::Failed, ExitKind::Migrated];
+    pub const ALL: [ExitKind; 6] = [ExitKind::Shutdown, ExitKind::ForcedOff, ExitKind::Crashed, ExitKind::Failed, ExitKind::Migrated, ExitKind::ImagePull];
 
     /// The launcher's exit code (specs/runtime-contract.md).
     pub fn code(self) -> i32 {
@@ -96,6 +98,7 @@ impl ExitKind {
             ExitKind::Crashed => 11,
             ExitKind::Failed => 12,
             ExitKind::Migrated => 13,
+            ExitKind::ImagePull => 14,
         }
     }
 
@@ -106,6 +109,7 @@ impl ExitKind {
             ExitKind::Crashed => "Crashed",
             ExitKind::Failed => "Failed",
             ExitKind::Migrated => "Migrated",
+            ExitKind::ImagePull => "ImagePull",
         }
     }
 
@@ -250,16 +254,36 @@ pub fn write_status(vmi_dir: &Path, status: &mut Status) -> io::Result<()> {
 }
 
 /// Make the files of a plan ready, in order. The message names the volume and the path.
-pub fn prepare(items: &[Prepare]) -> Result<(), String> {
+/// Why [`prepare`] failed: an image that could not be pulled is told apart, as KubeVirt
+/// tells `ErrImagePull` from other failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepareError {
+    pub image_pull: bool,
+    pub message: String,
+}
+
+impl From<String> for PrepareError {
+    fn from(message: String) -> PrepareError {
+        PrepareError { image_pull: false, message }
+    }
+}
+
+impl From<PrepareError> for String {
+    fn from(e: PrepareError) -> String {
+        e.message
+    }
+}
+
+pub fn prepare(items: &[Prepare]) -> Result<(), PrepareError> {
     for item in items {
         match item {
             Prepare::Existing { volume, path } => match std::fs::metadata(path) {
                 Ok(m) if m.is_file() || is_block_device(&m) => {}
-                Ok(_) => return Err(format!("volume \"{volume}\": {} is not a file", path.display())),
+                Ok(_) => return Err(format!("volume \"{volume}\": {} is not a file", path.display()).into()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(format!("volume \"{volume}\": disk image {} does not exist", path.display()));
+                    return Err(format!("volume \"{volume}\": disk image {} does not exist", path.display()).into());
                 }
-                Err(e) => return Err(format!("volume \"{volume}\": cannot read {}: {e}", path.display())),
+                Err(e) => return Err(format!("volume \"{volume}\": cannot read {}: {e}", path.display()).into()),
             },
             Prepare::Sparse { volume, path, size } => {
                 if path.exists() {
@@ -284,7 +308,8 @@ pub fn prepare(items: &[Prepare]) -> Result<(), String> {
                 made.map_err(|e| format!("volume \"{volume}\": cannot write the cloud-init seed {}: {e}", path.display()))?;
             }
             Prepare::ContainerDisk { volume, image, disk_path, policy, cache_dir, overlay } => {
-                container_disk(image, disk_path.as_deref(), policy.as_deref(), cache_dir, overlay).map_err(|e| format!("volume \"{volume}\": {e}"))?;
+                container_disk(image, disk_path.as_deref(), policy.as_deref(), cache_dir, overlay)
+                    .map_err(|e| PrepareError { message: format!("volume \"{volume}\": {}", e.message), ..e })?;
             }
         }
     }
@@ -294,11 +319,11 @@ pub fn prepare(items: &[Prepare]) -> Result<(), String> {
 /// Pull a containerDisk's image into the node's cache (or find it there, by its pull
 /// policy), then put a fresh qcow2 overlay on its disk: the guest writes there, and loses
 /// it at the next start, as KubeVirt's containerDisk promises.
-fn container_disk(image: &str, disk_path: Option<&str>, policy: Option<&str>, cache_dir: &Path, overlay: &Path) -> Result<(), String> {
+fn container_disk(image: &str, disk_path: Option<&str>, policy: Option<&str>, cache_dir: &Path, overlay: &Path) -> Result<(), PrepareError> {
     let mut request = crate::images::PullRequest::new(image, cache_dir);
     request.policy = policy.and_then(crate::images::PullPolicy::parse);
     request.disk_path = disk_path.map(str::to_string);
-    let pulled = crate::images::pull_blocking(&request).map_err(|e| e.to_string())?;
+    let pulled = crate::images::pull_blocking(&request).map_err(|e| PrepareError { image_pull: true, message: e.to_string() })?;
     if let Some(dir) = overlay.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
@@ -310,7 +335,7 @@ fn container_disk(image: &str, disk_path: Option<&str>, policy: Option<&str>, ca
         .output()
         .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;
     if !out.status.success() {
-        return Err(format!("cannot make the overlay {} on {}: {}", overlay.display(), pulled.disk.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!("cannot make the overlay {} on {}: {}", overlay.display(), pulled.disk.display(), String::from_utf8_lossy(&out.stderr).trim()).into());
     }
     Ok(())
 }
@@ -432,7 +457,7 @@ mod tests {
     fn prepare_reports_missing_files_and_makes_sparse_ones() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.img");
-        let err = prepare(&[Prepare::Existing { volume: "root".into(), path: missing.clone() }]).unwrap_err();
+        let err = prepare(&[Prepare::Existing { volume: "root".into(), path: missing.clone() }]).unwrap_err().message;
         assert!(err.contains("volume \"root\"") && err.contains(&missing.display().to_string()), "{err}");
         let sparse = dir.path().join("sub/empty.img");
         prepare(&[Prepare::Sparse { volume: "scratch".into(), path: sparse.clone(), size: 1 << 30 }]).unwrap();

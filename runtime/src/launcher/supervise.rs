@@ -200,14 +200,14 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
             cleanup(&mut conn, &plan);
             return l.finish(LauncherExit::new(ExitKind::Shutdown, "SIGTERM before the guest was started: not started"));
         }
-        Err(mut message) => {
+        Err(mut exit) => {
             // libvirt does not always relay QEMU's last words (a QEMU that died before its
             // monitor answered is "failed to connect to monitor socket"); its log has them.
-            if let Some(line) = l.qemu_log.kvm_failure().filter(|line| !message.contains(line.as_str())) {
-                message = format!("{message}: QEMU said: {line}");
+            if let Some(line) = l.qemu_log.kvm_failure().filter(|line| exit.kind == ExitKind::Failed && !exit.message.contains(line.as_str())) {
+                exit.message = format!("{}: QEMU said: {line}", exit.message);
             }
             cleanup(&mut conn, &plan);
-            return l.finish(LauncherExit::new(ExitKind::Failed, message));
+            return l.finish(exit);
         }
     };
     let running = if attached { "attached to the running guest" } else { "the guest is running" };
@@ -227,8 +227,12 @@ enum Start {
 }
 
 /// Define and start the domain, or find it already running.
-fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, String> {
-    let c = conn.get().ok_or("libvirtd went away")?;
+fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, LauncherExit> {
+    start_or_attach_inner(l, conn, plan).map_err(|e| LauncherExit::new(if e.image_pull { ExitKind::ImagePull } else { ExitKind::Failed }, e.message))
+}
+
+fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, super::PrepareError> {
+    let c = conn.get().ok_or_else(|| "libvirtd went away".to_string())?;
     if let Ok(dom) = Domain::lookup_by_uuid_string(c, &plan.uuid) {
         if dom.is_active().unwrap_or(false) {
             // The earlier launcher's forwarded ports still hold.
@@ -242,7 +246,7 @@ fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Resu
     if let Ok(dom) = Domain::lookup_by_name(c, &plan.name) {
         if dom.is_active().unwrap_or(false) {
             let other = dom.get_uuid_string().unwrap_or_default();
-            return Err(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name));
+            return Err(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name).into());
         }
         log(&format!("undefining the leftover shut-off domain {} of another uid", plan.name));
         undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
@@ -265,7 +269,7 @@ fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Resu
     let dom = Domain::define_xml(c, &plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message()))?;
     l.status.ports = plan.ports.clone();
     if let Err(e) = dom.create() {
-        return Err(format!("the domain did not start: {}", e.message()));
+        return Err(format!("the domain did not start: {}", e.message()).into());
     }
     Ok(Start::Started)
 }
