@@ -81,7 +81,13 @@ fn run(uri: &str, dir: &Path, emulator: Option<&Path>, qemu_log: Option<&Path>, 
         let _ = std::fs::remove_file(log);
     }
     let verdict = match Domain::create_xml(&conn, &plan.xml, 0) {
-        Err(e) => Verdict::new(Accel::Tcg, format!("QEMU did not start a guest under KVM: {}", reason(e.message(), ""))),
+        Err(e) => {
+            // libvirt does not always relay QEMU's last words ("failed to connect to monitor
+            // socket" when QEMU died first); the domain's log has them.
+            let log = qemu_log.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+            let why = kvm_failure(e.message()).or_else(|| kvm_failure(&log)).unwrap_or_else(|| reason(e.message(), ""));
+            Verdict::new(Accel::Tcg, format!("QEMU did not start a guest under KVM: {why}"))
+        }
         Ok(dom) => {
             let verdict = watch(&dom, &plan.console_log, qemu_log, started, deadline);
             let _ = dom.destroy();
