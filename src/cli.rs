@@ -233,6 +233,11 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The local runtime's image cache: the container disks its nodes boot
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Run a part of the VM runtime against a cluster (`vmform up` runs them for you)
     Runtime {
         #[command(subcommand)]
@@ -488,6 +493,31 @@ impl DataDirArg {
     pub fn resolve(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(vmform_runtime::local::default_data_dir)
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image into the cache as a VM's launcher would (verified, kept by digest)
+    Pull {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// `host[:port]/repo[:tag|@digest]`, or a Docker Hub short name
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Always, IfNotPresent or Never [default: KubeVirt's: Always for :latest or no tag]
+        #[arg(long, value_name = "POLICY")]
+        pull_policy: Option<String>,
+    },
+    /// List the cached images: references, digest, disk, size, last use
+    List {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Remove every cached image no guest boots from now
+    Prune {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
 }
 
 /// What to compile, shared by every command that compiles.

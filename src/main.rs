@@ -7,6 +7,7 @@ mod deploy_cmd;
 mod diff_output;
 mod fs_loader;
 mod git_loader;
+mod image_cmd;
 mod lsp;
 mod migration_cmd;
 mod node_cmd;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
             control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into(), options)
         }
         Command::Runtime { command } => runtime_cmd::run(command),
+        Command::Image { command } => image_cmd::run(command),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),
         Command::Status { data_dir, kubeconfig } => control_plane::status(data_dir.resolve(), kubeconfig),
         Command::Token { command: cli::TokenCommand::Create { data_dir, read_only, name } } => {

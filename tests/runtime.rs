@@ -889,13 +889,40 @@ fn a_container_disk_from_a_registry_boots_and_restarts_from_the_cache() {
     assert_eq!(c.get("vm", "cd", "typo", "{.status.conditions[?(@.type==\"Failure\")].reason}"), "ErrImagePull");
     c.wait_status("cd", "typo", "ImagePullBackOff", 60);
 
+    // `vmform image pull` fills a cache the same way, here a data dir of its own.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pulled = run(&["image", "pull", &image, "--data-dir", elsewhere.path().to_str().unwrap()]);
+    assert_eq!(code(&pulled), 0, "{}", stderr(&pulled));
+    assert!(stdout(&pulled).contains("(pulled; raw disk of"), "{}", stdout(&pulled));
+
     // With the registry gone, a restart boots from the cache (a pinned tag: IfNotPresent).
     registry.stop();
+    let again = run(&["image", "pull", &image, "--data-dir", elsewhere.path().to_str().unwrap()]);
+    assert!(stdout(&again).contains("(from the cache;"), "{}{}", stdout(&again), stderr(&again));
     let restarted = c.vmform(&["vm", "restart", "guest", "-n", "cd", "--wait", "--timeout", "5m"]);
     assert_eq!(code(&restarted), 0, "{}{}", stdout(&restarted), stderr(&restarted));
     let second = c.get("vmi", "cd", "guest", "{.metadata.uid}");
     assert_ne!(second, uid);
     c.wait_console("cd", "guest", "VMFORM-TEST-GUEST READY", 120);
+
+    // The cache lists the image as in use, and prune keeps it until no guest boots from it.
+    let data = c.data.path().to_str().unwrap();
+    let listed = stdout(&run(&["image", "list", "--data-dir", data]));
+    assert!(listed.lines().any(|l| l.contains("vmform/test-guest:1") && l.ends_with("(in use)")), "{listed}");
+    let pruned = stdout(&run(&["image", "prune", "--data-dir", data]));
+    assert!(pruned.contains("0 images removed, 1 kept (in use)"), "{pruned}");
+    let out = c.vmform(&["destroy", "--auto-approve", c.project.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let started = Instant::now();
+    loop {
+        let pruned = stdout(&run(&["image", "prune", "--data-dir", data]));
+        if pruned.contains("1 image removed, 0 kept") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the image stayed in use: {pruned}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(stdout(&run(&["image", "list", "--data-dir", data])).contains("0 images"));
 }
 
 fn run_script(script: &str, args: &[&str]) -> Output {

@@ -235,6 +235,30 @@ pub(crate) fn io_error(action: &'static str, path: &std::path::Path, e: std::io:
 
 /// [`pull`] for blocking callers: on a runtime of its own (not from inside an async task;
 /// use `spawn_blocking`).
+/// The backing file a qcow2 image names in its header (a container disk's overlay names
+/// the cached disk it was made on); `None` for another format, no backing file, or an
+/// unreadable file.
+pub fn qcow2_backing_file(path: &std::path::Path) -> Option<PathBuf> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 20];
+    file.read_exact(&mut header).ok()?;
+    if header[..4] != *b"QFI\xfb" {
+        return None;
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().ok()?);
+    let len = u32::from_be_bytes(header[16..20].try_into().ok()?);
+    // QEMU caps a backing file name at 1023 bytes.
+    if offset == 0 || len == 0 || len > 1023 {
+        return None;
+    }
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut name = vec![0u8; len as usize];
+    file.read_exact(&mut name).ok()?;
+    use std::os::unix::ffi::OsStringExt;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(name)))
+}
+
 pub fn pull_blocking(request: &PullRequest) -> Result<PulledImage, ImageError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
