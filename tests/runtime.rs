@@ -872,7 +872,9 @@ fn a_container_disk_from_a_registry_boots_and_restarts_from_the_cache() {
     assert!(pushed.status.success(), "{}", stderr(&pushed));
     let c = Cluster::up();
     let missing = format!("{}/vmform/test-guest:nope", registry.addr());
-    std::fs::write(c.project.path().join("vms.kdl"), image_vm("cd", "guest", &image, "cd") + &image_vm("cd", "typo", &missing, "typo")).unwrap();
+    // And a data volume imported from the same image (CDI's registry source).
+    let imported = image_vm("cd", "imported", "", "imported").replace("image \"\"", &format!("volume size=\"64Mi\" source=\"docker://{image}\""));
+    std::fs::write(c.project.path().join("vms.kdl"), image_vm("cd", "guest", &image, "cd") + &image_vm("cd", "typo", &missing, "typo") + &imported).unwrap();
     let out = c.vmform(&["apply", "--auto-approve", c.project.path().to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     c.wait_status("cd", "guest", "Running", 180);
@@ -888,6 +890,10 @@ fn a_container_disk_from_a_registry_boots_and_restarts_from_the_cache() {
     c.wait("vm", "cd", "typo", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains(&missing) && m.contains("not found"), 60);
     assert_eq!(c.get("vm", "cd", "typo", "{.status.conditions[?(@.type==\"Failure\")].reason}"), "ErrImagePull");
     c.wait_status("cd", "typo", "ImagePullBackOff", 60);
+
+    c.wait_console("cd", "imported", "VMFORM-USER-DATA: #vmform-marker imported", 180);
+    let claim = c.data.path().join("volumes/cd/imported-root.img");
+    assert!(claim.is_file(), "the imported volume is {}", claim.display());
 
     // `vmform image pull` fills a cache the same way, here a data dir of its own.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -911,7 +917,7 @@ fn a_container_disk_from_a_registry_boots_and_restarts_from_the_cache() {
     assert!(listed.lines().any(|l| l.contains("vmform/test-guest:1") && l.ends_with("(in use)")), "{listed}");
     let pruned = stdout(&run(&["image", "prune", "--data-dir", data]));
     assert!(pruned.contains("0 images removed, 1 kept (in use)"), "{pruned}");
-    let out = c.vmform(&["destroy", "--auto-approve", c.project.path().to_str().unwrap()]);
+    let out = c.vmform(&["destroy", "--auto-approve", "--allow-data-loss", c.project.path().to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let started = Instant::now();
     loop {

@@ -68,6 +68,9 @@ pub enum Source {
         /// `extraHeaders` (`"Name: value"` strings), sent with the request.
         extra_headers: Vec<(String, String)>,
     },
+    /// `spec.source.registry.url: docker://REF`: a containerDisk image's disk, pulled
+    /// through the runtime's image cache (`crate::images`), as CDI imports it.
+    Registry { url: String },
 }
 
 impl DataVolumeTemplate {
@@ -177,7 +180,22 @@ fn parse_source(volume: &str, kind: &str, body: &Value) -> Result<Source, Volume
             }
             Ok(Source::Http { url: url.to_string(), extra_headers })
         }
-        "registry" => Err(unsupported(volume, "registry", "the local runtime cannot pull disk images from a container registry yet; use an http(s) URL to a raw or qcow2 image")),
+        "registry" => {
+            for (field, why) in [
+                ("secretRef", "credentials from a Secret (it reads ~/.docker/config.json and $REGISTRY_AUTH_FILE)"),
+                ("certConfigMap", "CA certificates from a ConfigMap"),
+                ("imageStream", "OpenShift image streams"),
+            ] {
+                if body.get(field).is_some_and(|v| !v.is_null()) {
+                    return Err(unsupported(volume, &format!("registry.{field}"), &format!("the local runtime cannot use {why}; use a docker:// URL it can pull as it is")));
+                }
+            }
+            match body.get("url").and_then(Value::as_str) {
+                Some(url) if url.strip_prefix("docker://").is_some_and(|r| !r.is_empty()) => Ok(Source::Registry { url: url.to_string() }),
+                Some(url) => Err(bad(format!("spec.source.registry.url `{url}` is not a docker://REF URL"))),
+                None => Err(bad("spec.source.registry.url is missing".into())),
+            }
+        }
         "pvc" => Err(unsupported(volume, "pvc", "cloning another claim is not supported by the local runtime; use an http(s) URL or a blank volume")),
         "snapshot" => Err(unsupported(volume, "snapshot", "volume snapshots are not supported by the local runtime")),
         "upload" => Err(unsupported(volume, "upload", "the local runtime has no upload proxy; serve the image over http(s) and use spec.source.http")),
@@ -434,6 +452,7 @@ pub fn provision(
         Source::Http { url, extra_headers } => {
             import(volume, &dir, &temps, &target, template.size, url, extra_headers, progress, cancel)
         }
+        Source::Registry { url } => import_registry(volume, volumes_dir, &temps, &target, template.size, url, progress, cancel),
     };
     temps.remove();
     result
@@ -595,17 +614,67 @@ fn import(
             &temps.convert
         }
     };
+    grow_and_commit(volume, done, target, size.unwrap_or(info.virtual_size).max(info.virtual_size))?;
+    Ok(Provisioned::Imported { format, compression, downloaded })
+}
+
+/// A raw image made to `size` (it grows by extending it: the new end reads as zeros and
+/// takes no space), synced, and renamed into place.
+fn grow_and_commit(volume: &str, done: &Path, target: &Path, size: u64) -> Result<(), VolumeError> {
     let file = OpenOptions::new().write(true).open(done).map_err(|e| io_error(volume, "open", done, e))?;
     let len = file.metadata().map_err(|e| io_error(volume, "inspect", done, e))?.len();
-    let want = size.unwrap_or(info.virtual_size).max(info.virtual_size);
-    if len < want {
-        // A raw file grows by extending it: the new end reads as zeros and takes no space.
-        file.set_len(want).map_err(|e| io_error(volume, "grow", done, e))?;
+    if len < size {
+        file.set_len(size).map_err(|e| io_error(volume, "grow", done, e))?;
     }
     file.sync_all().map_err(|e| io_error(volume, "sync", done, e))?;
     drop(file);
-    commit(volume, done, target)?;
-    Ok(Provisioned::Imported { format, compression, downloaded })
+    commit(volume, done, target)
+}
+
+/// CDI's registry import: the image's disk from the node's image cache (pulled, verified,
+/// kept by digest), copied (raw, sparse) or converted (qcow2) into the volume's file.
+#[allow(clippy::too_many_arguments)]
+fn import_registry(
+    volume: &str,
+    volumes_dir: &Path,
+    temps: &Temps,
+    target: &Path,
+    size: Option<u64>,
+    url: &str,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Provisioned, VolumeError> {
+    let reference = url.strip_prefix("docker://").unwrap_or(url);
+    let request = crate::images::PullRequest::new(reference, crate::images::cache_dir_of(volumes_dir));
+    let pulled = crate::images::pull_blocking(&request).map_err(|e| VolumeError::Download { volume: volume.into(), url: url.into(), message: e.to_string() })?;
+    progress(Progress { phase: Phase::Downloading, done: pulled.downloaded, total: Some(pulled.downloaded) });
+    if cancel.load(Ordering::Relaxed) {
+        return Err(VolumeError::Cancelled { volume: volume.into() });
+    }
+    if let Some(requested) = size
+        && pulled.size > requested
+    {
+        return Err(VolumeError::TooLarge { volume: volume.into(), url: url.into(), image_size: pulled.size, requested });
+    }
+    let (done, format) = match pulled.format {
+        crate::images::DiskFormat::Raw => {
+            // The cache keeps its copy: this one is the volume's own.
+            let copied = (|| {
+                let mut from = File::open(&pulled.disk)?;
+                let mut to = SparseWriter::new(File::create(&temps.download)?);
+                io::copy(&mut from, &mut to)?;
+                to.finish()
+            })();
+            copied.map_err(|e| io_error(volume, "copy the image's disk to", &temps.download, e))?;
+            (&temps.download, ImageFormat::Raw)
+        }
+        crate::images::DiskFormat::Qcow2 => {
+            convert(volume, &pulled.disk, &temps.convert, pulled.size, progress, cancel)?;
+            (&temps.convert, ImageFormat::Qcow2)
+        }
+    };
+    grow_and_commit(volume, done, target, size.unwrap_or(pulled.size).max(pulled.size))?;
+    Ok(Provisioned::Imported { format, compression: None, downloaded: pulled.downloaded })
 }
 
 /// One import's download.
@@ -1135,7 +1204,8 @@ mod tests {
                 .unwrap_err()
         };
         for (source, kind, words) in [
-            (json!({"registry": {"url": "docker://quay.io/containerdisks/fedora"}}), "registry", "container registry"),
+            (json!({"registry": {"url": "docker://quay.io/x", "secretRef": "creds"}}), "registry.secretRef", "credentials from a Secret"),
+            (json!({"registry": {"url": "docker://quay.io/x", "certConfigMap": "ca"}}), "registry.certConfigMap", "CA certificates"),
             (json!({"pvc": {"name": "other", "namespace": "ns"}}), "pvc", "cloning another claim"),
             (json!({"s3": {"url": "s3://bucket/disk.img"}}), "s3", "object-store"),
             (json!({"gcs": {"url": "gs://bucket/disk.img"}}), "gcs", "object-store"),
@@ -1154,6 +1224,11 @@ mod tests {
             assert!(msg.starts_with(&format!("data volume `vol`: the local runtime cannot provide a `{kind}` source: ")), "{msg}");
             assert!(msg.contains(words), "{msg}");
         }
+        // A registry import parses; a URL that is not docker:// is a mistake of the template.
+        let ok = parse(json!({"metadata": {"name": "vol"}, "spec": {"source": {"registry": {"url": "docker://quay.io/containerdisks/fedora:41"}}, "storage": {}}})).unwrap();
+        assert_eq!(ok.source, Source::Registry { url: "docker://quay.io/containerdisks/fedora:41".into() });
+        let bad = parse(json!({"metadata": {"name": "vol"}, "spec": {"source": {"registry": {"url": "quay.io/x"}}, "storage": {}}})).unwrap_err();
+        assert!(bad.to_string().contains("is not a docker://REF URL"), "{bad}");
         let e = parse(json!({"metadata": {"name": "vol"}, "spec": {"sourceRef": {"kind": "DataSource", "name": "fedora"}, "storage": {}}})).unwrap_err();
         assert!(e.to_string().contains("`sourceRef` source: a DataSource"), "{e}");
         let e = parse(json!({"metadata": {"name": "vol"}, "spec": {"contentType": "archive", "source": {"blank": {}}}})).unwrap_err();

@@ -607,12 +607,12 @@ fn extra_headers_are_sent() {
 fn sources_the_local_runtime_cannot_provide_are_refused() {
     let vm: Value = json!({"spec": {"dataVolumeTemplates": [
         {"metadata": {"name": "web-0-data"}, "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}},
-        {"metadata": {"name": "web-0-os"}, "spec": {"source": {"registry": {"url": "docker://quay.io/containerdisks/debian:12"}}, "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}
+        {"metadata": {"name": "web-0-os"}, "spec": {"source": {"registry": {"url": "docker://quay.io/containerdisks/debian:12", "secretRef": "pull"}}, "storage": {"resources": {"requests": {"storage": "10Gi"}}}}}
     ]}});
     let e = DataVolumeTemplate::parse_all(&vm).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "data volume `web-0-os`: the local runtime cannot provide a `registry` source: the local runtime cannot pull disk images from a container registry yet; use an http(s) URL to a raw or qcow2 image"
+        "data volume `web-0-os`: the local runtime cannot provide a `registry.secretRef` source: the local runtime cannot use credentials from a Secret (it reads ~/.docker/config.json and $REGISTRY_AUTH_FILE); use a docker:// URL it can pull as it is"
     );
     let e = DataVolumeTemplate::parse(&json!({
         "metadata": {"name": "clone"},

@@ -235,6 +235,12 @@ pub(crate) fn io_error(action: &'static str, path: &std::path::Path, e: std::io:
 
 /// [`pull`] for blocking callers: on a runtime of its own (not from inside an async task;
 /// use `spawn_blocking`).
+/// The image cache all nodes of a local cluster share: `<data>/images`, beside
+/// `<data>/volumes` (`volumes_dir`).
+pub fn cache_dir_of(volumes_dir: &std::path::Path) -> PathBuf {
+    volumes_dir.parent().unwrap_or(volumes_dir).join("images")
+}
+
 /// The backing file a qcow2 image names in its header (a container disk's overlay names
 /// the cached disk it was made on); `None` for another format, no backing file, or an
 /// unreadable file.

@@ -768,10 +768,7 @@ pub enum Prepare {
     ContainerDisk { volume: String, image: String, disk_path: Option<String>, policy: Option<String>, cache_dir: PathBuf, overlay: PathBuf },
 }
 
-/// The image cache all nodes of a local cluster share: `<data>/images`, beside `<data>/volumes`.
-pub fn image_cache_dir(volumes_dir: &Path) -> PathBuf {
-    volumes_dir.parent().unwrap_or(volumes_dir).join("images")
-}
+
 
 /// What [`build`] makes of a VMI.
 #[derive(Debug, Clone)]
@@ -974,7 +971,7 @@ pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainEr
                     image: image.clone(),
                     disk_path: path.clone(),
                     policy: policy.clone(),
-                    cache_dir: image_cache_dir(opts.volumes_dir),
+                    cache_dir: crate::images::cache_dir_of(opts.volumes_dir),
                     overlay: overlay.clone(),
                 });
                 overlay
