@@ -411,7 +411,7 @@ fn a_vm_larger_than_the_node_is_unschedulable_and_bad_volumes_are_reported() {
     assert!(failure.contains("no-such-disk.img"), "{failure}");
     // A container disk whose registry cannot be reached: the volume, the image and why.
     c.wait("vm", "bad", "image", "{.status.conditions[?(@.type==\"Failure\")].message}", |m| m.contains("\"root\"") && m.contains("quay.io/containerdisks/fedora:41"), 60);
-    c.wait_status("bad", "image", "CrashLoopBackOff", 30);
+    c.wait_status("bad", "image", "ImagePullBackOff", 30);
     assert!(qemu_pids().iter().all(|(_, cmd)| !cmd.contains(c.data.path().to_str().unwrap())), "no QEMU runs for these");
     // `vmform show` says, one line each, why they do not run.
     let shown = stdout(&c.vmform(&["show", c.project.path().to_str().unwrap()]));
