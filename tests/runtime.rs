@@ -396,7 +396,7 @@ fn a_vm_larger_than_the_node_is_unschedulable_and_bad_volumes_are_reported() {
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     assert!(asked.elapsed() < Duration::from_secs(300), "--wait sat out its timeout: {:?}", asked.elapsed());
     let why = stderr(&out);
-    assert!(why.contains("which it will not leave by itself soon") && ["ErrorPvcNotFound", "ErrorUnschedulable", "CrashLoopBackOff"].iter().any(|s| why.contains(s)), "{why}");
+    assert!(why.contains("which it will not leave by itself soon") && ["ErrorPvcNotFound", "ErrorUnschedulable", "CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff"].iter().any(|s| why.contains(s)), "{why}");
     // A claim with no volume behind it: KubeVirt's ErrorPvcNotFound, naming where it is looked for.
     c.wait_status("bad", "claim", "ErrorPvcNotFound", 60);
     let why = c.get("vmi", "bad", "claim", "{.status.conditions[?(@.type==\"Synchronized\")].message}");
