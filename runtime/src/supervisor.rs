@@ -79,6 +79,9 @@ pub struct NodeAccel {
     pub accel: Option<String>,
     /// Why: the accelerator's reason, or the node's NotReady message.
     pub reason: String,
+    /// What `--accel` asked for (`auto`, `kvm`, `tcg`), when the node says.
+    #[serde(default)]
+    pub choice: Option<String>,
 }
 
 impl NodeAccel {
@@ -87,20 +90,25 @@ impl NodeAccel {
         let name = node.metadata.name.clone().unwrap_or_default();
         let annotations = node.metadata.annotations.as_ref();
         let annotation = |key: &str| annotations.and_then(|a| a.get(key)).filter(|v| !v.is_empty()).cloned();
+        let choice = annotation(crate::accel::ACCEL_CHOICE_ANNOTATION);
         if let Some(accel) = annotation(crate::accel::ACCEL_ANNOTATION) {
-            return Some(NodeAccel { node: name, accel: Some(accel), reason: annotation(crate::accel::ACCEL_REASON_ANNOTATION).unwrap_or_default() });
+            return Some(NodeAccel { node: name, accel: Some(accel), reason: annotation(crate::accel::ACCEL_REASON_ANNOTATION).unwrap_or_default(), choice });
         }
         let conditions = node.status.as_ref()?.conditions.as_ref()?;
         let ready = conditions.iter().find(|c| c.type_ == "Ready" && c.status == "False")?;
-        Some(NodeAccel { node: name, accel: None, reason: ready.message.clone().unwrap_or_default() })
+        Some(NodeAccel { node: name, accel: None, reason: ready.message.clone().unwrap_or_default(), choice })
     }
 }
 
 impl std::fmt::Display for NodeAccel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.accel {
-            Some(accel) => write!(f, "node {}: guests run under {accel} ({})", self.node, self.reason),
-            None => write!(f, "node {}: runs no guests: {}", self.node, self.reason),
+            Some(accel) => write!(f, "node {}: guests run under {accel} ({})", self.node, self.reason)?,
+            None => write!(f, "node {}: runs no guests: {}", self.node, self.reason)?,
+        }
+        match &self.choice {
+            Some(choice) => write!(f, " [--accel {choice}]"),
+            None => Ok(()),
         }
     }
 }
