@@ -2,7 +2,8 @@
 //! format a person or a CI system wants.
 
 use crate::cli::{CheckFormat, DiagnosticFormat, FailOn, Input};
-use crate::{exit_for, print_stdout, report, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use crate::error::{Done, Error, Kind, Outcome};
+use crate::{compiled, print_stdout, report};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use vmform_compiler::policy::{self, Finding, Level, Policy};
@@ -18,7 +19,7 @@ pub struct Args {
     pub test: Option<PathBuf>,
 }
 
-pub fn run(args: &Args) -> u8 {
+pub fn run(args: &Args) -> Outcome {
     match &args.test {
         Some(dir) => run_tests(dir, args),
         None => run_check(args),
@@ -26,7 +27,7 @@ pub fn run(args: &Args) -> u8 {
 }
 
 /// Everything one check run produced.
-struct Outcome {
+struct Evaluation {
     sources: Sources,
     objects: Vec<CompiledVm>,
     findings: Vec<Finding>,
@@ -35,12 +36,12 @@ struct Outcome {
 
 /// Compile `paths`, load the policies into the same sources (so findings and policy errors
 /// locate alike), and evaluate. `Err` is the exit code after printing what went wrong.
-fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Outcome, u8> {
+fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Evaluation, Error> {
     let input = Input { paths: paths.to_vec(), vars: args.vars.clone(), format: DiagnosticFormat::Human };
     let mut c = vmform_compiler::compile(&crate::fs_loader::FsLoader, &input.paths, &vmform_compiler::Options { vars: input.vars.clone(), source_maps: true });
     report::print(&c.diagnostics, &c.sources, DiagnosticFormat::Human);
     if c.has_errors() {
-        return Err(exit_for(&c));
+        return Err(compiled(&c).err().unwrap_or(Error::FAILED));
     }
     let mut policy_files = vec![];
     for p in &args.policies {
@@ -50,15 +51,13 @@ fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Outcome, u8> {
                     match std::fs::read_to_string(&f) {
                         Ok(text) => policy_files.push(c.sources.add(f, text.into())),
                         Err(e) => {
-                            eprintln!("error: cannot read policy {}: {e}", f.display());
-                            return Err(EXIT_USAGE);
+                            return Err(Error::usage(format!("cannot read policy {}: {e}", f.display())));
                         }
                     }
                 }
             }
             Err(e) => {
-                eprintln!("error: cannot read policy {}: {e}", p.display());
-                return Err(EXIT_USAGE);
+                return Err(Error::usage(format!("cannot read policy {}: {e}", p.display())));
             }
         }
     }
@@ -70,15 +69,14 @@ fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Outcome, u8> {
     if let Some(sel) = &selected {
         let known: BTreeSet<&str> = pol.rules.iter().filter(|r| r.builtin).map(|r| r.id.as_str()).collect();
         if let Some(bad) = sel.iter().find(|s| !known.contains(s.as_str())) {
-            eprintln!("error: --rules names no built-in rule `{bad}`; built-in rules: {}", known.into_iter().collect::<Vec<_>>().join(", "));
-            return Err(EXIT_USAGE);
+            return Err(Error::usage(format!("--rules names no built-in rule `{bad}`; built-in rules: {}", known.into_iter().collect::<Vec<_>>().join(", "))));
         }
     }
     let findings = policy::check(&pol, &c.objects, selected.as_deref(), today(), &mut diags);
     if !diags.is_empty() {
         report::print(&diags, &c.sources, DiagnosticFormat::Human);
         if diags.has_errors() {
-            return Err(EXIT_USAGE);
+            return Err(Error::Reported(Kind::Usage));
         }
     }
     let rules = pol
@@ -88,7 +86,7 @@ fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Outcome, u8> {
         .map(|r| (r.id.clone(), r.level, r.description.clone()))
         .chain([("exception-expired".to_string(), Level::Error, "An exception past its expiry date: fix what it waived, or renew it.".to_string())])
         .collect();
-    Ok(Outcome { sources: std::mem::take(&mut c.sources), objects: std::mem::take(&mut c.objects), findings, rules })
+    Ok(Evaluation { sources: std::mem::take(&mut c.sources), objects: std::mem::take(&mut c.objects), findings, rules })
 }
 
 fn policy_paths(p: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -114,10 +112,10 @@ fn fails(f: &Finding, fail_on: FailOn) -> bool {
     f.waived_by.is_none() && f.level >= threshold
 }
 
-fn run_check(args: &Args) -> u8 {
+fn run_check(args: &Args) -> Outcome {
     let out = match evaluate(&args.paths, args) {
         Ok(o) => o,
-        Err(code) => return code,
+        Err(e) => return Err(e),
     };
     let text = match args.format {
         CheckFormat::Human => human(&out),
@@ -127,7 +125,7 @@ fn run_check(args: &Args) -> u8 {
         CheckFormat::Junit => junit(&out),
     };
     print_stdout(&text);
-    if out.findings.iter().any(|f| fails(f, args.fail_on)) { EXIT_SPEC_ERRORS } else { EXIT_OK }
+    if out.findings.iter().any(|f| fails(f, args.fail_on)) { Err(Error::FAILED) } else { Ok(Done::Ok) }
 }
 
 /// Today's date (UTC), for exception expiry.
@@ -147,14 +145,14 @@ fn today() -> (u32, u32, u32) {
 }
 
 /// File, line and column of a finding, if it has a place.
-fn place(out: &Outcome, f: &Finding) -> Option<(String, usize, usize)> {
+fn place(out: &Evaluation, f: &Finding) -> Option<(String, usize, usize)> {
     let span = f.span?;
     let file = out.sources.get(span.file);
     let (line, col) = file.line_col(span.start as usize);
     Some((file.path.display().to_string(), line, col))
 }
 
-fn human(out: &Outcome) -> String {
+fn human(out: &Evaluation) -> String {
     let mut s = String::new();
     for f in &out.findings {
         s.push_str(&format!("{}[{}] {}/{}: {}\n", f.level.as_str(), f.rule, f.namespace, f.name, f.message));
@@ -179,7 +177,7 @@ fn human(out: &Outcome) -> String {
     s
 }
 
-fn json(out: &Outcome) -> String {
+fn json(out: &Evaluation) -> String {
     let findings: Vec<serde_json::Value> = out
         .findings
         .iter()
@@ -210,7 +208,7 @@ fn json(out: &Outcome) -> String {
 
 /// SARIF 2.1.0 (OASIS): one run, the rules that ran in `tool.driver.rules`, one result per
 /// finding; waived findings carry an external suppression with its justification.
-fn sarif(out: &Outcome) -> String {
+fn sarif(out: &Evaluation) -> String {
     let rules: Vec<serde_json::Value> = out
         .rules
         .iter()
@@ -268,7 +266,7 @@ fn sarif(out: &Outcome) -> String {
 }
 
 /// GitHub Actions workflow commands: an annotation per finding on its file and line.
-fn github(out: &Outcome) -> String {
+fn github(out: &Evaluation) -> String {
     // Workflow-command data escapes %, CR and LF; properties also , and :.
     let data = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
     let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
@@ -291,7 +289,7 @@ fn xml(s: &str) -> String {
 
 /// JUnit XML: a test case per VM and rule that found something, and one passing case per
 /// VM without findings.
-fn junit(out: &Outcome) -> String {
+fn junit(out: &Evaluation) -> String {
     let mut cases = String::new();
     let (mut tests, mut failures) = (0, 0);
     for vm in &out.objects {
@@ -328,16 +326,14 @@ fn junit(out: &Outcome) -> String {
 
 /// `--test DIR`: each `*.kdl` file is a case; its `// expect: RULE NAMESPACE/NAME` lines
 /// are the findings it must produce, no more and no fewer (waived findings do not count).
-fn run_tests(dir: &Path, args: &Args) -> u8 {
+fn run_tests(dir: &Path, args: &Args) -> Outcome {
     let cases = match policy_paths(dir) {
         Ok(c) if !c.is_empty() => c,
         Ok(_) => {
-            eprintln!("error: {} holds no .kdl test case", dir.display());
-            return EXIT_USAGE;
+            return Err(Error::usage(format!("{} holds no .kdl test case", dir.display())));
         }
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", dir.display());
-            return EXIT_USAGE;
+            return Err(Error::usage(format!("cannot read {}: {e}", dir.display())));
         }
     };
     let (mut passed, mut failed) = (0, 0);
@@ -373,5 +369,5 @@ fn run_tests(dir: &Path, args: &Args) -> u8 {
         }
     }
     println!("{passed} passed, {failed} failed");
-    if failed > 0 { EXIT_SPEC_ERRORS } else { EXIT_OK }
+    if failed > 0 { Err(Error::FAILED) } else { Ok(Done::Ok) }
 }

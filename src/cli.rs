@@ -11,8 +11,10 @@ use std::path::PathBuf;
     about = "VM-as-code for KubeVirt-style clusters",
     long_about = "vmform compiles virtual machine specs written in KDL into kubevirt.io/v1 \
 VirtualMachine objects, with precise errors for every mistake.\n\n\
-Exit codes: 0 success, 1 errors in the specs (or `fmt --check` found files to format), \
-2 usage or I/O error.",
+Exit codes, the same in every command: 0 success; 1 a failure (errors in the specs, policy findings, \
+files to format with `fmt --check`, a change or action refused or failed, a cluster that cannot be reached); \
+2 usage (the command line, a path that cannot be read or written, a local control plane that cannot start as \
+asked) or, with --detailed-exitcode, changes present.",
     propagate_version = true
 )]
 pub struct Cli {
@@ -171,8 +173,8 @@ control plane and on any KubeVirt cluster: by the VM's run strategy they change 
 controller to act (Manual, RerunOnFailure), or are refused with KubeVirt's reason. migrate creates a KubeVirt \
 VirtualMachineInstanceMigration and follows it. console and ports read what vmform's local runtime records on the \
 VM's VirtualMachineInstance (and follow it to another node after a migration).\n\n\
-Exit codes: 0 done, 1 the cluster refused the action (or the VM does not exist, or is not running), 2 usage or \
-target error (no cluster, refused credentials, no KubeVirt, consoles that are not on this machine).",
+Exit codes: 0 done; 1 the action was refused or failed (the VM does not exist or is not running, the cluster \
+cannot be reached or refuses the credentials, no KubeVirt, consoles that are not on this machine); 2 usage.",
         after_help = "Examples:\n  vmform vm start web\n  vmform vm stop web -n shop --grace-period 10\n  vmform vm restart web --force\n  vmform vm migrate web --to local-1\n  vmform vm console web --tail 100\n  vmform vm ports web"
     )]
     Vm {
@@ -661,8 +663,8 @@ Creates a KubeVirt VirtualMachineInstanceMigration for the VM's instance: the co
 without a restart. Prints each phase, then where the VM went, how long it took and how long the guest was paused. \
 Works the same on any KubeVirt cluster.\n\n\
 Exit codes: 0 migrated (or, with --detach, the migration was created), 1 the migration failed or was refused \
-(the VM is not running, cannot live-migrate, no node can take it), or it did not end within --timeout, \
-2 usage or target error.",
+(the VM is not running, cannot live-migrate, no node can take it, the cluster cannot be reached), or it did not \
+end within --timeout; 2 usage.",
         after_help = "Examples:\n  vmform vm migrate web\n  vmform vm migrate web -n shop --to local-1\n  vmform vm migrate web --detach && kubectl get vmim -w"
     )]
     Migrate {
@@ -679,7 +681,7 @@ Exit codes: 0 migrated (or, with --detach, the migration was created), 1 the mig
         timeout: std::time::Duration,
     },
     /// Cancel a VM's running migration: the guest stays where it is
-    #[command(after_help = "Exit codes: 0 cancelled (or it had ended before it could be), 1 no migration of the VM runs, 2 usage or target error.")]
+    #[command(after_help = "Exit codes: 0 cancelled (or it had ended before it could be), 1 no migration of the VM runs (or the cluster cannot be reached), 2 usage.")]
     MigrateCancel {
         #[command(flatten)]
         vm: VmArgs,
@@ -706,8 +708,8 @@ leaves it running, reported as not moved, when it cannot migrate); LiveMigrateIf
 stops it otherwise; None (or none set) stops it; External leaves it to whoever set that. A stopped VM then does what \
 its run strategy says: Always starts it again on another node, Manual and RerunOnFailure keep it stopped. Migrations \
 run under the cluster's limits (2 at once out of one node). Prints what happened to each VM.\n\n\
-Exit codes: 0 the node is drained (no VM left on it, External ones aside), 1 a VM could not be moved off it or \
---timeout passed, 2 usage or target error.",
+Exit codes: 0 the node is drained (no VM left on it, External ones aside), 1 a VM could not be moved off it, \
+--timeout passed, or the cluster cannot be reached; 2 usage.",
         after_help = "Examples:\n  vmform node drain local-0\n  vmform node drain local-0 --timeout 20m && vmform node uncordon local-0"
     )]
     Drain {

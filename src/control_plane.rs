@@ -1,7 +1,9 @@
 //! `vmform up`, `down`, `status` and `token create`: the local control plane's
 //! lifecycle on this machine.
 
-use crate::{say, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use crate::error::{Done, Error, Kind, Outcome};
+use crate::process::{init_logging, runtime, wait_for_signal};
+use crate::say;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,10 +17,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// How long `down` waits: guests get their grace period to shut down first.
 const DOWN_WAIT: Duration = Duration::from_secs(90);
 
-pub(crate) fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
-}
-
 fn usage_hint(kubeconfig: &Path) -> String {
     format!(
         "kubeconfig: {k} (context {CONTEXT})\n\n  export KUBECONFIG={k}\n  kubectl get namespaces\n  kubectl get vm -A",
@@ -29,17 +27,16 @@ fn usage_hint(kubeconfig: &Path) -> String {
 /// `node_lease`: the runtime's node lease duration, or `None` for the API server alone.
 /// `nodes`: how many handler nodes (1: node `local`; N ≥ 2: `local-0` … in network
 /// namespaces of their own).
-pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>, nodes: usize, options: NodeOptions) -> u8 {
+pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Option<Duration>, nodes: usize, options: NodeOptions) -> Outcome {
     if detach {
         return up_detached(data_dir, listen, node_lease, nodes, &options);
     }
-    crate::runtime_cmd::init_logging();
+    init_logging();
     runtime().block_on(async move {
         let server = match local::up(UpConfig { data_dir, listen }).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
+                return Err(Error::usage(format!("{e}")));
             }
         };
         say!("vmform control plane listening on {} (data dir {})", server.address, server.data_dir.0.display());
@@ -68,17 +65,15 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
                         eprintln!("warning: cannot write {}: {e}", runtime_report_path(&server.data_dir).display());
                     }
                     if let Err(e) = report {
-                        eprintln!("error: {e}");
                         r.stop().await;
                         server.stop().await;
-                        return EXIT_USAGE;
+                        return Err(Error::usage(e));
                     }
                     Some(r)
                 }
                 Err(e) => {
-                    eprintln!("error: the VM runtime did not start: {e}");
                     server.stop().await;
-                    return EXIT_USAGE;
+                    return Err(Error::usage(format!("the VM runtime did not start: {e}")));
                 }
             }
         } else {
@@ -92,7 +87,7 @@ pub fn up(data_dir: PathBuf, listen: SocketAddr, detach: bool, node_lease: Optio
             r.stop().await;
         }
         server.stop().await;
-        EXIT_OK
+        Ok(Done::Ok)
     })
 }
 
@@ -141,34 +136,22 @@ fn read_runtime_report(dir: &DataDir, pid: u32) -> Option<RuntimeReport> {
     (report.pid == pid).then_some(report)
 }
 
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM can be caught");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 /// Start `vmform up` again as a background process writing to the log file, and wait
 /// until it serves (or fails, showing the end of its log).
-fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>, nodes: usize, options: &NodeOptions) -> u8 {
+fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duration>, nodes: usize, options: &NodeOptions) -> Outcome {
     use std::os::unix::process::CommandExt;
     let dir = DataDir(data_dir.clone());
     if dir.in_use() {
         let pid = dir.read_server_info().map(|i| format!(" (pid {})", i.pid)).unwrap_or_default();
-        eprintln!("error: the data dir {} is in use by another vmform server{pid}; stop it with `vmform down`", data_dir.display());
-        return EXIT_USAGE;
+        return Err(Error::usage(format!("the data dir {} is in use by another vmform server{pid}; stop it with `vmform down`", data_dir.display())));
     }
     if let Err(e) = std::fs::create_dir_all(&data_dir) {
-        eprintln!("error: the data dir {} cannot be used: {e}", data_dir.display());
-        return EXIT_USAGE;
+        return Err(Error::usage(format!("the data dir {} cannot be used: {e}", data_dir.display())));
     }
     let log = match std::fs::OpenOptions::new().create(true).append(true).open(dir.log_file()) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: cannot open the log file {}: {e}", dir.log_file().display());
-            return EXIT_USAGE;
+            return Err(Error::usage(format!("cannot open the log file {}: {e}", dir.log_file().display())));
         }
     };
     if nodes >= 2 && node_lease.is_some() {
@@ -197,8 +180,7 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: cannot start the server: {e}");
-            return EXIT_USAGE;
+            return Err(Error::usage(format!("cannot start the server: {e}")));
         }
     };
     let started = Instant::now();
@@ -209,7 +191,7 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
         if let Ok(Some(status)) = child.try_wait() {
             let report = read_runtime_report(&dir, child.id());
             match report.and_then(|r| r.error) {
-                Some(error) => eprintln!("error: {error}"),
+                Some(error) => return Err(Error::usage(error)),
                 None => {
                     eprintln!("error: the server exited ({status}); the end of {}:", dir.log_file().display());
                     let log = std::fs::read_to_string(dir.log_file()).unwrap_or_default();
@@ -219,7 +201,7 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
                     }
                 }
             }
-            return EXIT_USAGE;
+            return Err(Error::Reported(Kind::Usage));
         }
         if serving.is_none() {
             serving = dir.read_server_info().filter(|i| i.pid == child.id());
@@ -233,33 +215,30 @@ fn up_detached(data_dir: PathBuf, listen: SocketAddr, node_lease: Option<Duratio
                 }
                 say!("log: {}; stop it with `vmform down`", dir.log_file().display());
                 say!("{}", usage_hint(&dir.kubeconfig()));
-                return EXIT_OK;
+                return Ok(Done::Ok);
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("error: the server did not start within {} s; see {}", WAIT.as_secs(), dir.log_file().display());
-    EXIT_USAGE
+    Err(Error::usage(format!("the server did not start within {} s; see {}", WAIT.as_secs(), dir.log_file().display())))
 }
 
 fn read_pid(dir: &DataDir) -> Option<i32> {
     std::fs::read_to_string(dir.pid_file()).ok()?.trim().parse().ok()
 }
 
-pub fn down(data_dir: PathBuf) -> u8 {
+pub fn down(data_dir: PathBuf) -> Outcome {
     let dir = DataDir(data_dir.clone());
     if !dir.in_use() {
         say!("the local control plane is not running (data dir {})", data_dir.display());
-        return EXIT_OK;
+        return Ok(Done::Ok);
     }
     let Some(pid) = read_pid(&dir) else {
-        eprintln!("error: a server holds {} but its pid file {} is missing", data_dir.display(), dir.pid_file().display());
-        return EXIT_USAGE;
+        return Err(Error::usage(format!("a server holds {} but its pid file {} is missing", data_dir.display(), dir.pid_file().display())));
     };
     // SAFETY: kill(2) with a pid read from our own pid file and a plain signal number.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        eprintln!("error: cannot signal the server (pid {pid}): {}", std::io::Error::last_os_error());
-        return EXIT_USAGE;
+        return Err(Error::usage(format!("cannot signal the server (pid {pid}): {}", std::io::Error::last_os_error())));
     }
     let started = Instant::now();
     // Stopped means gone: the lock is released a moment before the process has exited.
@@ -268,23 +247,22 @@ pub fn down(data_dir: PathBuf) -> u8 {
     while started.elapsed() < DOWN_WAIT {
         if !dir.in_use() && gone() {
             say!("stopped the local control plane (pid {pid})");
-            return EXIT_OK;
+            return Ok(Done::Ok);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("error: the server (pid {pid}) did not stop within {} s", DOWN_WAIT.as_secs());
-    EXIT_USAGE
+    Err(Error::usage(format!("the server (pid {pid}) did not stop within {} s", DOWN_WAIT.as_secs())))
 }
 
-pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
+pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> Outcome {
     let dir = DataDir(data_dir.clone());
     if kubeconfig_only {
         say!("{}", dir.kubeconfig().display());
-        return if dir.in_use() { EXIT_OK } else { EXIT_SPEC_ERRORS };
+        return if dir.in_use() { Ok(Done::Ok) } else { Err(Error::FAILED) };
     }
     let Some(info) = dir.read_server_info().filter(|_| dir.in_use()) else {
         say!("not running (data dir {})", data_dir.display());
-        return EXIT_SPEC_ERRORS;
+        return Err(Error::FAILED);
     };
     say!("running: pid {}, {} since {}", info.pid, info.address, info.started);
     say!("version: vmform {}", info.version);
@@ -302,12 +280,9 @@ pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
             for (kind, n) in counts {
                 say!("  {kind:<46} {n}");
             }
-            EXIT_OK
+            Ok(Done::Ok)
         }
-        Err(e) => {
-            eprintln!("error: the server does not answer: {e}");
-            EXIT_USAGE
-        }
+        Err(e) => Err(Error::cluster(format!("the server does not answer: {e}"))),
     }
 }
 
@@ -329,15 +304,14 @@ async fn counts(kubeconfig: &Path) -> Result<(Vec<(String, usize)>, Vec<NodeAcce
     Ok((out, nodes))
 }
 
-pub fn token_create(data_dir: PathBuf, name: &str, read_only: bool) -> u8 {
+pub fn token_create(data_dir: PathBuf, name: &str, read_only: bool) -> Outcome {
     match local::create_token(&data_dir, name, read_only) {
         Ok(token) => {
             say!("{token}");
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Err(e) => {
-            eprintln!("error: cannot record the token in {}: {e}", data_dir.display());
-            EXIT_USAGE
+            Err(Error::usage(format!("cannot record the token in {}: {e}", data_dir.display())))
         }
     }
 }

@@ -1,11 +1,9 @@
 //! `vmform plan`, `apply`, `destroy` and `show`: the CLI around `vmform-deploy`.
-//!
-//! Exit codes: 0 success, 1 an error (specs, cluster, a refused apply), 2 usage error or,
-//! for `plan --detailed-exitcode`, changes present.
 
 use crate::cli::{ApplyArgs, PlanFormat, ProjectArgs, TargetArgs};
 use crate::fs_loader::FsLoader;
-use crate::{diff_output, print_stdout, report, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use crate::error::{Done, Error, Outcome};
+use crate::{diff_output, print_stdout, report};
 use std::io::{BufRead, IsTerminal, Write};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,38 +21,35 @@ fn say(line: &str) {
     print_stdout(&format!("{line}\n"));
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
-}
-
 pub(crate) fn target_args(t: &TargetArgs) -> target::TargetArgs {
     target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() }
 }
 
-fn fail(e: DeployError) -> u8 {
-    eprintln!("error: {e}");
+/// A failure of plan, apply or destroy, with the fields of a conflict under it.
+fn deploy_error(e: DeployError) -> Error {
+    let mut message = e.to_string();
     if let DeployError::Conflict { fields, .. } = &e {
         for f in fields {
-            eprintln!("  {}: {}", f.field, f.message);
+            message.push_str(&format!("\n  {}: {}", f.field, f.message));
         }
     }
-    EXIT_SPEC_ERRORS
+    Error::Failed(message)
 }
 
-/// [`fail`], and for a refusal by `lifecycle prevent-destroy`, where each refused VM's
-/// rule is written and how to lift it.
-fn fail_guard(e: DeployError, args: &ProjectArgs) -> u8 {
-    let DeployError::PreventDestroy { refused } = &e else { return fail(e) };
-    eprintln!("error: {e}");
+/// [`deploy_error`], and for a refusal by `lifecycle prevent-destroy`, where each refused
+/// VM's rule is written and how to lift it.
+fn guard_error(e: DeployError, args: &ProjectArgs) -> Error {
+    let DeployError::PreventDestroy { refused } = &e else { return deploy_error(e) };
+    let mut message = e.to_string();
     let sites = prevent_destroy_sites(args);
     for r in refused {
-        match sites.get(&r.vm) {
-            Some(site) => eprintln!("  {}: `lifecycle prevent-destroy=#true` is set at {site}", r.vm),
-            None => eprintln!("  {}: its live VM carries vmform.io/prevent-destroy=true, from `lifecycle prevent-destroy=#true` in its specs", r.vm),
-        }
+        message.push_str(&match sites.get(&r.vm) {
+            Some(site) => format!("\n  {}: `lifecycle prevent-destroy=#true` is set at {site}", r.vm),
+            None => format!("\n  {}: its live VM carries vmform.io/prevent-destroy=true, from `lifecycle prevent-destroy=#true` in its specs", r.vm),
+        });
     }
-    eprintln!("help: to lift the rule, remove `prevent-destroy=#true` there (or set it to #false) and run `vmform apply`, so the cluster knows; then run this again");
-    EXIT_SPEC_ERRORS
+    message.push_str("\nhelp: to lift the rule, remove `prevent-destroy=#true` there (or set it to #false) and run `vmform apply`, so the cluster knows; then run this again");
+    Error::Failed(message)
 }
 
 /// `namespace/name` → `file:line:column` of each VM's `prevent-destroy=#true`, from the
@@ -88,15 +83,14 @@ fn project_name(project: Option<&str>, paths: &[PathBuf]) -> Option<String> {
 }
 
 /// Compile the project's specs; `None` (after printing the diagnostics) on errors.
-fn compile_specs(args: &ProjectArgs) -> Result<Vec<CompiledVm>, u8> {
+fn compile_specs(args: &ProjectArgs) -> Result<Vec<CompiledVm>, Error> {
     if args.paths.is_empty() {
-        eprintln!("error: give the spec files or directories of the project");
-        return Err(EXIT_USAGE);
+        return Err(Error::usage("give the spec files or directories of the project"));
     }
     let c = compile(&FsLoader, &args.paths, &Options { vars: args.vars.clone(), ..Options::default() });
     report::print(&c.diagnostics, &c.sources, crate::cli::DiagnosticFormat::Human);
     if c.has_errors() {
-        return Err(crate::exit_for(&c).max(EXIT_SPEC_ERRORS));
+        return Err(crate::compiled(&c).err().unwrap_or(Error::FAILED));
     }
     Ok(c.objects)
 }
@@ -139,19 +133,18 @@ fn render(target: &Target, set: &ApplySet, plan: &Plan, changes: &[ObjectChange]
 }
 
 /// Plan the project against the target; prints nothing.
-async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, ApplySet, Plan, Vec<ObjectChange>), u8> {
+async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, ApplySet, Plan, Vec<ObjectChange>), Error> {
     let compiled = compile_specs(args)?;
     let Some(project) = project_name(args.project.as_deref(), &args.paths) else {
-        eprintln!("error: cannot name the project: give --project");
-        return Err(EXIT_USAGE);
+        return Err(Error::usage("cannot name the project: give --project"));
     };
     let set = ApplySet::new(&project);
-    let target = target::connect(&target_args(&args.target)).await.map_err(fail)?;
+    let target = target::connect(&target_args(&args.target)).await.map_err(deploy_error)?;
     let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only, vm_actions: args.vm_actions };
     for name in args.targets.iter().filter(|t| !compiled.iter().any(|vm| vm.object.metadata.name == **t || format!("{}/{}", vm.object.metadata.namespace.as_deref().unwrap_or(""), vm.object.metadata.name) == **t)) {
         eprintln!("warning: --target {name} names no VM in the specs");
     }
-    let (plan, changes) = plan::plan(&target, &set, &compiled, &options).await.map_err(fail)?;
+    let (plan, changes) = plan::plan(&target, &set, &compiled, &options).await.map_err(deploy_error)?;
     Ok((target, set, plan, changes))
 }
 
@@ -159,12 +152,9 @@ fn colour() -> bool {
     report::use_colour(std::io::stdout().is_terminal())
 }
 
-pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, refresh_only: bool, format: PlanFormat) -> u8 {
-    runtime().block_on(async {
-        let (target, set, mut plan, changes) = match make_plan(args, refresh_only).await {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, refresh_only: bool, format: PlanFormat) -> Outcome {
+    crate::process::runtime().block_on(async {
+        let (target, set, mut plan, changes) = make_plan(args, refresh_only).await?;
         plan.text = render(&target, &set, &plan, &changes, false);
         match format {
             PlanFormat::Human => print_stdout(&render(&target, &set, &plan, &changes, colour())),
@@ -174,8 +164,7 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
             let json = serde_json::to_vec_pretty(&plan).expect("plans serialise");
             // Plans hold whole objects, cloud-init user data included: readable by the owner only.
             if let Err(e) = vmform_runtime::files::write_atomically(path, &json, 0o600) {
-                eprintln!("error: cannot write the plan to {}: {e}", path.display());
-                return EXIT_SPEC_ERRORS;
+                return Err(Error::failed(format!("cannot write the plan to {}: {e}", path.display())));
             }
             eprintln!("Saved the plan to {}; apply exactly it with `vmform apply {}`.", path.display(), path.display());
         }
@@ -184,11 +173,11 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
             eprintln!("error: {}/{} has lifecycle prevent-destroy=#true, and this change loses data", s.namespace, s.name);
         }
         if !blocked.is_empty() {
-            return EXIT_SPEC_ERRORS;
+            return Err(Error::FAILED);
         }
         // Refresh-only reports drift as its change, as `terraform plan -refresh-only` does.
         let changed = if plan.refresh_only { !plan.drift.is_empty() } else { !plan.is_empty() };
-        if detailed_exitcode && changed { EXIT_USAGE } else { EXIT_OK }
+        if detailed_exitcode && changed { Ok(Done::Changes) } else { Ok(Done::Ok) }
     })
 }
 
@@ -257,7 +246,7 @@ impl apply::Progress for TerminalProgress {
     }
 }
 
-async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, destroying: bool) -> u8 {
+async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, destroying: bool) -> Outcome {
     let plain = |line: &str| say(line);
     let terminal = TerminalProgress { bars: indicatif::MultiProgress::new(), waiting: Default::default() };
     let progress: &dyn apply::Progress = if std::io::stdout().is_terminal() { &terminal } else { &plain };
@@ -281,9 +270,9 @@ async fn run_apply(target: &Target, set: &ApplySet, plan: &Plan, options: &Apply
             for (vm, why) in &done.restart_failed {
                 eprintln!("error: {vm} was updated but not restarted: {why}");
             }
-            if done.restart_failed.is_empty() { EXIT_OK } else { EXIT_SPEC_ERRORS }
+            if done.restart_failed.is_empty() { Ok(Done::Ok) } else { Err(Error::FAILED) }
         }
-        Err(e) => fail(e),
+        Err(e) => Err(deploy_error(e)),
     }
 }
 
@@ -295,77 +284,73 @@ fn saved_plan(paths: &[PathBuf]) -> Option<PathBuf> {
     }
 }
 
-pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Duration>) -> u8 {
-    runtime().block_on(async {
+pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Duration>) -> Outcome {
+    crate::process::runtime().block_on(async {
         let options = apply_options(guards, wait);
         if let Some(file) = saved_plan(&args.paths) {
             let plan = match Plan::load(&file) {
                 Ok(p) => p,
-                Err(e) => return fail(e),
+                Err(e) => return Err(deploy_error(e)),
             };
             let target = match target::connect(&target_args(&args.target)).await {
                 Ok(t) => t,
-                Err(e) => return fail(e),
+                Err(e) => return Err(deploy_error(e)),
             };
             if let Err(e) = plan.check_target(&target) {
-                return fail(e);
+                return Err(deploy_error(e));
             }
             if let Some(project) = args.project.as_deref().filter(|p| *p != plan.project) {
-                return fail(DeployError::WrongPlan { what: format!("project {}", plan.project), here: format!("project {project}") });
+                return Err(deploy_error(DeployError::WrongPlan { what: format!("project {}", plan.project), here: format!("project {project}") }));
             }
             let set = ApplySet::new(&plan.project);
             if set.id != plan.applyset {
-                return fail(DeployError::WrongPlan { what: format!("ApplySet {}", plan.applyset), here: format!("project {} ({})", set.project, set.id) });
+                return Err(deploy_error(DeployError::WrongPlan { what: format!("ApplySet {}", plan.applyset), here: format!("project {} ({})", set.project, set.id) }));
             }
             print_stdout(&plan.text);
             return run_apply(&target, &set, &plan, &options, false).await;
         }
-        let (target, set, mut plan, changes) = match make_plan(args, false).await {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+        let (target, set, mut plan, changes) = make_plan(args, false).await?;
         plan.text = render(&target, &set, &plan, &changes, false);
         print_stdout(&render(&target, &set, &plan, &changes, colour()));
         if plan.is_empty() {
-            return EXIT_OK;
+            return Ok(Done::Ok);
         }
         if let Err(e) = apply::check_guards(&plan, &options) {
-            return fail_guard(e, args);
+            return Err(guard_error(e, args));
         }
         if !guards.auto_approve && !approved("Do you want to perform these actions?", "Apply") {
-            return EXIT_SPEC_ERRORS;
+            return Err(Error::FAILED);
         }
         run_apply(&target, &set, &plan, &options, false).await
     })
 }
 
-pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
-    runtime().block_on(async {
+pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> Outcome {
+    crate::process::runtime().block_on(async {
         let Some(project) = project_name(args.project.as_deref(), &args.paths) else {
-            eprintln!("error: cannot name the project: give its paths or --project");
-            return EXIT_USAGE;
+            return Err(Error::usage("cannot name the project: give its paths or --project"));
         };
         let set = ApplySet::new(&project);
         let target = match target::connect(&target_args(&args.target)).await {
             Ok(t) => t,
-            Err(e) => return fail(e),
+            Err(e) => return Err(deploy_error(e)),
         };
         let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only: false, vm_actions: None };
         let (mut plan, changes) = match plan::plan_destroy(&target, &set, &options).await {
             Ok(p) => p,
-            Err(e) => return fail(e),
+            Err(e) => return Err(deploy_error(e)),
         };
         plan.text = render(&target, &set, &plan, &changes, false);
         print_stdout(&render(&target, &set, &plan, &changes, colour()));
         if plan.is_empty() {
-            return EXIT_OK;
+            return Ok(Done::Ok);
         }
         let options = apply_options(guards, None);
         if let Err(e) = apply::check_guards(&plan, &options) {
-            return fail_guard(e, args);
+            return Err(guard_error(e, args));
         }
         if !guards.auto_approve && !approved(&format!("Do you really want to destroy these VMs of project {project}?"), "Destroy") {
-            return EXIT_SPEC_ERRORS;
+            return Err(Error::FAILED);
         }
         run_apply(&target, &set, &plan, &options, true).await
     })
@@ -373,7 +358,7 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
 
 /// `path`: a saved plan, or the specs of the project whose live VMs to show (`.` by
 /// default, as `terraform show` shows the working directory's state).
-pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, format: PlanFormat) -> u8 {
+pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, format: PlanFormat) -> Outcome {
     let paths = [path.to_path_buf()];
     if let Some(file) = saved_plan(&paths) {
         return match Plan::load(&file) {
@@ -382,35 +367,30 @@ pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, forma
                     PlanFormat::Human => print_stdout(&plan.text),
                     PlanFormat::Json => print_stdout(&(serde_json::to_string_pretty(&plan).expect("plans serialise") + "\n")),
                 }
-                EXIT_OK
+                Ok(Done::Ok)
             }
-            Err(e) => fail(e),
+            Err(e) => Err(deploy_error(e)),
         };
     }
     let Some(project) = project_name(project, &paths) else {
-        eprintln!("error: cannot name the project of {}: give --project", path.display());
-        return EXIT_USAGE;
+        return Err(Error::usage(format!("cannot name the project of {}: give --project", path.display())));
     };
     let project = project.as_str();
-    runtime().block_on(async {
+    crate::process::runtime().block_on(async {
         let target = match target::connect(&target_args(target_args_)).await {
             Ok(t) => t,
-            Err(e) => return fail(e),
+            Err(e) => return Err(deploy_error(e)),
         };
         let set = ApplySet::new(project);
-        let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(target.client.clone(), &plan::vm_resource());
-        let members = match api.list(&kube::api::ListParams::default().labels(&set.selector())).await {
-            Ok(m) => m,
-            Err(e) => return fail(target.error(e)),
-        };
+        let members = plan::members(&target, &set).await.map_err(deploy_error)?;
         match format {
             PlanFormat::Json => {
-                let items: Vec<serde_json::Value> = members.items.iter().map(|o| serde_json::to_value(o).expect("objects serialise")).collect();
+                let items: Vec<serde_json::Value> = members.iter().map(|o| serde_json::to_value(o).expect("objects serialise")).collect();
                 print_stdout(&(serde_json::to_string_pretty(&serde_json::json!({ "project": project, "target": target.server, "items": items })).expect("serialises") + "\n"));
             }
             PlanFormat::Human => {
-                let mut text = format!("Project {project} on {}: {}\n", target.describe(), plural(members.items.len(), "VM"));
-                for o in &members.items {
+                let mut text = format!("Project {project} on {}: {}\n", target.describe(), plural(members.len(), "VM"));
+                for o in &members {
                     let status = o.data.pointer("/status/printableStatus").and_then(|s| s.as_str()).unwrap_or("-");
                     let strategy = o.data.pointer("/spec/runStrategy").and_then(|s| s.as_str()).unwrap_or("-");
                     // A VM that cannot get on says why, in one line.
@@ -428,7 +408,7 @@ pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, forma
                 print_stdout(&text);
             }
         }
-        EXIT_OK
+        Ok(Done::Ok)
     })
 }
 

@@ -2,11 +2,12 @@
 //! by every node), through the runtime's own puller.
 
 use crate::cli::ImageCommand;
-use crate::{say, EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use crate::error::{Done, Error, Outcome};
+use crate::say;
 use std::path::{Path, PathBuf};
 use vmform_runtime::images::{self, PullPolicy, PullRequest};
 
-pub fn run(command: ImageCommand) -> u8 {
+pub fn run(command: ImageCommand) -> Outcome {
     match command {
         ImageCommand::Pull { data_dir, reference, pull_policy } => pull(&data_dir.resolve(), &reference, pull_policy.as_deref()),
         ImageCommand::List { data_dir } => list(&data_dir.resolve()),
@@ -18,14 +19,13 @@ fn cache_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("images")
 }
 
-fn pull(data_dir: &Path, reference: &str, policy: Option<&str>) -> u8 {
+fn pull(data_dir: &Path, reference: &str, policy: Option<&str>) -> Outcome {
     let mut request = PullRequest::new(reference, cache_dir(data_dir));
     if let Some(p) = policy {
         match PullPolicy::parse(p) {
             Some(p) => request.policy = Some(p),
             None => {
-                eprintln!("error: --pull-policy `{p}` is not Always, IfNotPresent or Never");
-                return EXIT_USAGE;
+                return Err(Error::usage(format!("--pull-policy `{p}` is not Always, IfNotPresent or Never")));
             }
         }
     }
@@ -33,16 +33,15 @@ fn pull(data_dir: &Path, reference: &str, policy: Option<&str>) -> u8 {
         Ok(p) => {
             let how = if p.from_cache { "from the cache" } else { "pulled" };
             say!("{reference}: {} ({how}; {} disk of {}, {} downloaded)", p.manifest_digest, p.format.as_str(), mib(p.size), mib(p.downloaded));
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_SPEC_ERRORS
+            Err(Error::failed(format!("{e}")))
         }
     }
 }
 
-fn list(data_dir: &Path) -> u8 {
+fn list(data_dir: &Path) -> Outcome {
     match images::list(&cache_dir(data_dir)) {
         Ok(cached) => {
             let in_use = in_use(data_dir);
@@ -52,25 +51,23 @@ fn list(data_dir: &Path) -> u8 {
                 say!("{}  {}  {} disk of {}, {} on disk, last used {last}{used}", image.references.join(", "), image.manifest_digest, image.format.as_str(), mib(image.size), mib(image.bytes));
             }
             say!("{}", vmform_compiler::plural(cached.len(), "image"));
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
+            Err(Error::usage(format!("{e}")))
         }
     }
 }
 
 /// Removes what no guest boots from: a guest boots from an overlay whose backing file is a
 /// cached disk, and the overlay exists while its launcher runs.
-fn prune(data_dir: &Path) -> u8 {
+fn prune(data_dir: &Path) -> Outcome {
     let cache = cache_dir(data_dir);
     let in_use = in_use(data_dir);
     let keep: Vec<String> = match images::list(&cache) {
         Ok(cached) => cached.into_iter().filter(|i| in_use.contains(&i.disk)).map(|i| i.manifest_digest).collect(),
         Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return Err(Error::usage(format!("{e}")));
         }
     };
     match images::prune(&cache, &keep.iter().map(String::as_str).collect::<Vec<_>>()) {
@@ -79,11 +76,10 @@ fn prune(data_dir: &Path) -> u8 {
                 say!("removed {digest}");
             }
             say!("{} removed, {} kept (in use)", vmform_compiler::plural(removed.len(), "image"), keep.len());
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
+            Err(Error::usage(format!("{e}")))
         }
     }
 }

@@ -5,15 +5,18 @@ mod cli;
 mod control_plane;
 mod deploy_cmd;
 mod diff_output;
+mod error;
 mod fs_loader;
 mod git_loader;
 mod image_cmd;
 mod lsp;
 mod migration_cmd;
 mod node_cmd;
+mod process;
 mod report;
 mod runtime_cmd;
 mod vm_cmd;
+mod vm_lookup;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, DiagnosticFormat, Input, OutputFormat};
@@ -21,16 +24,12 @@ use fs_loader::FsLoader;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use error::{Done, Error, Kind, Outcome};
 use vmform_compiler::{compile, emit, plural, Compilation, Options};
-
-/// Documented exit codes (README, book/src/cli-reference.md).
-pub(crate) const EXIT_OK: u8 = 0;
-pub(crate) const EXIT_SPEC_ERRORS: u8 = 1;
-pub(crate) const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
+    let outcome = match cli.command {
         Command::Validate { input } => validate(&input),
         Command::Build { input, output, out_dir } => build(&input, output, out_dir.as_deref()),
         Command::Fmt { paths, check, diff, recursive, format } => fmt(&paths, check, diff, recursive, format),
@@ -40,16 +39,10 @@ fn main() -> ExitCode {
         Command::Diff { paths, base, vars, format, detailed_exitcode } => diff(&paths, base.as_deref(), vars, format, detailed_exitcode),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vmform", &mut std::io::stdout());
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
-        Command::Lsp => match lsp::run() {
-            Ok(()) => EXIT_OK,
-            Err(e) => {
-                eprintln!("error: vmform lsp: {e}");
-                EXIT_USAGE
-            }
-        },
+        Command::Lsp => lsp::run().map(|()| Done::Ok).map_err(|e| Error::usage(format!("vmform lsp: {e}"))),
         Command::Plan { project, out, detailed_exitcode, refresh_only, format } => {
             deploy_cmd::plan(&project, out.as_deref(), detailed_exitcode, refresh_only, format)
         }
@@ -62,6 +55,8 @@ fn main() -> ExitCode {
             let options = vmform_runtime::supervisor::NodeOptions { accel: accel.config(), labels: node_labels };
             control_plane::up(data_dir.resolve(), listen, detach, (!no_runtime).then_some(node_lease_duration), nodes.into(), options)
         }
+        // The launcher's exit codes are its own contract (specs/runtime-contract.md).
+        Command::Runtime { command: command @ cli::RuntimeCommand::Launcher { .. } } => return runtime_cmd::launcher(command),
         Command::Runtime { command } => runtime_cmd::run(command),
         Command::Image { command } => image_cmd::run(command),
         Command::Down { data_dir } => control_plane::down(data_dir.resolve()),
@@ -70,25 +65,26 @@ fn main() -> ExitCode {
             control_plane::token_create(data_dir.resolve(), &name, read_only)
         }
     };
-    ExitCode::from(code)
+    error::report(outcome)
 }
 
 fn run_compile(input: &Input) -> Compilation {
     compile(&FsLoader, &input.paths, &Options { vars: input.vars.clone(), ..Options::default() })
 }
 
-/// 2 for problems with the paths given, 1 for errors in the specs, else 0.
-pub(crate) fn exit_for(c: &Compilation) -> u8 {
+/// The outcome of a compilation whose diagnostics were printed: a usage error for problems
+/// with the paths given, a failure for errors in the specs.
+pub(crate) fn compiled(c: &Compilation) -> Outcome {
     if c.diagnostics.errors().any(|d| d.is_input_error()) {
-        EXIT_USAGE
+        Err(Error::Reported(Kind::Usage))
     } else if c.has_errors() {
-        EXIT_SPEC_ERRORS
+        Err(Error::FAILED)
     } else {
-        EXIT_OK
+        Ok(Done::Ok)
     }
 }
 
-fn validate(input: &Input) -> u8 {
+fn validate(input: &Input) -> Outcome {
     let c = run_compile(input);
     match input.format {
         // The report is validate's output, so JSON goes to stdout for tools to read.
@@ -100,15 +96,15 @@ fn validate(input: &Input) -> u8 {
             }
         }
     }
-    exit_for(&c)
+    compiled(&c)
 }
 
-fn build(input: &Input, output: OutputFormat, out_dir: Option<&Path>) -> u8 {
+fn build(input: &Input, output: OutputFormat, out_dir: Option<&Path>) -> Outcome {
     let c = run_compile(input);
     report::print(&c.diagnostics, &c.sources, input.format);
     if c.has_errors() {
         // Nothing is written when any error was found: never a partial output.
-        return exit_for(&c);
+        return compiled(&c);
     }
     let objects = c.objects.iter().map(|o| &o.object);
     match out_dir {
@@ -128,30 +124,27 @@ fn build(input: &Input, output: OutputFormat, out_dir: Option<&Path>) -> u8 {
                 };
                 let path = dir.join(ns).join(format!("{}.{ext}", o.metadata.name));
                 if let Err(e) = write_atomic(&path, text.as_bytes()) {
-                    eprintln!("error: cannot write {}: {e}", path.display());
-                    return EXIT_USAGE;
+                    return Err(Error::usage(format!("cannot write {}: {e}", path.display())));
                 }
             }
             eprintln!("wrote {} to {}", plural(c.objects.len(), "manifest"), dir.display());
         }
     }
-    EXIT_OK
+    Ok(Done::Ok)
 }
 
-fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, format: cli::DiffFormat, detailed_exitcode: bool) -> u8 {
+fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, format: cli::DiffFormat, detailed_exitcode: bool) -> Outcome {
     let options = Options { vars, ..Options::default() };
     let (a, b) = match (base, paths) {
         (Some(rev), paths) => match git_loader::GitLoader::new(rev) {
             Ok(git) => (compile(&git, paths, &options), compile(&FsLoader, paths, &options)),
             Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
+                return Err(Error::usage(format!("{e}")));
             }
         },
         (None, [old, new]) => (compile(&FsLoader, std::slice::from_ref(old), &options), compile(&FsLoader, std::slice::from_ref(new), &options)),
         (None, _) => {
-            eprintln!("error: give OLD and NEW, or --base REV and the paths to compare");
-            return EXIT_USAGE;
+            return Err(Error::usage("give OLD and NEW, or --base REV and the paths to compare"));
         }
     };
     // The new specs' warnings are what a review acts on; the old specs' would mostly repeat
@@ -160,7 +153,8 @@ fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, form
     report::print(&old_errors, &a.sources, cli::DiagnosticFormat::Human);
     report::print(&b.diagnostics, &b.sources, cli::DiagnosticFormat::Human);
     if a.has_errors() || b.has_errors() {
-        return exit_for(&a).max(exit_for(&b)).max(EXIT_SPEC_ERRORS);
+        // Input errors (usage) outrank errors in the specs.
+        return Err([compiled(&a), compiled(&b)].into_iter().filter_map(Result::err).max_by_key(Error::exit_code).unwrap_or(Error::FAILED));
     }
     let changes = vmform_compiler::diff::diff(&a.objects, &b.objects);
     let text = match format {
@@ -177,33 +171,30 @@ fn diff(paths: &[PathBuf], base: Option<&str>, vars: Vec<(String, String)>, form
                 c.namespace, c.name, c.reason
             );
         }
-        return EXIT_SPEC_ERRORS;
+        return Err(Error::FAILED);
     }
     match (detailed_exitcode, changes.is_empty()) {
-        (true, false) => EXIT_USAGE, // 2: changes present, as `terraform plan -detailed-exitcode`
-        _ => EXIT_OK,
+        (true, false) => Ok(Done::Changes),
+        _ => Ok(Done::Ok),
     }
 }
 
-fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: DiagnosticFormat) -> u8 {
+fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: DiagnosticFormat) -> Outcome {
     // `-`: standard input to standard output, for an editor's format-on-save.
     let stdin = paths.iter().any(|p| p.as_os_str() == "-");
     if stdin && paths.len() > 1 {
-        eprintln!("error: `-` (standard input) is formatted alone, without other paths");
-        return EXIT_USAGE;
+        return Err(Error::usage("`-` (standard input) is formatted alone, without other paths"));
     }
     let mut files = vec![];
     for p in paths.iter().filter(|_| !stdin) {
         if let Err(e) = collect_kdl(p, recursive, &mut files) {
-            eprintln!("error: cannot read {}: {e}", p.display());
-            return EXIT_USAGE;
+            return Err(Error::usage(format!("cannot read {}: {e}", p.display())));
         }
     }
     if stdin {
         files.push(PathBuf::from("<stdin>"));
     } else if files.is_empty() {
-        eprintln!("error: no .kdl file in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-        return EXIT_USAGE;
+        return Err(Error::usage(format!("no .kdl file in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))));
     }
     let mut unformatted = vec![];
     let mut failed = false;
@@ -217,8 +208,7 @@ fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: Diag
         let bytes = match read {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", f.display());
-                return EXIT_USAGE;
+                return Err(Error::usage(format!("cannot read {}: {e}", f.display())));
             }
         };
         // Parse through the compiler so syntax errors are reported like everywhere else.
@@ -245,14 +235,13 @@ fn fmt(paths: &[PathBuf], check: bool, diff: bool, recursive: bool, format: Diag
                 print_stdout(&d.unified_diff().header(&f.display().to_string(), &format!("{} (formatted)", f.display())).to_string());
             }
         } else if let Err(e) = write_atomic(f, formatted.as_bytes()) {
-            eprintln!("error: cannot write {}: {e}", f.display());
-            return EXIT_USAGE;
+            return Err(Error::usage(format!("cannot write {}: {e}", f.display())));
         }
     }
     if !check && !unformatted.is_empty() {
         eprintln!("formatted {}", plural(unformatted.len(), "file"));
     }
-    if failed || (check && !unformatted.is_empty()) { EXIT_SPEC_ERRORS } else { EXIT_OK }
+    if failed || (check && !unformatted.is_empty()) { Err(Error::FAILED) } else { Ok(Done::Ok) }
 }
 
 /// The .kdl files of a path: the file itself, or those in a directory (in its
@@ -286,7 +275,7 @@ fn collect_kdl_in(p: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io:
     Ok(())
 }
 
-fn man(out_dir: Option<&Path>) -> u8 {
+fn man(out_dir: Option<&Path>) -> Outcome {
     let cmd = Cli::command();
     let render = |cmd: clap::Command| -> Vec<u8> {
         let mut buf = vec![];
@@ -305,13 +294,12 @@ fn man(out_dir: Option<&Path>) -> u8 {
             }
             for (file, bytes) in pages {
                 if let Err(e) = write_atomic(&dir.join(&file), &bytes) {
-                    eprintln!("error: cannot write {}: {e}", dir.join(file).display());
-                    return EXIT_USAGE;
+                    return Err(Error::usage(format!("cannot write {}: {e}", dir.join(file).display())));
                 }
             }
         }
     }
-    EXIT_OK
+    Ok(Done::Ok)
 }
 
 /// `println!` that ignores a closed pipe (`vmform status | head`).

@@ -4,8 +4,9 @@
 //! means the same on the local control plane and on any KubeVirt cluster.
 
 use crate::cli::VmArgs;
-use crate::vm_cmd::{connect, connect_to_instance, running_instance, target_failure, EXIT_FAILED};
-use crate::{print_stdout, EXIT_OK};
+use crate::error::{Done, Error, Outcome};
+use crate::print_stdout;
+use crate::vm_lookup::{cluster_error, connect, connect_to_instance, running_instance};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -104,29 +105,24 @@ pub(crate) async fn follow(api: &Api<DynamicObject>, name: &str, timeout: Durati
     }
 }
 
-pub(crate) async fn migrate(args: &VmArgs, to: Option<&str>, detach: bool, timeout: Duration) -> u8 {
-    let (target, namespace, vmi) = match connect_to_instance(args).await {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+pub(crate) async fn migrate(args: &VmArgs, to: Option<&str>, detach: bool, timeout: Duration) -> Outcome {
+    let (target, namespace, vmi) = connect_to_instance(args).await?;
     let name = &args.name;
     if to.is_some_and(|to| to == node_of(&vmi)) {
-        eprintln!("error: VM {namespace}/{name} already runs on node {}", node_of(&vmi));
-        return EXIT_FAILED;
+        return Err(Error::failed(format!("VM {namespace}/{name} already runs on node {}", node_of(&vmi))));
     }
     let started = Instant::now();
     let m = match create(&target.client, &namespace, name, to).await {
         Ok(m) => m,
         Err(kube::Error::Api(s)) if s.code != 401 && s.code != 403 => {
-            eprintln!("error: cannot migrate {namespace}/{name}: {}", s.message);
-            return EXIT_FAILED;
+            return Err(Error::failed(format!("cannot migrate {namespace}/{name}: {}", s.message)));
         }
-        Err(e) => return target_failure(&target, e),
+        Err(e) => return Err(cluster_error(&target, e)),
     };
     let m_name = m.metadata.name.clone().unwrap_or_default();
     print_stdout(&format!("{namespace}/{name}: migration {m_name} created (on node {})\n", node_of(&vmi)));
     if detach {
-        return EXIT_OK;
+        return Ok(Done::Ok);
     }
     let api = migrations(&target.client, &namespace);
     let followed = follow(&api, &m_name, timeout, |phase| print_stdout(&format!("  {phase:<16} {:>5.1} s\n", started.elapsed().as_secs_f64())));
@@ -134,33 +130,28 @@ pub(crate) async fn migrate(args: &VmArgs, to: Option<&str>, detach: bool, timeo
     let ended = tokio::select! {
         ended = followed => ended,
         _ = interrupted => {
-            eprintln!("stopped following: migration {m_name} goes on (`vmform vm migrate-cancel {name}` cancels it)");
-            return EXIT_FAILED;
+            return Err(Error::failed(format!("stopped following: migration {m_name} goes on (`vmform vm migrate-cancel {name}` cancels it)")));
         }
     };
     match ended {
         Ok(ended @ Ended::Succeeded { .. }) => {
             print_stdout(&format!("{namespace}/{name}: {}\n", ended.describe(started.elapsed())));
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Ok(other) => {
-            eprintln!("error: {namespace}/{name}: {}", other.describe(started.elapsed()));
-            EXIT_FAILED
+            Err(Error::failed(format!("{namespace}/{name}: {}", other.describe(started.elapsed()))))
         }
-        Err(e) => target_failure(&target, e),
+        Err(e) => Err(cluster_error(&target, e)),
     }
 }
 
-pub(crate) async fn cancel(args: &VmArgs) -> u8 {
-    let (target, namespace) = match connect(args).await {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+pub(crate) async fn cancel(args: &VmArgs) -> Outcome {
+    let (target, namespace) = connect(args).await?;
     let name = &args.name;
     let api = migrations(&target.client, &namespace);
     let list = match api.list(&ListParams::default()).await {
         Ok(l) => l.items,
-        Err(e) => return target_failure(&target, e),
+        Err(e) => return Err(cluster_error(&target, e)),
     };
     let running: Vec<DynamicObject> = list
         .into_iter()
@@ -168,22 +159,21 @@ pub(crate) async fn cancel(args: &VmArgs) -> u8 {
         .filter(|m| !MigrationPhase::of(m).is_some_and(MigrationPhase::is_final) && m.metadata.deletion_timestamp.is_none())
         .collect();
     if running.is_empty() {
-        eprintln!("error: no migration of VM {namespace}/{name} is running");
-        return EXIT_FAILED;
+        return Err(Error::failed(format!("no migration of VM {namespace}/{name} is running")));
     }
     for m in &running {
         let m_name = m.metadata.name.clone().unwrap_or_default();
         // KubeVirt's way (virtctl migrate-cancel): delete it; its finalizer holds it until
         // the nodes have aborted.
         if let Err(e) = api.delete(&m_name, &DeleteParams::default()).await {
-            return target_failure(&target, e);
+            return Err(cluster_error(&target, e));
         }
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             match api.get_opt(&m_name).await {
                 Ok(None) => break,
                 Ok(Some(_)) => tokio::time::sleep(POLL).await,
-                Err(e) => return target_failure(&target, e),
+                Err(e) => return Err(cluster_error(&target, e)),
             }
         }
         let vmi = running_instance(&target, &namespace, name).await.ok();
@@ -192,11 +182,10 @@ pub(crate) async fn cancel(args: &VmArgs) -> u8 {
         match state {
             Some(s) if s.completed => print_stdout(&format!("{namespace}/{name}: the migration {m_name} completed before it could be cancelled: the VM runs on node {on}\n")),
             Some(s) if s.in_flight() => {
-                eprintln!("error: {namespace}/{name}: the migration {m_name} is still being aborted");
-                return EXIT_FAILED;
+                return Err(Error::failed(format!("{namespace}/{name}: the migration {m_name} is still being aborted")));
             }
             _ => print_stdout(&format!("{namespace}/{name}: migration {m_name} cancelled; the VM stays on node {on}\n")),
         }
     }
-    EXIT_OK
+    Ok(Done::Ok)
 }

@@ -4,12 +4,13 @@
 //! or a stop (the VMI is deleted, as an evicted launcher pod ends it, and the VM's run
 //! strategy decides what comes next) — and reports what happened to each.
 //!
-//! Exit codes: 0 done (drained: nothing is left on the node but External VMIs), 1 a VMI
-//! could not be moved off or the timeout passed, 2 usage or target errors.
+//! A drain that leaves a VMI on the node, or runs out of time, is a failure (exit 1).
 
 use crate::cli::{NodeArgs, NodeCommand};
 use crate::migration_cmd::{self, Ended};
-use crate::{print_stdout, EXIT_OK, EXIT_USAGE};
+use crate::deploy_cmd::target_args;
+use crate::error::{Done, Error, Outcome};
+use crate::print_stdout;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
@@ -17,13 +18,12 @@ use std::time::{Duration, Instant};
 use vmform_deploy::target::{self, Target};
 use vmform_runtime::kubevirt::{self, Phase, RunStrategy};
 
-const EXIT_FAILED: u8 = 1;
 const POLL: Duration = Duration::from_millis(500);
 /// How long a drain watches a stopped VM for the new VMI its run strategy starts.
 const RESTART_WATCH: Duration = Duration::from_secs(60);
 
-pub fn run(command: NodeCommand) -> u8 {
-    crate::control_plane::runtime().block_on(async move {
+pub fn run(command: NodeCommand) -> Outcome {
+    crate::process::runtime().block_on(async move {
         match command {
             NodeCommand::Cordon { node } => with_node(&node, |t, n| async move { set_unschedulable(&t, &n, true).await }).await,
             NodeCommand::Uncordon { node } => with_node(&node, |t, n| async move { set_unschedulable(&t, &n, false).await }).await,
@@ -32,41 +32,29 @@ pub fn run(command: NodeCommand) -> u8 {
     })
 }
 
-async fn with_node<F, Fut>(args: &NodeArgs, action: F) -> u8
+async fn with_node<F, Fut>(args: &NodeArgs, action: F) -> Outcome
 where
     F: FnOnce(Target, String) -> Fut,
-    Fut: std::future::Future<Output = u8>,
+    Fut: std::future::Future<Output = Outcome>,
 {
-    let t = &args.target;
-    let wanted = target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() };
-    match target::connect(&wanted).await {
-        Ok(target) => action(target, args.name.clone()).await,
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
-        }
-    }
+    let target = target::connect(&target_args(&args.target)).await.map_err(Error::cluster)?;
+    action(target, args.name.clone()).await
 }
 
-fn failure(target: &Target, e: kube::Error) -> u8 {
+/// A missing node is a failure of the request; anything else, of the cluster.
+fn failure(target: &Target, e: kube::Error) -> Outcome {
     match e {
-        kube::Error::Api(s) if s.code == 404 => {
-            eprintln!("error: {}", s.message);
-            EXIT_FAILED
-        }
-        e => {
-            eprintln!("error: {}", target.error(e));
-            EXIT_USAGE
-        }
+        kube::Error::Api(s) if s.code == 404 => Err(Error::failed(s.message)),
+        e => Err(crate::vm_lookup::cluster_error(target, e)),
     }
 }
 
-async fn set_unschedulable(target: &Target, node: &str, unschedulable: bool) -> u8 {
+async fn set_unschedulable(target: &Target, node: &str, unschedulable: bool) -> Outcome {
     match cordon(target, node, unschedulable).await {
         Ok(changed) => {
             let what = if unschedulable { "cordoned" } else { "uncordoned" };
             print_stdout(&format!("node/{node} {}{what}\n", if changed { "" } else { "already " }));
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Err(e) => failure(target, e),
     }
@@ -102,7 +90,7 @@ struct Item {
     step: Step,
 }
 
-async fn drain(target: &Target, node: &str, timeout: Duration) -> u8 {
+async fn drain(target: &Target, node: &str, timeout: Duration) -> Outcome {
     match cordon(target, node, true).await {
         Ok(changed) => print_stdout(&format!("node/{node} {}cordoned\n", if changed { "" } else { "already " })),
         Err(e) => return failure(target, e),
@@ -121,7 +109,7 @@ async fn drain(target: &Target, node: &str, timeout: Duration) -> u8 {
     }
     if items.is_empty() {
         print_stdout(&format!("node/{node} drained: no VM ran on it\n"));
-        return EXIT_OK;
+        return Ok(Done::Ok);
     }
     let deadline = Instant::now() + timeout;
     loop {
@@ -149,10 +137,9 @@ async fn drain(target: &Target, node: &str, timeout: Duration) -> u8 {
     }
     if all_moved {
         print_stdout(&format!("node/{node} drained\n"));
-        EXIT_OK
+        Ok(Done::Ok)
     } else {
-        eprintln!("error: node/{node} is not drained: a VM could not be moved off it");
-        EXIT_FAILED
+        Err(Error::failed(format!("node/{node} is not drained: a VM could not be moved off it")))
     }
 }
 

@@ -4,18 +4,18 @@
 
 use crate::cli::RuntimeCommand;
 use crate::deploy_cmd::target_args;
-use crate::{EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
+use crate::error::{Done, Error, Outcome};
+use crate::process::{init_logging, runtime, wait_for_signal};
+use std::process::ExitCode;
 use vmform_runtime::{controller, handler};
 
-pub fn run(command: RuntimeCommand) -> u8 {
+pub fn run(command: RuntimeCommand) -> Outcome {
     match command {
-        RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel, emulator, incoming } => {
-            launcher(vmform_runtime::launcher::LauncherArgs { vmi_dir, libvirt_uri, volumes_dir, accel, emulator, incoming })
-        }
+        RuntimeCommand::Launcher { .. } => unreachable!("main runs the launcher through `launcher`, for its own exit codes"),
         RuntimeCommand::Controller { target, volumes_dir, migrations } => {
             init_logging();
-            crate::control_plane::runtime().block_on(async move {
-                let Some(target) = connect(&target).await else { return EXIT_USAGE };
+            runtime().block_on(async move {
+                let target = connect(&target).await?;
                 let migrations = controller::MigrationConfig {
                     parallel_migrations_per_cluster: migrations.parallel_migrations_per_cluster,
                     parallel_outbound_migrations_per_node: migrations.parallel_outbound_migrations_per_node,
@@ -25,14 +25,14 @@ pub fn run(command: RuntimeCommand) -> u8 {
                     ..Default::default()
                 };
                 let config = controller::ControllerConfig { volumes_dir, migrations, ..Default::default() };
-                controller::run(target.client, config, crate::control_plane::wait_for_signal()).await;
-                EXIT_OK
+                controller::run(target.client, config, wait_for_signal()).await;
+                Ok(Done::Ok)
             })
         }
         RuntimeCommand::Handler { target, node, node_dir, volumes_dir, libvirt_uri, own_libvirtd: _, lease_duration, node_address, accel, node_labels } => {
             init_logging();
-            crate::control_plane::runtime().block_on(async move {
-                let Some(target) = connect(&target).await else { return EXIT_USAGE };
+            runtime().block_on(async move {
+                let target = connect(&target).await?;
                 let exe = std::env::current_exe().expect("the running binary has a path");
                 let config = handler::HandlerConfig {
                     node,
@@ -45,27 +45,15 @@ pub fn run(command: RuntimeCommand) -> u8 {
                     accel: accel.config(),
                     labels: node_labels,
                 };
-                match handler::run(target.client, config, crate::control_plane::wait_for_signal()).await {
-                    Ok(()) => EXIT_OK,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        EXIT_SPEC_ERRORS
-                    }
-                }
+                handler::run(target.client, config, wait_for_signal()).await.map(|()| Done::Ok).map_err(Error::failed)
             })
         }
     }
 }
 
-/// The cluster a runtime part works for; `None` after saying why it cannot be reached.
-async fn connect(target: &crate::cli::TargetArgs) -> Option<vmform_deploy::target::Target> {
-    match vmform_deploy::target::connect(&target_args(target)).await {
-        Ok(t) => Some(t),
-        Err(e) => {
-            eprintln!("error: {e}");
-            None
-        }
-    }
+/// The cluster a runtime part works for.
+async fn connect(target: &crate::cli::TargetArgs) -> Result<vmform_deploy::target::Target, Error> {
+    vmform_deploy::target::connect(&target_args(target)).await.map_err(Error::cluster)
 }
 
 /// The launcher's command: the small `vmform-launcher` next to this binary when it is
@@ -75,14 +63,12 @@ pub fn launcher_command(vmform: &std::path::Path) -> Vec<std::ffi::OsString> {
     if small.is_file() { vec![small.into()] } else { vec![vmform.into(), "runtime".into(), "launcher".into()] }
 }
 
-/// A launcher's exit code is its own contract's (specs/runtime-contract.md), not the CLI's.
-fn launcher(args: vmform_runtime::launcher::LauncherArgs) -> u8 {
-    vmform_runtime::launcher::run(args).code() as u8
-}
-
-/// Log lines to stderr, `RUST_LOG`-filtered (default: info for vmform's own crates).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("vmform_runtime=info,vmform=info"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).try_init();
+/// `vmform runtime launcher`. Its exit code is its own contract's
+/// (specs/runtime-contract.md), not the CLI's, so it bypasses [`Outcome`].
+pub fn launcher(command: RuntimeCommand) -> ExitCode {
+    let RuntimeCommand::Launcher { vmi_dir, libvirt_uri, volumes_dir, accel, emulator, incoming } = command else {
+        unreachable!("only the launcher command is given here")
+    };
+    let args = vmform_runtime::launcher::LauncherArgs { vmi_dir, libvirt_uri, volumes_dir, accel, emulator, incoming };
+    ExitCode::from(vmform_runtime::launcher::run(args).code() as u8)
 }

@@ -13,16 +13,15 @@
 //! cluster whose consoles are not on this machine).
 
 use crate::cli::{VmArgs, VmCommand};
-use crate::{print_stdout, EXIT_OK, EXIT_USAGE};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use crate::error::{Done, Error, Outcome};
+use crate::print_stdout;
+use crate::vm_lookup::{cluster_error, connect, connect_to_instance, instance, not_found, vms};
+use kube::api::{DynamicObject, PostParams};
 use serde_json::{json, Value};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vmform_deploy::target::{self, Target};
-
-/// The cluster refused, or the VM is missing or not running.
-pub(crate) const EXIT_FAILED: u8 = 1;
+use vmform_deploy::target::Target;
 
 /// The VMI annotations the local runtime's handler writes.
 const CONSOLE_ANNOTATION: &str = "vmform.io/console";
@@ -32,12 +31,8 @@ const PORTS_ANNOTATION: &str = "vmform.io/ports";
 const POLL: Duration = Duration::from_millis(200);
 const VMI_POLL_EVERY: u32 = 5;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
-}
-
-pub fn run(command: VmCommand) -> u8 {
-    runtime().block_on(async move {
+pub fn run(command: VmCommand) -> Outcome {
+    crate::process::runtime().block_on(async move {
         match command {
             VmCommand::Start { vm, paused, dry_run, wait } => {
                 let mut body = json!({});
@@ -68,59 +63,28 @@ pub fn run(command: VmCommand) -> u8 {
     })
 }
 
-/// The cluster, and the VM's namespace (`-n`, else the context's, else `default`).
-pub(crate) async fn connect(args: &VmArgs) -> Result<(Target, String), u8> {
-    let t = &args.target;
-    let wanted = target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() };
-    match target::connect(&wanted).await {
-        Ok(t) => {
-            let namespace = args.namespace.clone().unwrap_or_else(|| t.client.default_namespace().to_string());
-            Ok((t, namespace))
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(EXIT_USAGE)
-        }
-    }
-}
-
-/// A request that did not get an answer from the cluster, or was refused for who sent it.
-pub(crate) fn target_failure(target: &Target, e: kube::Error) -> u8 {
-    eprintln!("error: {}", target.error(e));
-    EXIT_USAGE
-}
-
 /// [`act`], then with `--wait` wait until the VM runs: a VMI other than the one running
 /// before (a restart makes a new one), Running, or a state it will not leave by itself.
-async fn act_and_wait(args: &VmArgs, action: &str, body: Value, dry_run: bool, wait: crate::cli::WaitArgs) -> u8 {
+async fn act_and_wait(args: &VmArgs, action: &str, body: Value, dry_run: bool, wait: crate::cli::WaitArgs) -> Outcome {
     if !wait.wait || dry_run {
         return act(args, action, body, dry_run).await;
     }
-    let (target, namespace) = match connect(args).await {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+    let (target, namespace) = connect(args).await?;
     let before = instance(&target, &namespace, &args.name).await.ok().flatten().and_then(|i| i.metadata.uid);
-    let code = act(args, action, body, dry_run).await;
-    if code != EXIT_OK {
-        return code;
-    }
+    act(args, action, body, dry_run).await?;
     wait_running(&target, &namespace, &args.name, before.as_deref(), wait.timeout).await
 }
 
-async fn wait_running(target: &Target, namespace: &str, name: &str, before: Option<&str>, timeout: std::time::Duration) -> u8 {
+async fn wait_running(target: &Target, namespace: &str, name: &str, before: Option<&str>, timeout: std::time::Duration) -> Outcome {
     use vmform_deploy::vm_state;
-    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
+    let vms = vms(target, namespace);
     let started = std::time::Instant::now();
     let mut said = String::new();
     loop {
         let vm = match vms.get_opt(name).await {
             Ok(Some(vm)) => vm,
-            Ok(None) => {
-                eprintln!("error: VM {namespace}/{name} not found");
-                return EXIT_FAILED;
-            }
-            Err(e) => return target_failure(target, e),
+            Ok(None) => return Err(not_found(namespace, name)),
+            Err(e) => return Err(cluster_error(target, e)),
         };
         let state = vm_state::printable_status(&vm.data);
         if state != said {
@@ -129,35 +93,29 @@ async fn wait_running(target: &Target, namespace: &str, name: &str, before: Opti
         }
         let vmi = match instance(target, namespace, name).await {
             Ok(vmi) => vmi.filter(|i| i.metadata.uid.is_some() && i.metadata.uid.as_deref() != before),
-            Err(e) => return target_failure(target, e),
+            Err(e) => return Err(cluster_error(target, e)),
         };
         if state == "Running" && vmi.is_some() {
-            return EXIT_OK;
+            return Ok(Done::Ok);
         }
         // A run strategy that does not restart (Manual) leaves a failed instance as it is.
         if let Some(vmi) = vmi.as_ref().filter(|i| i.data.pointer("/status/phase").and_then(Value::as_str) == Some("Failed")) {
             let why = vmi.data.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Ready")).and_then(|c| c["message"].as_str());
-            eprintln!("error: {namespace}/{name} did not start: its instance failed: {}", why.unwrap_or("no condition says why"));
-            return EXIT_FAILED;
+            return Err(Error::failed(format!("{namespace}/{name} did not start: its instance failed: {}", why.unwrap_or("no condition says why"))));
         }
         // The timeout is for slowness only.
         if let Some(stuck) = vm_state::stuck(&vm.data) {
-            eprintln!("error: {namespace}/{name} is {}, which it will not leave by itself soon: {}", stuck.state, stuck.reason);
-            return EXIT_FAILED;
+            return Err(Error::failed(format!("{namespace}/{name} is {}, which it will not leave by itself soon: {}", stuck.state, stuck.reason)));
         }
         if started.elapsed() >= timeout {
-            eprintln!("error: timed out after {} s waiting for {namespace}/{name} to be Running (it is {})", timeout.as_secs(), if said.is_empty() { "without status" } else { &said });
-            return EXIT_FAILED;
+            return Err(Error::failed(format!("timed out after {} s waiting for {namespace}/{name} to be Running (it is {})", timeout.as_secs(), if said.is_empty() { "without status" } else { &said })));
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
-async fn act(args: &VmArgs, action: &str, mut body: Value, dry_run: bool) -> u8 {
-    let (target, namespace) = match connect(args).await {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+async fn act(args: &VmArgs, action: &str, mut body: Value, dry_run: bool) -> Outcome {
+    let (target, namespace) = connect(args).await?;
     if dry_run {
         body["dryRun"] = json!(["All"]);
     }
@@ -165,84 +123,36 @@ async fn act(args: &VmArgs, action: &str, mut body: Value, dry_run: bool) -> u8 
     let url = format!("/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachines");
     let request = match kube::core::Request::new(url).replace_subresource(action, name, &PostParams::default(), body.to_string().into_bytes()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
+        Err(e) => return Err(Error::usage(e)),
     };
     match target.client.request_text(request).await {
         Ok(_) => {
             let done = if dry_run { "accepted (dry run: nothing changed)" } else { "requested" };
             print_stdout(&format!("{namespace}/{name}: {action} {done}\n"));
-            EXIT_OK
+            Ok(Done::Ok)
         }
         Err(kube::Error::Api(s)) if s.code == 404 && s.message.contains(" not found") && s.message.contains(&format!("\"{name}\"")) => {
-            eprintln!("error: VM {namespace}/{name} not found");
-            EXIT_FAILED
+            Err(not_found(&namespace, name))
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            eprintln!(
-                "error: the cluster at {} does not serve KubeVirt's VM actions (subresources.kubevirt.io/v1): {}",
-                target.server, s.message
-            );
-            EXIT_USAGE
-        }
-        Err(kube::Error::Api(s)) if s.code == 401 => target_failure(&target, kube::Error::Api(s)),
-        Err(kube::Error::Api(s)) => {
-            eprintln!("error: cannot {action} {namespace}/{name}: {}", s.message);
-            EXIT_FAILED
-        }
-        Err(e) => target_failure(&target, e),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::cluster(format!(
+            "the cluster at {} does not serve KubeVirt's VM actions (subresources.kubevirt.io/v1): {}",
+            target.server, s.message
+        ))),
+        Err(kube::Error::Api(s)) if s.code == 401 => Err(cluster_error(&target, kube::Error::Api(s))),
+        Err(kube::Error::Api(s)) => Err(Error::failed(format!("cannot {action} {namespace}/{name}: {}", s.message))),
+        Err(e) => Err(cluster_error(&target, e)),
     }
-}
-
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", kind), plural)
-}
-
-/// The cluster, the VM's namespace and its running VirtualMachineInstance.
-pub(crate) async fn connect_to_instance(args: &VmArgs) -> Result<(Target, String, DynamicObject), u8> {
-    let (target, namespace) = connect(args).await?;
-    let vmi = running_instance(&target, &namespace, &args.name).await?;
-    Ok((target, namespace, vmi))
-}
-
-/// The VM's VirtualMachineInstance, after checking the VM exists.
-pub(crate) async fn running_instance(target: &Target, namespace: &str, name: &str) -> Result<DynamicObject, u8> {
-    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
-    match vms.get_opt(name).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            eprintln!("error: VM {namespace}/{name} not found");
-            return Err(EXIT_FAILED);
-        }
-        Err(e) => return Err(target_failure(target, e)),
-    }
-    match instance(target, namespace, name).await {
-        Ok(Some(vmi)) => Ok(vmi),
-        Ok(None) => {
-            eprintln!("error: VM {namespace}/{name} is not running: it has no VirtualMachineInstance (start it with `vmform vm start {name}`)");
-            Err(EXIT_FAILED)
-        }
-        Err(e) => Err(target_failure(target, e)),
-    }
-}
-
-async fn instance(target: &Target, namespace: &str, name: &str) -> Result<Option<DynamicObject>, kube::Error> {
-    let vmis: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachineInstance", "virtualmachineinstances"));
-    vmis.get_opt(name).await
 }
 
 fn annotation<'a>(vmi: &'a DynamicObject, key: &str) -> Option<&'a str> {
     vmi.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
 }
 
-fn not_local(target: &Target, namespace: &str, name: &str, what: &str) -> u8 {
-    eprintln!(
-        "error: VM {namespace}/{name} has no {what} on this machine: the cluster at {} is not vmform's local runtime (on KubeVirt, use virtctl)",
+fn not_local(target: &Target, namespace: &str, name: &str, what: &str) -> Error {
+    Error::cluster(format!(
+        "VM {namespace}/{name} has no {what} on this machine: the cluster at {} is not vmform's local runtime (on KubeVirt, use virtctl)",
         target.server
-    );
-    EXIT_USAGE
+    ))
 }
 
 /// The console log of a VMI, if it is on this machine.
@@ -250,31 +160,24 @@ fn console_path(vmi: &DynamicObject) -> Option<PathBuf> {
     annotation(vmi, CONSOLE_ANNOTATION).map(PathBuf::from).filter(|p| p.is_file())
 }
 
-async fn console(args: &VmArgs, tail: i64, follow: bool) -> u8 {
-    let (target, namespace, vmi) = match connect_to_instance(args).await {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+async fn console(args: &VmArgs, tail: i64, follow: bool) -> Outcome {
+    let (target, namespace, vmi) = connect_to_instance(args).await?;
     let name = &args.name;
     let Some(path) = console_path(&vmi) else {
         return match annotation(&vmi, CONSOLE_ANNOTATION) {
-            Some(p) => {
-                eprintln!("error: the console log of VM {namespace}/{name} ({p}) is not on this machine");
-                EXIT_USAGE
-            }
-            None => not_local(&target, &namespace, name, "console log"),
+            Some(p) => Err(Error::cluster(format!("the console log of VM {namespace}/{name} ({p}) is not on this machine"))),
+            None => Err(not_local(&target, &namespace, name, "console log")),
         };
     };
     let mut out = std::io::stdout();
     let mut offset = match print_tail(&path, tail, &mut out) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
-            return EXIT_FAILED;
+            return Err(Error::failed(format!("cannot read {}: {e}", path.display())));
         }
     };
     if !follow {
-        return EXIT_OK;
+        return Ok(Done::Ok);
     }
     let mut path = path;
     let mut uid = vmi.metadata.uid.clone();
@@ -284,13 +187,13 @@ async fn console(args: &VmArgs, tail: i64, follow: bool) -> u8 {
     tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = &mut interrupted => return EXIT_OK,
+            _ = &mut interrupted => return Ok(Done::Ok),
             _ = tokio::time::sleep(POLL) => {}
         }
         match copy_new(&path, &mut offset, &mut out) {
             Ok(()) => {}
             // The reader went away (`vmform vm console web | head`).
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Done::Ok),
             // The old VMI's log may be gone; the next VMI brings a new one.
             Err(_) => {}
         }
@@ -394,32 +297,28 @@ struct Port {
     host_port: u16,
 }
 
-async fn ports(args: &VmArgs) -> u8 {
-    let (target, namespace, vmi) = match connect_to_instance(args).await {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+async fn ports(args: &VmArgs) -> Outcome {
+    let (target, namespace, vmi) = connect_to_instance(args).await?;
     let name = &args.name;
     let Some(raw) = annotation(&vmi, PORTS_ANNOTATION) else {
         if annotation(&vmi, CONSOLE_ANNOTATION).is_none() {
-            return not_local(&target, &namespace, name, "forwarded ports");
+            return Err(not_local(&target, &namespace, name, "forwarded ports"));
         }
         print_stdout(&format!("{namespace}/{name} forwards no ports\n"));
-        return EXIT_OK;
+        return Ok(Done::Ok);
     };
     let ports: Vec<Port> = match serde_json::from_str(raw) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: the {PORTS_ANNOTATION} annotation of VMI {namespace}/{name} is not a list of ports: {e}");
-            return EXIT_FAILED;
+            return Err(Error::failed(format!("the {PORTS_ANNOTATION} annotation of VMI {namespace}/{name} is not a list of ports: {e}")));
         }
     };
     if ports.is_empty() {
         print_stdout(&format!("{namespace}/{name} forwards no ports\n"));
-        return EXIT_OK;
+        return Ok(Done::Ok);
     }
     print_stdout(&ports_table(&ports));
-    EXIT_OK
+    Ok(Done::Ok)
 }
 
 fn ports_table(ports: &[Port]) -> String {

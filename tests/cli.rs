@@ -286,7 +286,7 @@ fn completions_and_man_page_come_from_the_cli_definition() {
 #[test]
 fn cli_reference_in_the_book_matches_the_help() {
     let mut md = String::from("# CLI reference\n\n<!-- Generated from `vmform --help` by tests/cli.rs; do not edit by hand. -->\n\n");
-    md.push_str("Exit codes: `0` success (warnings allowed), `1` errors in the specs or `fmt --check` found files to format, `2` usage or I/O error. `plan`, `apply` and `destroy` exit `1` on any error, including the cluster's, and `plan --detailed-exitcode` exits `2` when there are changes; `status` exits `1` when the local control plane is not running.\n\n");
+    md.push_str("Exit codes, the same in every command (the README's table): `0` success (warnings allowed); `1` a failure: errors in the specs, findings, files to format (`fmt --check`), a change or action refused or failed, a cluster that cannot be reached or refuses the credentials, a local control plane that is not running (`status`); `2` usage: the command line, a path that cannot be read or written, a local control plane that cannot start as asked, and, with `--detailed-exitcode`, changes present.\n\n");
     md.push_str("`validate --format json` prints `{\"diagnostics\": [{\"file\", \"line\", \"column\", \"code\", \"severity\", \"message\", \"label\", \"help\"}], \"errors\": N, \"warnings\": N}` on stdout; other commands print diagnostics on stderr.\n\n");
     md.push_str("Colour is used only when the output is a terminal and `NO_COLOR` is unset.\n\n");
     let help = |args: &[&str]| stdout(&vmform(args));
@@ -316,4 +316,45 @@ fn cli_reference_in_the_book_matches_the_help() {
     }
     let current = fs::read_to_string(&path).unwrap_or_default();
     assert!(current == md, "book/src/cli-reference.md is stale; run UPDATE_CLI_REFERENCE=1 cargo test --test cli");
+}
+
+/// The same failure gets the same exit code in every command (README, "Exit codes"): a
+/// cluster that cannot be reached is a failure (1), never a usage error, whichever command
+/// meets it.
+#[test]
+fn an_unreachable_cluster_is_exit_1_in_every_command() {
+    let d = tmp();
+    fs::write(d.path().join("vms.kdl"), GOOD).unwrap();
+    // A kubeconfig whose server refuses connections at once.
+    let kubeconfig = d.path().join("nowhere.yaml");
+    fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\n\
+users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let k = kubeconfig.to_string_lossy().to_string();
+    let specs = d.path().to_string_lossy().to_string();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["plan", &specs],
+        vec!["apply", &specs, "--auto-approve"],
+        vec!["destroy", &specs, "--auto-approve"],
+        vec!["show", &specs],
+        vec!["vm", "start", "web"],
+        vec!["vm", "stop", "web"],
+        vec!["vm", "console", "web", "--no-follow"],
+        vec!["vm", "ports", "web"],
+        vec!["vm", "migrate", "web"],
+        vec!["vm", "migrate-cancel", "web"],
+        vec!["node", "cordon", "local"],
+        vec!["node", "drain", "local"],
+    ];
+    for command in commands {
+        let mut args = command.clone();
+        args.extend(["--kubeconfig", &k]);
+        let out = vmform(&args);
+        assert_eq!(code(&out), 1, "{command:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("error: ") && err.contains("127.0.0.1:1"), "{command:?} says where it could not reach: {err}");
+    }
 }

@@ -139,15 +139,15 @@ async fn start_stop_and_restart_do_what_kubevirt_does() {
 }
 
 #[tokio::test]
-async fn target_and_usage_errors_exit_2() {
+async fn an_unreachable_cluster_exits_1_and_usage_errors_exit_2() {
     let c = Cluster::up().await;
-    // A cluster that is not there.
+    // A cluster that is not there: a failure, as in every command (README, "Exit codes").
     let kubeconfig = std::fs::read_to_string(c.kubeconfig()).unwrap();
     let address = c.server.address.trim_start_matches("https://").to_string();
     let nowhere = c.dir.path().join("nowhere.yaml");
     std::fs::write(&nowhere, kubeconfig.replace(&address, "127.0.0.1:1")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vmform")).args(["vm", "start", "web", "--kubeconfig"]).arg(&nowhere).output().unwrap();
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot be reached"), "{}", stderr(&out));
     // Flags that cannot go together, and a missing name.
     assert_eq!(code(&c.vmform(&["vm", "stop", "web", "--force", "--grace-period", "3"]).await), 2);
@@ -212,7 +212,7 @@ async fn ports_lists_what_the_handler_forwards() {
     );
     // Its console log is not on this machine.
     let out = c.vmform(&["vm", "console", "web"]).await;
-    assert_eq!(code(&out), 2);
+    assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("is not on this machine"), "{}", stderr(&out));
 
     // A VMI of a cluster that is not the local runtime carries neither annotation.
@@ -220,7 +220,7 @@ async fn ports_lists_what_the_handler_forwards() {
     c.create_vmi("elsewhere", json!({})).await;
     for command in ["ports", "console"] {
         let out = c.vmform(&["vm", command, "elsewhere"]).await;
-        assert_eq!(code(&out), 2, "{command}");
+        assert_eq!(code(&out), 1, "{command}");
         assert!(stderr(&out).contains("is not vmform's local runtime"), "{}", stderr(&out));
     }
     // The local runtime's VMI without forwarded ports.

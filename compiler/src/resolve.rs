@@ -37,37 +37,104 @@ pub fn resolve(
     diags: &mut Diagnostics,
     sink: &mut dyn FnMut(Machine, &BTreeSet<Span>, &mut Diagnostics),
 ) {
-    let mut params: BTreeMap<&str, &Param> = BTreeMap::new();
-    let mut templates: BTreeMap<&str, &Template> = BTreeMap::new();
-    let mut instancetypes: BTreeMap<&str, &Instancetype> = BTreeMap::new();
-    let mut defaults_blocks: Vec<(&std::path::Path, &Body)> = vec![];
-    for file in files {
-        for item in &file.items {
-            match item {
-                Item::Param(p) => define(&mut params, &p.name, p, "param", diags),
-                Item::Template(t) => {
-                    check_unique_children(&t.body, diags);
-                    define(&mut templates, &t.name, t, "template", diags)
+    let defs = Definitions::collect(files, sources, diags);
+    let values = param_values(&defs.params, vars, diags);
+    let mut used = Used::default();
+    let mut failed = BTreeSet::new();
+    // Each vm's syntax is dropped once its machines are made.
+    for vm in vms {
+        check_unique_children(&vm.body, diags);
+        let count = count_of(&vm, diags);
+        let (body, template, instancetype) = merged_body(&vm, &defs, &mut used, diags);
+        let indexes: Vec<Option<u32>> = match count {
+            Some(n) => (0..n).map(Some).collect(),
+            None => vec![None],
+        };
+        for index in indexes {
+            let mut cx = Interp { values: &values, index, used: &mut used.params, diags, sources, failed: &mut failed };
+            let base = cx.string(&vm.name);
+            // `vm "web-${index}" count=3` names itself; plain `vm "web" count=3` gets -N.
+            let name = match index {
+                Some(i) if !vm.name.value.contains("${index}") => format!("{base}-{i}"),
+                _ => base,
+            };
+            let body = cx.body(&body);
+            sink(Machine { name: Spanned::new(name, vm.name.span), body, span: vm.span, instancetype, template }, &failed, diags);
+        }
+    }
+    defs.report_unused(&used, diags);
+}
+
+/// The run's params, templates and instancetypes by name, and its defaults combined.
+struct Definitions<'a> {
+    params: BTreeMap<&'a str, &'a Param>,
+    templates: BTreeMap<&'a str, &'a Template>,
+    instancetypes: BTreeMap<&'a str, &'a Instancetype>,
+    defaults: Body,
+}
+
+/// The names the vms used, to report the definitions nothing uses.
+#[derive(Default)]
+struct Used {
+    params: BTreeSet<String>,
+    templates: BTreeSet<String>,
+    instancetypes: BTreeSet<String>,
+}
+
+impl<'a> Definitions<'a> {
+    fn collect(files: &'a [File], sources: &'a Sources, diags: &mut Diagnostics) -> Definitions<'a> {
+        let mut params: BTreeMap<&str, &Param> = BTreeMap::new();
+        let mut templates: BTreeMap<&str, &Template> = BTreeMap::new();
+        let mut instancetypes: BTreeMap<&str, &Instancetype> = BTreeMap::new();
+        let mut defaults_blocks: Vec<(&std::path::Path, &Body)> = vec![];
+        for file in files {
+            for item in &file.items {
+                match item {
+                    Item::Param(p) => define(&mut params, &p.name, p, "param", diags),
+                    Item::Template(t) => {
+                        check_unique_children(&t.body, diags);
+                        define(&mut templates, &t.name, t, "template", diags)
+                    }
+                    Item::Instancetype(i) => define(&mut instancetypes, &i.name, i, "instancetype", diags),
+                    Item::Defaults(b) => {
+                        check_unique_children(b, diags);
+                        defaults_blocks.push((&sources.get(file.id).path, b));
+                    }
+                    Item::Vm(_) | Item::Include(_) => {}
                 }
-                Item::Instancetype(i) => define(&mut instancetypes, &i.name, i, "instancetype", diags),
-                Item::Defaults(b) => {
-                    check_unique_children(b, diags);
-                    defaults_blocks.push((&sources.get(file.id).path, b));
-                }
-                Item::Vm(_) | Item::Include(_) => {}
+            }
+        }
+        // Several defaults blocks combine in the order of their files' paths, not of the
+        // command line, so `vmform build a.kdl b.kdl` and `b.kdl a.kdl` emit the same objects.
+        defaults_blocks.sort_by_key(|(path, _)| *path);
+        let mut defaults = Body::default();
+        for (_, b) in defaults_blocks {
+            defaults = merge_defaults(defaults, b, diags);
+        }
+        Definitions { params, templates, instancetypes, defaults }
+    }
+
+    fn report_unused(&self, used: &Used, diags: &mut Diagnostics) {
+        for (name, p) in &self.params {
+            if !used.params.contains(*name) {
+                diags.push(unused("param", name, p.name.span));
+            }
+        }
+        for (name, t) in &self.templates {
+            if !used.templates.contains(*name) {
+                diags.push(unused("template", name, t.name.span));
+            }
+        }
+        for (name, i) in &self.instancetypes {
+            if !used.instancetypes.contains(*name) {
+                diags.push(unused("instancetype", name, i.name.span));
             }
         }
     }
+}
 
-    // Several defaults blocks combine in the order of their files' paths, not of the
-    // command line, so `vmform build a.kdl b.kdl` and `b.kdl a.kdl` emit the same objects.
-    defaults_blocks.sort_by_key(|(path, _)| *path);
-    let mut defaults = Body::default();
-    for (_, b) in defaults_blocks {
-        defaults = merge_defaults(defaults, b, diags);
-    }
-
-    // Param values: --var wins over the declared default.
+/// Param values: --var wins over the declared default.
+fn param_values(params: &BTreeMap<&str, &Param>, vars: &[(String, String)], diags: &mut Diagnostics) -> BTreeMap<String, String> {
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in vars {
         if params.contains_key(k.as_str()) {
@@ -82,7 +149,7 @@ pub fn resolve(
             diags.push(d);
         }
     }
-    for (name, p) in &params {
+    for (name, p) in params {
         if !values.contains_key(*name) {
             match &p.default {
                 Some(d) => {
@@ -100,106 +167,77 @@ pub fn resolve(
             }
         }
     }
+    values
+}
 
-    let mut used_params = BTreeSet::new();
-    let mut used_templates: BTreeSet<String> = BTreeSet::new();
-    let mut used_instancetypes: BTreeSet<String> = BTreeSet::new();
-    let mut failed = BTreeSet::new();
-    // Each vm's syntax is dropped once its machines are made.
-    for vm in vms {
-        check_unique_children(&vm.body, diags);
-        let count = match &vm.count {
-            Some(c) if !(1..=MAX_COUNT).contains(&c.value) => {
-                diags.push(
-                    Diagnostic::new(Code::BadCount, format!("count is {}; it must be between 1 and {MAX_COUNT}", c.value))
-                        .at(c.span, "out of range")
-                        .help("remove the vm to have none; use several vm nodes for more"),
-                );
-                // Carry on with one machine so the vm's other errors are reported too.
-                Some(1)
-            }
-            Some(c) => Some(c.value as u32),
-            None => None,
-        };
-
-        // defaults ⊕ template ⊕ vm; the instancetype supplies cpu and memory.
-        let mut body = defaults.clone();
-        let mut template = None;
-        if let Some(t) = &vm.template {
-            used_templates.insert(t.value.clone());
-            match templates.get(t.value.as_str()) {
-                Some(tpl) => {
-                    template = Some(tpl.span);
-                    body = merge(&body, &tpl.body)
-                }
-                None => diags.push(unknown(Code::UnknownTemplate, "template", t, templates.keys().copied())),
-            }
+/// The vm's `count`, if any; out of range is reported, and one machine is made so the
+/// vm's other errors are reported too.
+fn count_of(vm: &Vm, diags: &mut Diagnostics) -> Option<u32> {
+    match &vm.count {
+        Some(c) if !(1..=MAX_COUNT).contains(&c.value) => {
+            diags.push(
+                Diagnostic::new(Code::BadCount, format!("count is {}; it must be between 1 and {MAX_COUNT}", c.value))
+                    .at(c.span, "out of range")
+                    .help("remove the vm to have none; use several vm nodes for more"),
+            );
+            Some(1)
         }
-        body = merge(&body, &vm.body);
-        let mut instancetype = None;
-        if let Some(it_name) = &vm.instancetype {
-            used_instancetypes.insert(it_name.value.clone());
-            match instancetypes.get(it_name.value.as_str()) {
-                Some(it) => {
-                    instancetype = Some(it_name.span);
-                    for (set, what, it_has) in [
-                        (body.cpu.as_ref().map(|c| c.span), "cpu", it.cpu.is_some()),
-                        (body.memory.as_ref().map(|m| m.span), "memory", it.memory.is_some()),
-                    ] {
-                        if let (Some(span), true) = (set, it_has) {
-                            diags.push(
-                                Diagnostic::new(
-                                    Code::InstancetypeOverride,
-                                    format!("{what} is set here, but instancetype `{}` already sets it", it_name.value),
-                                )
-                                .at(span, format!("overrides the instancetype's {what}"))
-                                .also(it_name.span, "instancetype chosen here")
-                                .help(format!("remove this {what}, or pick an instancetype of the size you need (as in KubeVirt, an instancetype's cpu and memory cannot be overridden)")),
-                            );
-                        }
-                    }
-                    if it.cpu.is_some() {
-                        body.cpu = it.cpu.clone();
-                    }
-                    if it.memory.is_some() {
-                        body.memory = it.memory.clone();
-                    }
-                }
-                None => diags.push(unknown(Code::UnknownInstancetype, "instancetype", it_name, instancetypes.keys().copied())),
-            }
-        }
+        Some(c) => Some(c.value as u32),
+        None => None,
+    }
+}
 
-        let indexes: Vec<Option<u32>> = match count {
-            Some(n) => (0..n).map(Some).collect(),
-            None => vec![None],
-        };
-        for index in indexes {
-            let mut cx = Interp { values: &values, index, used: &mut used_params, diags, sources, failed: &mut failed };
-            let base = cx.string(&vm.name);
-            // `vm "web-${index}" count=3` names itself; plain `vm "web" count=3` gets -N.
-            let name = match index {
-                Some(i) if !vm.name.value.contains("${index}") => format!("{base}-{i}"),
-                _ => base,
-            };
-            let body = cx.body(&body);
-            sink(Machine { name: Spanned::new(name, vm.name.span), body, span: vm.span, instancetype, template }, &failed, diags);
+/// defaults ⊕ template ⊕ vm; the instancetype supplies cpu and memory. Also the spans of
+/// the template and instancetype used.
+fn merged_body(vm: &Vm, defs: &Definitions, used: &mut Used, diags: &mut Diagnostics) -> (Body, Option<Span>, Option<Span>) {
+    let mut body = defs.defaults.clone();
+    let mut template = None;
+    if let Some(t) = &vm.template {
+        used.templates.insert(t.value.clone());
+        match defs.templates.get(t.value.as_str()) {
+            Some(tpl) => {
+                template = Some(tpl.span);
+                body = merge(&body, &tpl.body)
+            }
+            None => diags.push(unknown(Code::UnknownTemplate, "template", t, defs.templates.keys().copied())),
         }
     }
+    body = merge(&body, &vm.body);
+    let mut instancetype = None;
+    if let Some(it_name) = &vm.instancetype {
+        used.instancetypes.insert(it_name.value.clone());
+        match defs.instancetypes.get(it_name.value.as_str()) {
+            Some(it) => {
+                instancetype = Some(it_name.span);
+                apply_instancetype(&mut body, it, it_name, diags);
+            }
+            None => diags.push(unknown(Code::UnknownInstancetype, "instancetype", it_name, defs.instancetypes.keys().copied())),
+        }
+    }
+    (body, template, instancetype)
+}
 
-    for (name, p) in &params {
-        if !used_params.contains(*name) {
-            diags.push(unused("param", name, p.name.span));
+/// The instancetype's cpu and memory replace the body's; setting them as well is an error,
+/// as in KubeVirt.
+fn apply_instancetype(body: &mut Body, it: &Instancetype, it_name: &Str, diags: &mut Diagnostics) {
+    for (set, what, it_has) in [
+        (body.cpu.as_ref().map(|c| c.span), "cpu", it.cpu.is_some()),
+        (body.memory.as_ref().map(|m| m.span), "memory", it.memory.is_some()),
+    ] {
+        if let (Some(span), true) = (set, it_has) {
+            diags.push(
+                Diagnostic::new(Code::InstancetypeOverride, format!("{what} is set here, but instancetype `{}` already sets it", it_name.value))
+                    .at(span, format!("overrides the instancetype's {what}"))
+                    .also(it_name.span, "instancetype chosen here")
+                    .help(format!("remove this {what}, or pick an instancetype of the size you need (as in KubeVirt, an instancetype's cpu and memory cannot be overridden)")),
+            );
         }
     }
-    for (name, t) in &templates {
-        if !used_templates.contains(*name) {
-            diags.push(unused("template", name, t.name.span));
-        }
+    if it.cpu.is_some() {
+        body.cpu = it.cpu.clone();
     }
-    for (name, i) in &instancetypes {
-        if !used_instancetypes.contains(*name) {
-            diags.push(unused("instancetype", name, i.name.span));
-        }
+    if it.memory.is_some() {
+        body.memory = it.memory.clone();
     }
 }
 

@@ -145,9 +145,9 @@ pub async fn apply(target: &Target, set: &ApplySet, plan: &Plan, options: &Apply
     result
 }
 
-async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &dyn Progress) -> Result<Applied, DeployError> {
-    // Invariant: never more than the plan showed — every object the plan read must be as
-    // it was when the plan was made.
+/// Invariant: never more than the plan showed — every object the plan read must be as it
+/// was when the plan was made.
+async fn check_fresh(target: &Target, set: &ApplySet, plan: &Plan) -> Result<(), DeployError> {
     let now = plan::live_versions(target, set).await?;
     let mut moved = vec![];
     for (k, rv) in &plan.live_versions {
@@ -161,9 +161,11 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
             moved.push(k.clone());
         }
     }
-    if !moved.is_empty() {
-        return Err(DeployError::StalePlan { moved });
-    }
+    if moved.is_empty() { Ok(()) } else { Err(DeployError::StalePlan { moved }) }
+}
+
+async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &dyn Progress) -> Result<Applied, DeployError> {
+    check_fresh(target, set, plan).await?;
     let mut applied = Applied::default();
 
     let namespaces: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
@@ -189,7 +191,56 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
     created.sort();
     server_side_apply(&parents, &set.parent, &set.parent_object(&before, &kinds, &created), true).await.map_err(|e| target.error(e))?;
 
-    // Creates and updates, several at a time.
+    write_members(target, set, plan, options, progress, &mut applied).await?;
+
+    for step in plan.steps.iter().filter(|s| s.action == Action::Replace) {
+        let old_ns = step.old_namespace.as_deref().unwrap_or(&step.namespace);
+        let old: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), old_ns, &vm_resource());
+        delete_member(target, set, &old, old_ns, &step.name, plan).await?;
+        let new: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
+        let object = step.object.as_ref().expect("replaces carry their object");
+        server_side_apply(&new, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
+        progress.line(&format!("virtualmachine/{} ({} → {}): replaced", step.name, old_ns, step.namespace));
+        applied.replaced += 1;
+    }
+
+    for step in plan.steps.iter().filter(|s| s.action == Action::Delete) {
+        let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
+        delete_member(target, set, &api, &step.namespace, &step.name, plan).await?;
+        progress.line(&format!("virtualmachine/{} ({}): deleted", step.name, step.namespace));
+        applied.deleted += 1;
+    }
+
+    let after: Vec<String> = plan.member_namespaces.clone();
+    // What apply created and the project no longer uses goes, once nothing is left in it.
+    for ns in created.clone().iter().filter(|ns| !after.contains(ns)) {
+        if remove_namespace_if_empty(target, set, ns).await? {
+            progress.line(&format!("namespace/{ns}: deleted (vmform created it, and it is empty)"));
+            applied.namespaces_deleted += 1;
+            created.retain(|c| c != ns);
+        }
+    }
+    // The plan's member namespaces are those of every VM the project keeps: none means
+    // nothing is left to own (a destroy), and the parent goes too.
+    if after.is_empty() {
+        match parents.delete(&set.parent, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(target.error(e)),
+        }
+    } else {
+        server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds, &created), true).await.map_err(|e| target.error(e))?;
+    }
+
+    if let Some(timeout) = options.wait {
+        wait_for(target, plan, timeout, progress).await?;
+    }
+    Ok(applied)
+}
+
+/// Creates and updates, several at a time; running VMs whose change needs a restart are
+/// restarted (with `--restart`) or reported as pending.
+async fn write_members(target: &Target, set: &ApplySet, plan: &Plan, options: &ApplyOptions, progress: &dyn Progress, applied: &mut Applied) -> Result<(), DeployError> {
     let writes: Vec<&Step> = plan.steps.iter().filter(|s| matches!(s.action, Action::Create | Action::Update)).collect();
     let results: Vec<Result<(&Step, DynamicObject), DeployError>> = stream::iter(writes)
         .map(|step| async move {
@@ -243,50 +294,7 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
             }
         }
     }
-
-    for step in plan.steps.iter().filter(|s| s.action == Action::Replace) {
-        let old_ns = step.old_namespace.as_deref().unwrap_or(&step.namespace);
-        let old: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), old_ns, &vm_resource());
-        delete_member(target, set, &old, old_ns, &step.name, plan).await?;
-        let new: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
-        let object = step.object.as_ref().expect("replaces carry their object");
-        server_side_apply(&new, &step.name, object, options.force_conflicts).await.map_err(|e| conflict(step, e, target))?;
-        progress.line(&format!("virtualmachine/{} ({} → {}): replaced", step.name, old_ns, step.namespace));
-        applied.replaced += 1;
-    }
-
-    for step in plan.steps.iter().filter(|s| s.action == Action::Delete) {
-        let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &step.namespace, &vm_resource());
-        delete_member(target, set, &api, &step.namespace, &step.name, plan).await?;
-        progress.line(&format!("virtualmachine/{} ({}): deleted", step.name, step.namespace));
-        applied.deleted += 1;
-    }
-
-    let after: Vec<String> = plan.member_namespaces.clone();
-    // What apply created and the project no longer uses goes, once nothing is left in it.
-    for ns in created.clone().iter().filter(|ns| !after.contains(ns)) {
-        if remove_namespace_if_empty(target, set, ns).await? {
-            progress.line(&format!("namespace/{ns}: deleted (vmform created it, and it is empty)"));
-            applied.namespaces_deleted += 1;
-            created.retain(|c| c != ns);
-        }
-    }
-    // The plan's member namespaces are those of every VM the project keeps: none means
-    // nothing is left to own (a destroy), and the parent goes too.
-    if after.is_empty() {
-        match parents.delete(&set.parent, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(target.error(e)),
-        }
-    } else {
-        server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds, &created), true).await.map_err(|e| target.error(e))?;
-    }
-
-    if let Some(timeout) = options.wait {
-        wait_for(target, plan, timeout, progress).await?;
-    }
-    Ok(applied)
+    Ok(())
 }
 
 /// The namespaces an earlier apply of the project created: recorded on its ApplySet parent,

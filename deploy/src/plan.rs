@@ -353,12 +353,17 @@ fn path_segments(path: &str) -> Vec<String> {
     out
 }
 
+/// The VMs of `set` on `target` now, in every namespace.
+pub async fn members(target: &Target, set: &ApplySet) -> Result<Vec<DynamicObject>, DeployError> {
+    let all: Api<DynamicObject> = Api::all_with(target.client.clone(), &vm_resource());
+    Ok(all.list(&ListParams::default().labels(&set.selector())).await.map_err(|e| target.error(e))?.items)
+}
+
 /// Compute the plan of `compiled` for `set` on `target`.
 pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], options: &PlanOptions) -> Result<(Plan, Vec<ObjectChange>), DeployError> {
-    let all: Api<DynamicObject> = Api::all_with(target.client.clone(), &vm_resource());
-    let members = all.list(&ListParams::default().labels(&set.selector())).await.map_err(|e| target.error(e))?;
+    let members = members(target, set).await?;
     let mut live: BTreeMap<String, Value> = BTreeMap::new();
-    for m in members.items {
+    for m in members {
         let v = serde_json::to_value(&m).expect("objects serialise");
         let ns = m.metadata.namespace.clone().unwrap_or_default();
         let name = m.metadata.name.clone().unwrap_or_default();
@@ -375,43 +380,13 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
 
     // Namespaces first: a VM in a namespace that does not exist yet cannot exist either.
     let wanted: BTreeSet<String> = desired.iter().filter_map(|vm| vm.object.metadata.namespace.clone()).collect();
-    let namespaces_api: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
-    let mut missing_namespaces = vec![];
-    for ns in &wanted {
-        if namespaces_api.get_opt(ns).await.map_err(|e| target.error(e))?.is_none() {
-            missing_namespaces.push(ns.clone());
-        }
-    }
-    // Invariant: apply changes only objects the project owns — a VM the specs name that
-    // exists outside the inventory is someone else's, and the plan stops here. Looked up
-    // several at a time: a first plan of a fleet asks once per VM.
-    let unknown: Vec<(&String, &&CompiledVm)> = desired_by_key
+    let missing_namespaces = missing_namespaces(target, &wanted).await?;
+    let unknown: Vec<&CompiledVm> = desired_by_key
         .iter()
         .filter(|(k, vm)| !live.contains_key(*k) && !missing_namespaces.iter().any(|ns| Some(ns.as_str()) == vm.object.metadata.namespace.as_deref()))
+        .map(|(_, vm)| *vm)
         .collect();
-    // For each name: (namespace, name, whether it is already ours) when it exists.
-    type Found = Option<(String, String, bool)>;
-    let found: Vec<Result<Found, DeployError>> = futures_util::stream::iter(unknown)
-        .map(|(_, vm)| async move {
-            let ns = vm.object.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &ns, &vm_resource());
-            let existing = api.get_opt(&vm.object.metadata.name).await.map_err(|e| target.error(e))?;
-            let member = existing.as_ref().is_some_and(|o| inventory::is_member(&serde_json::to_value(o).expect("objects serialise"), set));
-            Ok(existing.map(|_| (ns, vm.object.metadata.name.clone(), member)))
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for f in found {
-        match f? {
-            // Created by another apply of this project since the list: plan again.
-            Some((namespace, name, true)) => return Err(DeployError::StalePlan { moved: vec![key(&namespace, &name)] }),
-            Some((namespace, name, false)) => {
-                return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace, name, project: set.project.clone() });
-            }
-            None => {}
-        }
-    }
+    check_not_owned_elsewhere(target, set, unknown).await?;
     for k in desired_by_key.keys().filter(|k| !live.contains_key(*k)) {
         live_versions.insert(k.clone(), String::new());
     }
@@ -431,39 +406,9 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         .iter()
         .filter_map(|(k, vm)| Some((k.clone(), vm_action(live.get(k)?, vm, options.vm_actions)?)))
         .collect();
-    // The prevent-destroy annotation is part of what is compared, so adding or removing
-    // `lifecycle prevent-destroy` is a change the next apply makes. A run strategy a VM
-    // action set and apply keeps is no change.
-    let new: Vec<CompiledVm> = desired
-        .iter()
-        .map(|vm| {
-            let mut vm = (*vm).clone();
-            if vm.lifecycle.prevent_destroy {
-                vm.object.metadata.annotations.insert(PREVENT_DESTROY.into(), "true".into());
-            }
-            let k = key(vm.object.metadata.namespace.as_deref().unwrap_or(""), &vm.object.metadata.name);
-            if let Some(action) = vm_actions.get(&k).filter(|a| a.kept) {
-                vm.object.spec.run_strategy = action.live.clone();
-            }
-            vm
-        })
-        .collect();
+    let new: Vec<CompiledVm> = desired.iter().map(|vm| as_compared(vm, &vm_actions)).collect();
     let mut changes = diff::diff(&old, &new);
-
-    // Drift: changed fields another manager owns.
-    let mut drift = vec![];
-    for c in &changes {
-        if c.action != Action::Update {
-            continue;
-        }
-        let Some(object) = live.get(&key(&c.namespace, &c.name)) else { continue };
-        for f in &c.fields {
-            let managers = other_owners(object, &f.path);
-            if !managers.is_empty() {
-                drift.push(Drift { namespace: c.namespace.clone(), name: c.name.clone(), path: f.path.clone(), managers });
-            }
-        }
-    }
+    let drift = drift(&changes, &live);
     if options.refresh_only {
         changes.clear();
     }
@@ -478,28 +423,7 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         }
     }
 
-    let steps = changes
-        .iter()
-        .map(|c| {
-            let k = key(&c.namespace, &c.name);
-            let action = vm_actions.get(&k);
-            let mut object = desired_by_key.get(&k).filter(|_| c.action != Action::Delete).map(|vm| desired_object(vm, set));
-            // Kept: the field is left to the VM action's manager, so no conflict arises.
-            if let (Some(object), Some(_)) = (object.as_mut(), action.filter(|a| a.kept)) {
-                object["spec"].as_object_mut().map(|spec| spec.remove("runStrategy"));
-            }
-            Step {
-                action: c.action,
-                namespace: c.namespace.clone(),
-                name: c.name.clone(),
-                old_namespace: c.old_namespace.clone(),
-                object,
-                effect: c.effect.as_str().to_string(),
-                blocked: c.blocked,
-                take_run_strategy: action.is_some_and(|a| !a.kept),
-            }
-        })
-        .collect();
+    let steps = changes.iter().map(|c| step(c, &desired_by_key, &vm_actions, set)).collect();
     let plan = Plan {
         format_version: FORMAT_VERSION,
         project: set.project.clone(),
@@ -518,6 +442,101 @@ pub async fn plan(target: &Target, set: &ApplySet, compiled: &[CompiledVm], opti
         vm_actions: if options.refresh_only { vec![] } else { vm_actions.into_values().collect() },
     };
     Ok((plan, changes))
+}
+
+/// The namespaces of `wanted` that do not exist yet.
+async fn missing_namespaces(target: &Target, wanted: &BTreeSet<String>) -> Result<Vec<String>, DeployError> {
+    let namespaces_api: Api<DynamicObject> = Api::all_with(target.client.clone(), &namespace_resource());
+    let mut missing = vec![];
+    for ns in wanted {
+        if namespaces_api.get_opt(ns).await.map_err(|e| target.error(e))?.is_none() {
+            missing.push(ns.clone());
+        }
+    }
+    Ok(missing)
+}
+
+/// Invariant: apply changes only objects the project owns — a VM the specs name that
+/// exists outside the inventory is someone else's, and the plan stops here. `unknown` are
+/// the specs' VMs the inventory does not list; they are looked up several at a time, as a
+/// first plan of a fleet asks once per VM.
+async fn check_not_owned_elsewhere(target: &Target, set: &ApplySet, unknown: Vec<&CompiledVm>) -> Result<(), DeployError> {
+    // For each name: (namespace, name, whether it is already ours) when it exists.
+    type Found = Option<(String, String, bool)>;
+    let found: Vec<Result<Found, DeployError>> = futures_util::stream::iter(unknown)
+        .map(|vm| async move {
+            let ns = vm.object.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), &ns, &vm_resource());
+            let existing = api.get_opt(&vm.object.metadata.name).await.map_err(|e| target.error(e))?;
+            let member = existing.as_ref().is_some_and(|o| inventory::is_member(&serde_json::to_value(o).expect("objects serialise"), set));
+            Ok(existing.map(|_| (ns, vm.object.metadata.name.clone(), member)))
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for f in found {
+        match f? {
+            // Created by another apply of this project since the list: plan again.
+            Some((namespace, name, true)) => return Err(DeployError::StalePlan { moved: vec![key(&namespace, &name)] }),
+            Some((namespace, name, false)) => {
+                return Err(DeployError::NotOwned { kind: "VirtualMachine", namespace, name, project: set.project.clone() });
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// A VM as the plan compares it with the live one. The prevent-destroy annotation is part
+/// of what is compared, so adding or removing `lifecycle prevent-destroy` is a change the
+/// next apply makes. A run strategy a VM action set and apply keeps is no change.
+fn as_compared(vm: &CompiledVm, vm_actions: &BTreeMap<String, VmAction>) -> CompiledVm {
+    let mut vm = vm.clone();
+    if vm.lifecycle.prevent_destroy {
+        vm.object.metadata.annotations.insert(PREVENT_DESTROY.into(), "true".into());
+    }
+    let k = key(vm.object.metadata.namespace.as_deref().unwrap_or(""), &vm.object.metadata.name);
+    if let Some(action) = vm_actions.get(&k).filter(|a| a.kept) {
+        vm.object.spec.run_strategy = action.live.clone();
+    }
+    vm
+}
+
+/// Drift: the changed fields of updated VMs that another field manager owns.
+fn drift(changes: &[ObjectChange], live: &BTreeMap<String, Value>) -> Vec<Drift> {
+    let mut drift = vec![];
+    for c in changes.iter().filter(|c| c.action == Action::Update) {
+        let Some(object) = live.get(&key(&c.namespace, &c.name)) else { continue };
+        for f in &c.fields {
+            let managers = other_owners(object, &f.path);
+            if !managers.is_empty() {
+                drift.push(Drift { namespace: c.namespace.clone(), name: c.name.clone(), path: f.path.clone(), managers });
+            }
+        }
+    }
+    drift
+}
+
+/// The apply step of one change: the object to apply (none for a delete), and what to do
+/// with a run strategy a VM action set.
+fn step(c: &ObjectChange, desired_by_key: &BTreeMap<String, &CompiledVm>, vm_actions: &BTreeMap<String, VmAction>, set: &ApplySet) -> Step {
+    let k = key(&c.namespace, &c.name);
+    let action = vm_actions.get(&k);
+    let mut object = desired_by_key.get(&k).filter(|_| c.action != Action::Delete).map(|vm| desired_object(vm, set));
+    // Kept: the field is left to the VM action's manager, so no conflict arises.
+    if let (Some(object), Some(_)) = (object.as_mut(), action.filter(|a| a.kept)) {
+        object["spec"].as_object_mut().map(|spec| spec.remove("runStrategy"));
+    }
+    Step {
+        action: c.action,
+        namespace: c.namespace.clone(),
+        name: c.name.clone(),
+        old_namespace: c.old_namespace.clone(),
+        object,
+        effect: c.effect.as_str().to_string(),
+        blocked: c.blocked,
+        take_run_strategy: action.is_some_and(|a| !a.kept),
+    }
 }
 
 /// The plan to delete everything the project owns.
@@ -570,10 +589,8 @@ pub fn version_of(meta: &kube::core::ObjectMeta) -> String {
 
 /// The members of `set` now, as `namespace/name` → [`version_of`].
 pub async fn live_versions(target: &Target, set: &ApplySet) -> Result<BTreeMap<String, String>, DeployError> {
-    let all: Api<DynamicObject> = Api::all_with(target.client.clone(), &vm_resource());
-    let members = all.list(&ListParams::default().labels(&set.selector())).await.map_err(|e| target.error(e))?;
+    let members = members(target, set).await?;
     Ok(members
-        .items
         .into_iter()
         .map(|m| (key(m.metadata.namespace.as_deref().unwrap_or(""), m.metadata.name.as_deref().unwrap_or("")), version_of(&m.metadata)))
         .collect())
