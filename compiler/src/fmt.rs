@@ -7,6 +7,7 @@
 //! meaning: the tests compile every example before and after and compare the objects.
 
 use kdl::{KdlDocument, KdlEntry, KdlIdentifier, KdlNode, KdlValue};
+use crate::lex::{block_comment_len, line_end, string_len};
 
 const INDENT: &str = "    ";
 
@@ -347,53 +348,6 @@ fn lay_out(s: &str) -> (String, bool) {
         }
     }
     (out, line_comment)
-}
-
-/// The length of the line `s` starts, without its newline (any of KDL's).
-pub(crate) fn line_end(s: &str) -> usize {
-    s.find(['\n', '\r', '\u{85}', '\u{b}', '\u{c}', '\u{2028}', '\u{2029}']).unwrap_or(s.len())
-}
-
-/// The length of the block comment `s` starts with (`/*`), nested ones included.
-pub(crate) fn block_comment_len(s: &str) -> usize {
-    let (mut depth, mut i) = (0usize, 0);
-    while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
-        if r.starts_with("/*") {
-            depth += 1;
-            i += 2;
-        } else if r.starts_with("*/") {
-            depth = depth.saturating_sub(1);
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += r.chars().next().map_or(1, char::len_utf8);
-        }
-    }
-    s.len()
-}
-
-/// The length of the string `s` starts with, if it starts with one: quoted (escapes
-/// skipped), raw (`#"…"#`, any number of `#`) or multi-line (`"""…"""`, raw or not).
-pub(crate) fn string_len(s: &str) -> Option<usize> {
-    let hashes = s.len() - s.trim_start_matches('#').len();
-    let body = &s[hashes..];
-    if !body.starts_with('"') {
-        return None;
-    }
-    let quotes = if body.starts_with("\"\"\"") { "\"\"\"" } else { "\"" };
-    let close = format!("{quotes}{}", "#".repeat(hashes));
-    let mut i = hashes + quotes.len();
-    while let Some(r) = s.get(i..).filter(|r| !r.is_empty()) {
-        if r.starts_with(&close) {
-            return Some(i + close.len());
-        }
-        let mut chars = r.chars();
-        let c = chars.next().map_or(1, char::len_utf8);
-        i += if hashes == 0 && r.starts_with('\\') { c + chars.next().map_or(0, char::len_utf8) } else { c };
-    }
-    Some(s.len())
 }
 
 /// Where the last block of a node's text ends: just after the last `}` at the node's own

@@ -5,7 +5,7 @@
 //! parses, and completion is asked for exactly then.
 
 use crate::ast;
-use crate::fmt::{block_comment_len, line_end, string_len};
+use crate::lex::{block_comment_len, line_end, string_len};
 use crate::grammar::{self, Context};
 use crate::source::Span;
 use std::ops::Range;

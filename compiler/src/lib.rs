@@ -25,6 +25,7 @@ pub mod fmt;
 pub mod grammar;
 pub mod ide;
 pub mod kubevirt;
+mod lex;
 pub mod load;
 pub mod lower;
 pub mod model;

@@ -338,7 +338,7 @@ pub fn parse_bytes(path: &Path, bytes: Vec<u8>, id: FileId) -> Parsed {
 /// span is narrowed to its last token: the one the parser stopped at or in, cut to that
 /// token's first line.
 fn failure_span(text: &str, span: miette::SourceSpan) -> miette::SourceSpan {
-    use crate::fmt::{block_comment_len, line_end, string_len};
+    use crate::lex::{block_comment_len, line_end, string_len};
     let end = (span.offset() + span.len()).min(text.len());
     if span.offset() != 0 || !text.is_char_boundary(end) {
         return span;
