@@ -38,7 +38,7 @@ struct Evaluation {
 /// locate alike), and evaluate. `Err` is the exit code after printing what went wrong.
 fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Evaluation, Error> {
     let input = Input { paths: paths.to_vec(), vars: args.vars.clone(), format: DiagnosticFormat::Human };
-    let mut c = vmform_compiler::compile(&crate::fs_loader::FsLoader, &input.paths, &vmform_compiler::Options { vars: input.vars.clone(), source_maps: true });
+    let mut c = vmform_compiler::compile(&vmform_compiler::FsLoader, &input.paths, &vmform_compiler::Options { vars: input.vars.clone(), source_maps: true });
     report::print(&c.diagnostics, &c.sources, DiagnosticFormat::Human);
     if c.has_errors() {
         return Err(compiled(&c).err().unwrap_or(Error::FAILED));

@@ -1,14 +1,13 @@
 //! `vmform plan`, `apply`, `destroy` and `show`: the CLI around `vmform-deploy`.
 
 use crate::cli::{ApplyArgs, PlanFormat, ProjectArgs, TargetArgs};
-use crate::fs_loader::FsLoader;
 use crate::error::{Done, Error, Outcome};
 use crate::{diff_output, print_stdout, report};
 use std::io::{BufRead, IsTerminal, Write};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vmform_compiler::diff::ObjectChange;
-use vmform_compiler::{compile, plural, CompiledVm, Options};
+use vmform_compiler::{compile, plural, CompiledVm, FsLoader, Options};
 use vmform_deploy::apply::{self, ApplyOptions};
 use vmform_deploy::inventory::ApplySet;
 use vmform_deploy::plan::{self, Plan, PlanOptions};

@@ -6,7 +6,6 @@ mod control_plane;
 mod deploy_cmd;
 mod diff_output;
 mod error;
-mod fs_loader;
 mod git_loader;
 mod image_cmd;
 mod lsp;
@@ -20,12 +19,11 @@ mod vm_lookup;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, DiagnosticFormat, Input, OutputFormat};
-use fs_loader::FsLoader;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use error::{Done, Error, Kind, Outcome};
-use vmform_compiler::{compile, emit, plural, Compilation, Options};
+use vmform_compiler::{compile, emit, plural, Compilation, FsLoader, Options};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -36,7 +36,7 @@ pub mod validate;
 pub mod values;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
-pub use load::{Loader, MemoryLoader};
+pub use load::{FsLoader, Loader, MemoryLoader};
 pub use lower::CompiledVm;
 pub use source::{FileId, Sources, Span};
 

@@ -9,8 +9,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where the compiler's input comes from. The compiler does no I/O of its own: the CLI
-/// passes a file-system loader, `vmform diff --base` one that reads a git revision.
+/// Where the compiler's input comes from. The compiler's stages do no I/O of their own:
+/// the caller passes [`FsLoader`] for the disk, [`MemoryLoader`] for text it holds, or
+/// its own (`vmform diff --base` reads a git revision, `vmform lsp` unsaved buffers).
 pub trait Loader: Sync {
     /// The whole content of a file.
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
@@ -20,6 +21,36 @@ pub trait Loader: Sync {
     /// (relative and absolute, through a symlink) is read once.
     fn identity(&self, path: &Path) -> PathBuf {
         normalize(path)
+    }
+}
+
+/// The [`Loader`] over the local file system, as the CLI, the editor support and the tests
+/// read specs. Only a caller that chooses it makes the compiler read the disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsLoader;
+
+impl Loader for FsLoader {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
+        if !std::fs::metadata(path)?.is_dir() {
+            return Ok(None);
+        }
+        let mut out = vec![];
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            // A symlink to a file counts as a file.
+            if entry.file_type()?.is_file() || entry.path().is_file() {
+                out.push(entry.path());
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn identity(&self, path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path))
     }
 }
 

@@ -31,29 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use vmform_compiler::load::MAX_FILE_BYTES;
-use vmform_compiler::{Code, Compilation, Loader, Options, Sources, compile};
+use vmform_compiler::{Code, Compilation, FsLoader, Loader, Options, Sources, compile};
 
-/// The compiler's input from the local file system, as the CLI reads it.
-struct FsLoader;
-
-impl Loader for FsLoader {
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
-        if !std::fs::metadata(path)?.is_dir() {
-            return Ok(None);
-        }
-        let mut out = vec![];
-        for entry in std::fs::read_dir(path)? {
-            let path = entry?.path();
-            if path.is_file() {
-                out.push(path);
-            }
-        }
-        Ok(Some(out))
-    }
-}
 
 /// Input held in memory: files by path, and the directories that list them.
 #[derive(Default)]

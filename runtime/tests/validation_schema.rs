@@ -181,32 +181,6 @@ fn kubevirts_examples_validate_with_no_causes() {
     println!("accepted from {} files: {checked:?}", files.len());
 }
 
-/// The compiler's loader over the file system, as the CLI's.
-struct FsLoader;
-
-impl vmform_compiler::Loader for FsLoader {
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-
-    fn read_dir(&self, path: &Path) -> std::io::Result<Option<Vec<PathBuf>>> {
-        if !std::fs::metadata(path)?.is_dir() {
-            return Ok(None);
-        }
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(path)? {
-            let path = entry?.path();
-            if path.is_file() {
-                files.push(path);
-            }
-        }
-        Ok(Some(files))
-    }
-
-    fn identity(&self, path: &Path) -> PathBuf {
-        std::fs::canonicalize(path).unwrap_or_else(|_| vmform_compiler::load::normalize(path))
-    }
-}
 
 #[test]
 fn every_object_vmforms_examples_emit_validates_with_no_causes() {
@@ -218,7 +192,7 @@ fn every_object_vmforms_examples_emit_validates_with_no_causes() {
     let vm = Resource::for_kind("kubevirt.io/v1", "VirtualMachine").expect("VirtualMachine is served");
     let mut checked = 0;
     for dir in dirs {
-        let compiled = vmform_compiler::compile(&FsLoader, std::slice::from_ref(&dir), &vmform_compiler::Options::default());
+        let compiled = vmform_compiler::compile(&vmform_compiler::FsLoader, std::slice::from_ref(&dir), &vmform_compiler::Options::default());
         assert!(!compiled.has_errors(), "{} does not compile: {:?}", dir.display(), compiled.diagnostics);
         for object in &compiled.objects {
             let json = serde_json::to_value(&object.object).expect("a VirtualMachine serialises");

@@ -6,7 +6,7 @@
 //! unless a project already known includes it (a shared file reached by `include`).
 
 use super::document::Document;
-use crate::fs_loader::FsLoader;
+use vmform_compiler::FsLoader;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
