@@ -14,5 +14,6 @@ pub mod kubevirt;
 pub mod launcher;
 pub mod libvirt;
 pub mod local;
+pub mod semantics;
 pub mod supervisor;
 pub mod volumes;

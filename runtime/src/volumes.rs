@@ -42,6 +42,12 @@ pub fn claim_path(volumes_dir: &Path, namespace: &str, claim: &str) -> PathBuf {
     volumes_dir.join(namespace).join(format!("{claim}.img"))
 }
 
+/// `<claim>.json` beside `<claim>.img`: the claim's access modes, as its template asked
+/// (the controller records them, the handler reads them for `LiveMigratable`).
+pub fn access_modes_path(volumes_dir: &Path, namespace: &str, claim: &str) -> PathBuf {
+    claim_path(volumes_dir, namespace, claim).with_extension("json")
+}
+
 /// One entry of a VM's `spec.dataVolumeTemplates`, as far as the local runtime uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataVolumeTemplate {

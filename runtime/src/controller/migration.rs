@@ -4,7 +4,8 @@
 //! follows what the handlers write there, phase by phase, into the migration's status.
 //! Deleting a migration that runs aborts it (its finalizer holds it until the outcome).
 
-use super::scheduler::{choose_node, is_ready, used_by_node};
+use super::scheduler::{choose_node, used_by_node};
+use crate::semantics::node_is_ready as is_ready;
 use super::{Context, ControllerError};
 use crate::kubevirt::{self, MigrationConfiguration, MigrationPhase, MigrationState, Phase};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};

@@ -17,7 +17,7 @@ mod vm;
 mod volumes;
 
 pub use migration::{MigrationConfig, DEFAULT_MAX_DOWNTIME_MS};
-pub use volumes::{access_modes_path, Volumes};
+pub use volumes::Volumes;
 
 use crate::kubevirt;
 use futures_util::StreamExt;
@@ -191,9 +191,4 @@ fn error_policy<K>(_object: Arc<K>, error: &ControllerError, _ctx: Arc<Context>)
             Action::requeue(Duration::from_secs(2))
         }
     }
-}
-
-/// Whether a Node's Ready condition is True.
-pub fn node_is_ready(node: &Node) -> bool {
-    scheduler::is_ready(node)
 }

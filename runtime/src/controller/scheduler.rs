@@ -4,6 +4,7 @@
 
 use super::{Context, ControllerError};
 use crate::kubevirt::{self, Demand, Phase};
+use crate::semantics::node_is_ready as is_ready;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -185,13 +186,6 @@ pub(super) fn choose_node<'a>(
 fn add(total: &mut Demand, more: Demand) {
     total.cpu_millis += more.cpu_millis;
     total.memory_bytes += more.memory_bytes;
-}
-
-pub(super) fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// A node's allocatable CPU (millicores) and memory (bytes).

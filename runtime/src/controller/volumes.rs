@@ -45,13 +45,8 @@ impl Drop for LocalVolumes {
     }
 }
 
-/// `<claim>.json` beside `<claim>.img`: the claim's access modes, as its template asked.
-pub fn access_modes_path(dir: &std::path::Path, namespace: &str, claim: &str) -> PathBuf {
-    volumes::claim_path(dir, namespace, claim).with_extension("json")
-}
-
 fn record_access_modes(dir: &std::path::Path, namespace: &str, template: &volumes::DataVolumeTemplate) -> std::io::Result<()> {
-    let path = access_modes_path(dir, namespace, &template.name);
+    let path = volumes::access_modes_path(dir, namespace, &template.name);
     let record = serde_json::to_vec(&serde_json::json!({ "accessModes": template.access_modes })).expect("JSON serialises");
     if std::fs::read(&path).ok().as_deref() == Some(&record[..]) {
         return Ok(());
@@ -140,7 +135,7 @@ impl LocalVolumes {
         tokio::task::spawn_blocking(move || {
             for name in names {
                 volumes::delete(&dir, &namespace, &name).map_err(|e| ControllerError::Volume(format!("data volume {name}: {e}")))?;
-                let _ = std::fs::remove_file(access_modes_path(&dir, &namespace, &name));
+                let _ = std::fs::remove_file(volumes::access_modes_path(&dir, &namespace, &name));
             }
             Ok(())
         })

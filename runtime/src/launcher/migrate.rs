@@ -26,7 +26,7 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use super::domain::DomainPlan;
-use super::supervise::{log, Conn, Launcher, POLL};
+use super::session::{log, Conn, Launcher, POLL};
 use super::{MigrateRequest, MigrationProgress, MigrationReport, Phase, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 
 /// How often a running migration's progress is written to `status.json`.

@@ -13,6 +13,8 @@ mod migrate;
 pub use migrate::abort_job;
 pub mod seed;
 #[cfg(feature = "libvirt")]
+mod session;
+#[cfg(feature = "libvirt")]
 mod supervise;
 
 use std::io;

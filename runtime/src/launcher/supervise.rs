@@ -1,89 +1,21 @@
 //! The launcher's libvirt side: define, start, watch, shut down, clean up.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 use virt::sys;
 
 use super::domain::{self, BuildOptions, DomainPlan, HostFirmware};
-use super::{ExitKind, LauncherArgs, LauncherExit, Phase, Status};
+use super::session::{connect_patiently, log, Conn, Launcher, QemuLog, CONNECT_PATIENCE, POLL};
+use super::{ExitKind, LauncherArgs, LauncherExit, Phase};
 
 /// Picks a free port for a protocol on the address forwarded ports bind.
 type PortPicker = dyn FnMut(&str) -> std::io::Result<u16>;
-
-/// How often the domain's state is read.
-pub(super) const POLL: Duration = Duration::from_millis(100);
-/// The longest wait between reconnection attempts while libvirtd is away.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How long the launcher waits for libvirtd when it starts, and to clean up at the end.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
-
-pub(super) fn log(msg: &str) {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{now} launcher: {msg}");
-}
-
-pub(super) struct Launcher {
-    pub args: LauncherArgs,
-    pub status: Status,
-    pub term: Arc<AtomicBool>,
-    /// The ports of an earlier launcher of this VMI (from its status.json), kept when
-    /// attaching to the guest it started.
-    earlier_ports: Vec<super::domain::ForwardedPort>,
-    /// What QEMU logs for this guest from its start on.
-    qemu_log: QemuLog,
-}
-
-/// The domain's QEMU log (libvirt appends to it at every start), read from where this
-/// launcher's run of the guest began: it says why QEMU stopped or died.
-#[derive(Default)]
-struct QemuLog {
-    path: std::path::PathBuf,
-    from: u64,
-}
-
-impl QemuLog {
-    fn at_end(path: std::path::PathBuf) -> QemuLog {
-        let from = std::fs::metadata(&path).map_or(0, |m| m.len());
-        QemuLog { path, from }
-    }
-
-    /// The line in which QEMU says KVM failed the guest, if it did.
-    fn kvm_failure(&self) -> Option<String> {
-        use std::io::{Read, Seek};
-        let mut file = std::fs::File::open(&self.path).ok()?;
-        file.seek(std::io::SeekFrom::Start(self.from)).ok()?;
-        let mut text = String::new();
-        file.take(1 << 20).read_to_string(&mut text).ok()?;
-        crate::accel::kvm_failure(&text).map(str::to_string)
-    }
-}
-
-impl Launcher {
-    pub fn set(&mut self, phase: Phase, message: impl Into<String>) {
-        self.status.phase = phase;
-        self.status.message = message.into();
-        log(&format!("{:?}: {}", phase, self.status.message));
-        if let Err(e) = super::write_status(&self.args.vmi_dir, &mut self.status) {
-            log(&format!("cannot write status.json: {e}"));
-        }
-    }
-
-    fn finish(&mut self, exit: LauncherExit) -> LauncherExit {
-        self.status.exit = Some(exit.clone());
-        self.set(Phase::Stopped, exit.message.clone());
-        log(&format!("exit {} ({})", exit.kind.as_str(), exit.code()));
-        exit
-    }
-}
 
 pub(super) fn run(args: LauncherArgs) -> LauncherExit {
     virt::error::clear_error_callback();
@@ -92,22 +24,7 @@ pub(super) fn run(args: LauncherArgs) -> LauncherExit {
         .into_iter()
         .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&term)).ok())
         .collect();
-    let mut l = Launcher {
-        status: Status {
-            phase: Phase::Starting,
-            domain: String::new(),
-            accel: args.accel.as_str().into(),
-            message: String::new(),
-            ports: Vec::new(),
-            exit: None,
-            migration: None,
-            updated: String::new(),
-        },
-        earlier_ports: Vec::new(),
-        qemu_log: QemuLog::default(),
-        args,
-        term,
-    };
+    let mut l = Launcher::new(args, term);
     let exit = run_inner(&mut l);
     for id in sig_ids {
         signal_hook::low_level::unregister(id);
@@ -167,11 +84,10 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
     };
     l.qemu_log = QemuLog::at_end(qemu_log_dir.join(format!("{}.log", plan.name)));
 
-    let conn = match connect_patiently(&l.args.libvirt_uri, &l.term) {
+    let mut conn = match connect_patiently(&l.args.libvirt_uri, &l.term) {
         Ok(c) => c,
         Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e)),
     };
-    let mut conn = Conn { uri: l.args.libvirt_uri.clone(), conn: Some(conn), backoff: POLL, next_try: Instant::now() };
 
     if let Some(uid) = l.args.incoming.clone() {
         return match super::migrate::receive(l, &mut conn, &plan, &uid) {
@@ -278,73 +194,6 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
 fn source_ports(vmi: &Value) -> Vec<u16> {
     let ports = vmi.pointer("/metadata/annotations/vmform.io~1ports").and_then(Value::as_str).unwrap_or("[]");
     serde_json::from_str::<Vec<super::domain::ForwardedPort>>(ports).unwrap_or_default().into_iter().map(|p| p.host_port).collect()
-}
-
-/// The libvirt connection, reopened with back-off when libvirtd goes away (the guest's
-/// QEMU keeps running meanwhile; a restarted libvirtd finds it again).
-pub(super) struct Conn {
-    uri: String,
-    conn: Option<Connect>,
-    backoff: Duration,
-    next_try: Instant,
-}
-
-impl Conn {
-    /// The connection, reconnecting if it is time to try.
-    pub fn get(&mut self) -> Option<&Connect> {
-        if self.conn.is_none() && Instant::now() >= self.next_try {
-            match Connect::open(Some(&self.uri)) {
-                Ok(c) => {
-                    log("reconnected to libvirtd");
-                    self.conn = Some(c);
-                    self.backoff = POLL;
-                }
-                Err(_) => {
-                    self.next_try = Instant::now() + self.backoff;
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        self.conn.as_ref()
-    }
-
-    /// After an error: was it the connection? Then drop it, to reconnect.
-    pub fn check(&mut self, e: &virt::error::Error) -> bool {
-        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
-        if !alive {
-            log(&format!("lost libvirtd ({}); reconnecting", e.message().trim()));
-            if let Some(mut c) = self.conn.take() {
-                let _ = c.close();
-            }
-            self.next_try = Instant::now() + self.backoff;
-        }
-        !alive
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            let _ = c.close();
-        }
-    }
-}
-
-fn connect_patiently(uri: &str, term: &AtomicBool) -> Result<Connect, String> {
-    let deadline = Instant::now() + CONNECT_PATIENCE;
-    let mut backoff = POLL;
-    loop {
-        match Connect::open(Some(uri)) {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() >= deadline || term.load(Ordering::SeqCst) => {
-                return Err(format!("cannot connect to libvirt at {uri}: {}", e.message()));
-            }
-            Err(_) => {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
 }
 
 /// Watch the domain until it is off (or has migrated away); act on SIGTERM and on the
