@@ -17,7 +17,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vmform_compiler::values::{check_dns_label, parse_quantity};
+
+use crate::files::{free_space, SparseWriter};
 
 /// Longest claim name accepted: `.<claim>.img.download` must fit a file name (255 bytes).
 /// Kubernetes allows 253 characters; names that long are refused with a clear message.
@@ -409,18 +411,6 @@ fn is_disk_full(e: &io::Error) -> bool {
 fn disk_full(volume: &str, path: &Path) -> VolumeError {
     let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
     VolumeError::DiskFull { volume: volume.into(), dir: dir.into(), free: free_space(dir) }
-}
-
-/// Bytes an unprivileged writer may still use on the file system holding `dir`.
-pub(crate) fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Make sure the volume of `template` exists in `volumes_dir/namespace`: nothing to do when
@@ -946,63 +936,6 @@ impl Counter<'_> {
     }
 }
 
-/// Writes a file sequentially, leaving holes for 4 KiB blocks of zeros, so a raw image
-/// takes only the space its data needs. Buffered in whole blocks, so holes stay aligned.
-pub(crate) struct SparseWriter {
-    file: File,
-    buf: Vec<u8>,
-    pos: u64,
-}
-
-const BLOCK: usize = 4096;
-const SPARSE_BUF: usize = 1 << 20;
-
-impl SparseWriter {
-    pub(crate) fn new(file: File) -> Self {
-        SparseWriter { file, buf: Vec::with_capacity(SPARSE_BUF), pos: 0 }
-    }
-
-    fn flush_blocks(&mut self) -> io::Result<()> {
-        for block in self.buf.chunks(BLOCK) {
-            if !is_zero(block) {
-                self.file.write_all_at(block, self.pos)?;
-            }
-            self.pos += block.len() as u64;
-        }
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// Write what is buffered, set the length (a trailing hole), sync. Returns the length.
-    pub(crate) fn finish(mut self) -> io::Result<u64> {
-        self.flush_blocks()?;
-        self.file.set_len(self.pos)?;
-        self.file.sync_all()?;
-        Ok(self.pos)
-    }
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    // SAFETY: every bit pattern is a valid u64.
-    let (head, words, tail) = unsafe { block.align_to::<u64>() };
-    head.iter().all(|b| *b == 0) && words.iter().all(|w| *w == 0) && tail.iter().all(|b| *b == 0)
-}
-
-impl Write for SparseWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(SPARSE_BUF - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == SPARSE_BUF {
-            self.flush_blocks()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What `qemu-img info` says of a downloaded image.
 #[derive(Debug)]
 struct ImageInfo {
@@ -1281,14 +1214,5 @@ mod tests {
         assert_eq!(Compression::detect(b"\xfd7zXZ\x00"), Some(Compression::Xz));
         assert_eq!(Compression::detect(b"QFI\xfb"), None);
         assert_eq!(Compression::detect(b""), None);
-    }
-
-    #[test]
-    fn zero_blocks() {
-        assert!(is_zero(&[0; 4096]));
-        let mut b = [0u8; 4096];
-        b[4095] = 1;
-        assert!(!is_zero(&b));
-        assert!(!is_zero(&b[1..]));
     }
 }
