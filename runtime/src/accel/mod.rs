@@ -7,9 +7,7 @@
 //! a guest that still fails under KVM with a KVM-level error ([`kvm_failure`]) turns its
 //! node to TCG (the handler's fallback).
 
-#[cfg(feature = "libvirt")]
 mod probe;
-#[cfg(feature = "libvirt")]
 pub use probe::{probe, ProbeTarget};
 
 use std::time::Duration;

@@ -70,16 +70,10 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// What the launcher would refuse of a VMI spec (nothing when no launcher can run:
+    /// a build without libvirt).
     fn unsupported(&self, spec: &serde_json::Value) -> Vec<String> {
-        #[cfg(feature = "libvirt")]
-        {
-            crate::launcher::domain::unsupported(spec)
-        }
-        #[cfg(not(feature = "libvirt"))]
-        {
-            let _ = spec;
-            Vec::new()
-        }
+        if crate::libvirt::LINKED { crate::launcher::domain::unsupported(spec) } else { Vec::new() }
     }
 }
 

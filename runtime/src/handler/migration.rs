@@ -18,7 +18,8 @@
 //! and the source never act on different readings of one migration.
 
 use super::launchers::LauncherStatus;
-use super::{domain_seen, settle_outgoing, HandlerError, Outgoing, Sync};
+use super::{HandlerError, Sync};
+use crate::libvirt::domains::{domain_seen, settle_outgoing, undefine_if_inactive, Outgoing};
 use crate::kubevirt::{self, MigrationState};
 use crate::launcher::{MigrateRequest, MigrationProgress, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 use k8s_openapi::api::core::v1::Node;
@@ -270,7 +271,7 @@ impl Sync {
                 // Invariant: never lost. Only an inactive definition goes; a running
                 // guest is never touched here.
                 let uri = self.uri.clone();
-                let _ = tokio::task::spawn_blocking(move || super::undefine_if_inactive(&uri, &uid)).await;
+                let _ = tokio::task::spawn_blocking(move || undefine_if_inactive(&uri, &uid)).await;
             }
             return;
         }

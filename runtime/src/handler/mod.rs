@@ -14,6 +14,10 @@ mod node;
 
 pub use accel::AccelConfig;
 pub use launchers::{LauncherExit, LauncherStatus};
+/// The node going down: every domain of its libvirtd forced off and undefined (kept here
+/// for the local runtime's supervisor).
+pub use crate::libvirt::domains::destroy_all_domains;
+use crate::libvirt::domains::{domain_seen, remove_domain, warm_up};
 
 use crate::kubevirt::{self, MigrationState, Phase};
 use futures_util::StreamExt;
@@ -79,8 +83,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), HandlerError> {
     // libvirt prints every error to stderr by default, expected ones ("no domain with
     // matching uuid") included; the handler reports what matters itself.
-    #[cfg(feature = "libvirt")]
-    virt::error::clear_error_callback();
+    crate::libvirt::silence_errors();
     // From before libvirtd starts: the QEMUs of its capability probe are handed over too,
     // and libvirt waits for them to be reaped.
     let _reaper = match config.libvirt {
@@ -511,127 +514,6 @@ fn ready_false(vmi: &DynamicObject, reason: &str, message: &str) -> Value {
     kubevirt::make_condition("Ready", false, reason, message, kubevirt::condition(vmi, "Ready"), &kubevirt::now())
 }
 
-/// Have libvirtd probe QEMU's capabilities now (it does so once, lazily, taking seconds),
-/// so the node's first guest does not wait for it.
-fn warm_up(uri: &str) {
-    #[cfg(feature = "libvirt")]
-    if let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) {
-        let _ = conn.get_capabilities();
-        let _ = conn.close();
-    }
-    #[cfg(not(feature = "libvirt"))]
-    let _ = uri;
-}
-
-/// Where the guest of an outgoing migration is, once libvirt's job has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
-enum Outgoing {
-    /// Its domain runs here with no job: it did not leave.
-    Here,
-    /// Its domain is gone from here (or shut off).
-    Gone,
-    /// The job still runs (an abort was asked), or libvirt did not answer: look again.
-    Unsettled,
-}
-
-/// For a migration whose source launcher died: abort the job libvirt still runs for it
-/// (libvirt resumes the guest here, unless it has switched over already), then say where
-/// the guest is.
-fn settle_outgoing(uri: &str, uid: &str) -> Outgoing {
-    #[cfg(feature = "libvirt")]
-    {
-        use virt::domain::Domain;
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return Outgoing::Unsettled };
-        let settled = match Domain::lookup_by_uuid_string(&conn, uid) {
-            Err(_) => Outgoing::Gone,
-            Ok(dom) if !dom.is_active().unwrap_or(true) => Outgoing::Gone,
-            Ok(dom) => match dom.get_job_info() {
-                Ok(job) if job.r#type == virt::sys::VIR_DOMAIN_JOB_NONE as i32 => Outgoing::Here,
-                Ok(_) => {
-                    if let Err(e) = crate::launcher::abort_job(&dom) {
-                        tracing::info!("domain {uid}: the migration job was not aborted: {}", e.message());
-                    }
-                    Outgoing::Unsettled
-                }
-                Err(_) => Outgoing::Unsettled,
-            },
-        };
-        let _ = conn.close();
-        settled
-    }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = (uri, uid);
-        Outgoing::Here
-    }
-}
-
-/// What libvirt says of this VMI's domain (libvirt uuid = VMI uid); all false when it is
-/// not defined there or libvirt does not answer.
-#[derive(Debug, Clone, Copy, Default)]
-struct DomainSeen {
-    /// Its QEMU runs (the guest running, paused, or waiting for an incoming migration).
-    active: bool,
-    /// The guest itself runs.
-    running: bool,
-}
-
-fn domain_seen(uri: &str, uid: &str) -> DomainSeen {
-    #[cfg(feature = "libvirt")]
-    {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return DomainSeen::default() };
-        let seen = virt::domain::Domain::lookup_by_uuid_string(&conn, uid).ok().map(|d| DomainSeen {
-            active: d.is_active().unwrap_or(false),
-            running: d.get_state().is_ok_and(|(s, _)| s == virt::sys::VIR_DOMAIN_RUNNING),
-        });
-        let _ = conn.close();
-        seen.unwrap_or_default()
-    }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = (uri, uid);
-        DomainSeen::default()
-    }
-}
-
-/// Undefine the domain of this VMI if it is defined and not running.
-fn undefine_if_inactive(uri: &str, uid: &str) {
-    #[cfg(feature = "libvirt")]
-    {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return };
-        if let Ok(domain) = virt::domain::Domain::lookup_by_uuid_string(&conn, uid)
-            && !domain.is_active().unwrap_or(true)
-        {
-            let _ = domain.undefine();
-        }
-        let _ = conn.close();
-    }
-    #[cfg(not(feature = "libvirt"))]
-    let _ = (uri, uid);
-}
-
-/// Make sure no domain of this VMI is left: forced off and undefined.
-fn remove_domain(uri: &str, uid: &str) -> Result<(), String> {
-    #[cfg(feature = "libvirt")]
-    {
-        let mut conn = virt::connect::Connect::open(Some(uri)).map_err(|e| format!("cannot reach libvirt at {uri}: {e}"))?;
-        if let Ok(domain) = virt::domain::Domain::lookup_by_uuid_string(&conn, uid) {
-            if domain.is_active().unwrap_or(false) {
-                let _ = domain.destroy();
-            }
-            let _ = domain.undefine();
-        }
-        let _ = conn.close();
-        Ok(())
-    }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = (uri, uid);
-        Ok(())
-    }
-}
-
 /// Stop every guest of a node (the local runtime going down): each launcher gets
 /// SIGTERM — an ACPI shutdown, then its grace period — and is waited for, at most
 /// `timeout`. A `node-shutdown` marker tells the next handler these guests did not stop
@@ -654,23 +536,4 @@ pub fn stop_guests(vmis_dir: &std::path::Path, timeout: Duration) {
     while std::time::Instant::now() < deadline && waiting.iter().any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Force off and undefine every domain of a libvirt daemon (the node going down).
-pub fn destroy_all_domains(uri: &str) {
-    #[cfg(feature = "libvirt")]
-    {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return };
-        if let Ok(domains) = conn.list_all_domains(0) {
-            for domain in domains {
-                if domain.is_active().unwrap_or(false) {
-                    let _ = domain.destroy();
-                }
-                let _ = domain.undefine();
-            }
-        }
-        let _ = conn.close();
-    }
-    #[cfg(not(feature = "libvirt"))]
-    let _ = uri;
 }

@@ -3,18 +3,14 @@
 //! it until it stops, and reports through `status.json` and its exit code
 //! (specs/runtime-contract.md).
 //!
-//! [`domain`] (VMI → domain XML) and [`seed`] (the cloud-init disk) are plain code; only
-//! [`run`]'s body links libvirt (feature `libvirt`).
+//! [`domain`] (VMI → domain XML) and [`seed`] (the cloud-init disk) are plain code;
+//! [`supervise`] and [`migrate`] reach libvirt through [`crate::libvirt`] only. Layers:
+//! `supervise` → `migrate` → `session` → `mod` (files and types).
 
 pub mod domain;
-#[cfg(feature = "libvirt")]
 mod migrate;
-#[cfg(feature = "libvirt")]
-pub use migrate::abort_job;
 pub mod seed;
-#[cfg(feature = "libvirt")]
 mod session;
-#[cfg(feature = "libvirt")]
 mod supervise;
 
 use std::io;
@@ -384,15 +380,10 @@ pub fn free_host_port(protocol: &str) -> io::Result<u16> {
 /// dir; SIGTERM asks the guest to shut down. Returns how it ended; the process should
 /// exit with [`LauncherExit::code`].
 pub fn run(args: LauncherArgs) -> LauncherExit {
-    #[cfg(feature = "libvirt")]
-    {
-        supervise::run(args)
+    if !crate::libvirt::LINKED {
+        return LauncherExit::new(ExitKind::Failed, format!("{} (feature `libvirt` of vmform-runtime)", crate::libvirt::NOT_LINKED));
     }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = args;
-        LauncherExit::new(ExitKind::Failed, "this vmform was built without libvirt (feature `libvirt` of vmform-runtime)")
-    }
+    supervise::run(args)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virt::connect::Connect;
+use crate::libvirt::{Connection, Guest, LibvirtError};
 
 use super::{LauncherArgs, LauncherExit, Phase, Status};
 
@@ -103,16 +103,16 @@ impl Launcher {
 /// QEMU keeps running meanwhile; a restarted libvirtd finds it again).
 pub struct Conn {
     uri: String,
-    conn: Option<Connect>,
+    conn: Option<Connection>,
     backoff: Duration,
     next_try: Instant,
 }
 
 impl Conn {
     /// The connection, reconnecting if it is time to try.
-    pub fn get(&mut self) -> Option<&Connect> {
+    pub fn get(&mut self) -> Option<&Connection> {
         if self.conn.is_none() && Instant::now() >= self.next_try {
-            match Connect::open(Some(&self.uri)) {
+            match Connection::open(&self.uri) {
                 Ok(c) => {
                     log("reconnected to libvirtd");
                     self.conn = Some(c);
@@ -127,25 +127,20 @@ impl Conn {
         self.conn.as_ref()
     }
 
-    /// After an error: was it the connection? Then drop it, to reconnect.
-    pub fn check(&mut self, e: &virt::error::Error) -> bool {
-        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
+    /// The domain of UUID `uuid`, if the connection is up and libvirt has it.
+    pub fn guest(&mut self, uuid: &str) -> Option<Guest> {
+        self.get().and_then(|c| c.guest_by_uuid(uuid).ok())
+    }
+
+    /// After an error: was it the connection? Then drop it (closing it), to reconnect.
+    pub fn check(&mut self, e: &LibvirtError) -> bool {
+        let alive = self.conn.as_ref().is_some_and(Connection::is_alive);
         if !alive {
-            log(&format!("lost libvirtd ({}); reconnecting", e.message().trim()));
-            if let Some(mut c) = self.conn.take() {
-                let _ = c.close();
-            }
+            log(&format!("lost libvirtd ({}); reconnecting", e.message.trim()));
+            self.conn = None;
             self.next_try = Instant::now() + self.backoff;
         }
         !alive
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            let _ = c.close();
-        }
     }
 }
 
@@ -155,10 +150,10 @@ pub fn connect_patiently(uri: &str, term: &AtomicBool) -> Result<Conn, String> {
     let deadline = Instant::now() + CONNECT_PATIENCE;
     let mut backoff = POLL;
     loop {
-        match Connect::open(Some(uri)) {
+        match Connection::open(uri) {
             Ok(c) => return Ok(Conn { uri: uri.to_string(), conn: Some(c), backoff: POLL, next_try: Instant::now() }),
             Err(e) if Instant::now() >= deadline || term.load(Ordering::SeqCst) => {
-                return Err(format!("cannot connect to libvirt at {uri}: {}", e.message()));
+                return Err(format!("cannot connect to libvirt at {uri}: {}", e.message));
             }
             Err(_) => {
                 std::thread::sleep(backoff);

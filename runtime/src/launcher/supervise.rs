@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use virt::domain::Domain;
-use virt::error::ErrorNumber;
-use virt::sys;
 
 use super::domain::{self, BuildOptions, DomainPlan, HostFirmware};
+use crate::libvirt::{DomainState, Guest, ShutoffReason};
 use super::session::{connect_patiently, log, Conn, Launcher, QemuLog, CONNECT_PATIENCE, POLL};
 use super::{ExitKind, LauncherArgs, LauncherExit, Phase};
 
@@ -18,7 +16,7 @@ use super::{ExitKind, LauncherArgs, LauncherExit, Phase};
 type PortPicker = dyn FnMut(&str) -> std::io::Result<u16>;
 
 pub(super) fn run(args: LauncherArgs) -> LauncherExit {
-    virt::error::clear_error_callback();
+    crate::libvirt::silence_errors();
     let term = Arc::new(AtomicBool::new(false));
     let sig_ids: Vec<_> = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
         .into_iter()
@@ -149,7 +147,7 @@ fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Resu
 
 fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, super::PrepareError> {
     let c = conn.get().ok_or_else(|| "libvirtd went away".to_string())?;
-    if let Ok(dom) = Domain::lookup_by_uuid_string(c, &plan.uuid) {
+    if let Ok(dom) = c.guest_by_uuid(&plan.uuid) {
         if dom.is_active().unwrap_or(false) {
             // The earlier launcher's forwarded ports still hold.
             l.status.ports = std::mem::take(&mut l.earlier_ports);
@@ -159,9 +157,9 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
         log(&format!("undefining the leftover shut-off domain {}", plan.name));
         undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
     }
-    if let Ok(dom) = Domain::lookup_by_name(c, &plan.name) {
+    if let Ok(dom) = c.guest_by_name(&plan.name) {
         if dom.is_active().unwrap_or(false) {
-            let other = dom.get_uuid_string().unwrap_or_default();
+            let other = dom.uuid().unwrap_or_default();
             return Err(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name).into());
         }
         log(&format!("undefining the leftover shut-off domain {} of another uid", plan.name));
@@ -182,10 +180,10 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
     if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
         log(&format!("cannot write {}: {e}", xml_path.display()));
     }
-    let dom = Domain::define_xml(c, &plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message()))?;
+    let dom = c.define(&plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message))?;
     l.status.ports = plan.ports.clone();
-    if let Err(e) = dom.create() {
-        return Err(format!("the domain did not start: {}", e.message()).into());
+    if let Err(e) = dom.start() {
+        return Err(format!("the domain did not start: {}", e.message).into());
     }
     Ok(Start::Started)
 }
@@ -237,30 +235,30 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
             std::thread::sleep(POLL);
             continue;
         };
-        let dom = match Domain::lookup_by_uuid_string(c, &plan.uuid) {
+        let dom = match c.guest_by_uuid(&plan.uuid) {
             Ok(d) => d,
             Err(e) => {
                 if conn.check(&e) {
                     continue;
                 }
-                if e.code() == ErrorNumber::NoDomain {
+                if e.no_domain {
                     return LauncherExit::new(ExitKind::Crashed, "the domain disappeared (undefined outside the launcher)");
                 }
-                log(&format!("cannot look the domain up: {}", e.message()));
+                log(&format!("cannot look the domain up: {}", e.message));
                 std::thread::sleep(POLL);
                 continue;
             }
         };
         if let Some(asked) = shutdown_asked {
             if !acpi_sent {
-                match dom.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) {
+                match dom.shutdown_acpi() {
                     Ok(_) => acpi_sent = true,
                     Err(e) => {
                         if conn.check(&e) {
                             continue;
                         }
                         // Not running any more: the state below says how it ended.
-                        log(&format!("the ACPI shutdown request failed: {}", e.message()));
+                        log(&format!("the ACPI shutdown request failed: {}", e.message));
                         acpi_sent = true;
                     }
                 }
@@ -277,23 +275,22 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
                         if conn.check(&e) {
                             continue;
                         }
-                        log(&format!("destroy failed: {}", e.message()));
+                        log(&format!("destroy failed: {}", e.message));
                     }
                 }
             }
         }
-        match dom.get_state() {
-            Ok((state, reason)) => {
+        match dom.state() {
+            Ok(state) => {
                 // QEMU stops (pauses) a guest whose vCPU KVM cannot run ("KVM internal
                 // error"); it would stay so. The handler turns such a node to TCG.
-                if state == sys::VIR_DOMAIN_PAUSED
-                    && reason == sys::VIR_DOMAIN_PAUSED_UNKNOWN as i32
+                if state == (DomainState::Paused { unknown_reason: true })
                     && let Some(line) = l.qemu_log.kvm_failure()
                 {
                     let _ = dom.destroy();
                     return LauncherExit::new(ExitKind::Crashed, format!("QEMU stopped the guest: {line}"));
                 }
-                if let Some(mut exit) = ended(state, reason, shutdown_asked.is_some(), destroyed, grace) {
+                if let Some(mut exit) = ended(state, shutdown_asked.is_some(), destroyed, grace) {
                     if exit.kind == ExitKind::Crashed
                         && let Some(line) = l.qemu_log.kvm_failure()
                     {
@@ -306,7 +303,7 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
                 if conn.check(&e) {
                     continue;
                 }
-                log(&format!("cannot read the domain's state: {}", e.message()));
+                log(&format!("cannot read the domain's state: {}", e.message));
             }
         }
         std::thread::sleep(POLL);
@@ -314,35 +311,30 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
 }
 
 /// Whether a domain state means the guest has ended, and how.
-fn ended(state: sys::virDomainState, reason: i32, asked: bool, destroyed: bool, grace: Duration) -> Option<LauncherExit> {
-    match state {
-        sys::VIR_DOMAIN_SHUTOFF => {}
-        sys::VIR_DOMAIN_CRASHED => return Some(LauncherExit::new(ExitKind::Crashed, "the guest crashed")),
+fn ended(state: DomainState, asked: bool, destroyed: bool, grace: Duration) -> Option<LauncherExit> {
+    let reason = match state {
+        DomainState::Shutoff(reason) => reason,
+        DomainState::Crashed => return Some(LauncherExit::new(ExitKind::Crashed, "the guest crashed")),
         _ => return None,
-    }
-    let reason = reason as sys::virDomainShutoffReason;
+    };
     Some(match reason {
-        sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN if asked => {
-            LauncherExit::new(ExitKind::Shutdown, "the guest shut down after the ACPI shutdown request")
-        }
-        sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN => LauncherExit::new(ExitKind::Shutdown, "the guest powered off"),
+        ShutoffReason::Shutdown if asked => LauncherExit::new(ExitKind::Shutdown, "the guest shut down after the ACPI shutdown request"),
+        ShutoffReason::Shutdown => LauncherExit::new(ExitKind::Shutdown, "the guest powered off"),
         _ if destroyed => LauncherExit::new(
             ExitKind::ForcedOff,
             format!("the guest was still running {} s after the ACPI shutdown request: forced off", grace.as_secs()),
         ),
-        sys::VIR_DOMAIN_SHUTOFF_DESTROYED => LauncherExit::new(ExitKind::Crashed, "the domain was destroyed outside the launcher"),
-        sys::VIR_DOMAIN_SHUTOFF_CRASHED => LauncherExit::new(ExitKind::Crashed, "QEMU died (the domain crashed)"),
-        sys::VIR_DOMAIN_SHUTOFF_FAILED => LauncherExit::new(ExitKind::Crashed, "the domain failed"),
-        sys::VIR_DOMAIN_SHUTOFF_MIGRATED => LauncherExit::new(ExitKind::Shutdown, "the domain migrated to another node"),
-        sys::VIR_DOMAIN_SHUTOFF_SAVED => LauncherExit::new(ExitKind::Crashed, "the domain was saved outside the launcher"),
-        other => LauncherExit::new(ExitKind::Crashed, format!("the domain stopped (shutoff reason {other})")),
+        ShutoffReason::Destroyed => LauncherExit::new(ExitKind::Crashed, "the domain was destroyed outside the launcher"),
+        ShutoffReason::Crashed => LauncherExit::new(ExitKind::Crashed, "QEMU died (the domain crashed)"),
+        ShutoffReason::Failed => LauncherExit::new(ExitKind::Crashed, "the domain failed"),
+        ShutoffReason::Migrated => LauncherExit::new(ExitKind::Shutdown, "the domain migrated to another node"),
+        ShutoffReason::Saved => LauncherExit::new(ExitKind::Crashed, "the domain was saved outside the launcher"),
+        ShutoffReason::Other(other) => LauncherExit::new(ExitKind::Crashed, format!("the domain stopped (shutoff reason {other})")),
     })
 }
 
-fn undefine(dom: &Domain) -> Result<(), String> {
-    dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM)
-        .or_else(|_| dom.undefine())
-        .map_err(|e| e.message().to_string())
+fn undefine(dom: &Guest) -> Result<(), String> {
+    dom.undefine_with_nvram().map_err(|e| e.message)
 }
 
 /// Undefine the domain (if it is off) and remove the scratch disks. Keeps trying for a
@@ -351,7 +343,7 @@ fn cleanup(conn: &mut Conn, plan: &DomainPlan) {
     let deadline = Instant::now() + CONNECT_PATIENCE;
     loop {
         if let Some(c) = conn.get() {
-            match Domain::lookup_by_uuid_string(c, &plan.uuid) {
+            match c.guest_by_uuid(&plan.uuid) {
                 Ok(dom) => {
                     if dom.is_active().unwrap_or(false) {
                         log("the domain is still running at cleanup: destroying it");
@@ -362,10 +354,10 @@ fn cleanup(conn: &mut Conn, plan: &DomainPlan) {
                         Err(e) => log(&format!("cannot undefine {}: {e}", plan.name)),
                     }
                 }
-                Err(e) if e.code() == ErrorNumber::NoDomain => break,
+                Err(e) if e.no_domain => break,
                 Err(e) => {
                     if !conn.check(&e) {
-                        log(&format!("cannot look the domain up at cleanup: {}", e.message()));
+                        log(&format!("cannot look the domain up at cleanup: {}", e.message));
                     }
                 }
             }
