@@ -261,7 +261,7 @@ fn check_names(namespace: &str, claim: &str) -> Result<(), VolumeError> {
 
 /// What an import is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum ImportPhase {
     /// Bytes of the (possibly compressed) image received from the server; the total is the
     /// response's Content-Length when it has one.
     Downloading,
@@ -274,7 +274,7 @@ pub enum Phase {
 /// `Converting` from 0 to 100% for a qcow2 image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    pub phase: Phase,
+    pub phase: ImportPhase,
     pub done: u64,
     pub total: Option<u64>,
 }
@@ -291,11 +291,11 @@ impl std::fmt::Display for Progress {
     /// `importing: 42% (12.0 MiB of 28.6 MiB)`, `importing: 12.0 MiB`, `converting: 42%`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let verb = match self.phase {
-            Phase::Downloading => "importing",
-            Phase::Converting => "converting",
+            ImportPhase::Downloading => "importing",
+            ImportPhase::Converting => "converting",
         };
         match (self.percent(), self.total, self.phase) {
-            (Some(p), Some(t), Phase::Downloading) => write!(f, "{verb}: {}% ({} of {})", p.floor(), human(self.done), human(t)),
+            (Some(p), Some(t), ImportPhase::Downloading) => write!(f, "{verb}: {}% ({} of {})", p.floor(), human(self.done), human(t)),
             (Some(p), _, _) => write!(f, "{verb}: {}%", p.floor()),
             (None, _, _) => write!(f, "{verb}: {}", human(self.done)),
         }
@@ -643,7 +643,7 @@ fn import_registry(
     let reference = url.strip_prefix("docker://").unwrap_or(url);
     let request = crate::images::PullRequest::new(reference, crate::images::cache_dir_of(volumes_dir));
     let pulled = crate::images::pull_blocking(&request).map_err(|e| VolumeError::Download { volume: volume.into(), url: url.into(), message: e.to_string() })?;
-    progress(Progress { phase: Phase::Downloading, done: pulled.downloaded, total: Some(pulled.downloaded) });
+    progress(Progress { phase: ImportPhase::Downloading, done: pulled.downloaded, total: Some(pulled.downloaded) });
     if cancel.load(Ordering::Relaxed) {
         return Err(VolumeError::Cancelled { volume: volume.into() });
     }
@@ -914,7 +914,7 @@ impl Counter<'_> {
     }
 
     fn report(&mut self, force: bool) {
-        let p = Progress { phase: Phase::Downloading, done: self.done, total: self.total };
+        let p = Progress { phase: ImportPhase::Downloading, done: self.done, total: self.total };
         let due = match p.percent() {
             Some(pct) => self.last_percent != Some(pct as u64),
             None => self.last_report.elapsed() >= PROGRESS_INTERVAL,
@@ -998,7 +998,7 @@ fn convert(
 ) -> Result<(), VolumeError> {
     let report = |progress: &mut dyn FnMut(Progress), pct: f64| {
         let done = ((virtual_size as f64) * pct / 100.0).round() as u64;
-        progress(Progress { phase: Phase::Converting, done: done.min(virtual_size), total: Some(virtual_size) });
+        progress(Progress { phase: ImportPhase::Converting, done: done.min(virtual_size), total: Some(virtual_size) });
     };
     report(progress, 0.0);
     let mut child: Child = qemu_img("convert")
@@ -1188,16 +1188,16 @@ mod tests {
 
     #[test]
     fn progress_display_and_percent() {
-        let p = Progress { phase: Phase::Downloading, done: 42, total: Some(100) };
+        let p = Progress { phase: ImportPhase::Downloading, done: 42, total: Some(100) };
         assert_eq!(p.percent(), Some(42.0));
         assert_eq!(p.to_string(), "importing: 42% (42 B of 100 B)");
         assert_eq!(format!("{:.2}%", p.percent().unwrap()), "42.00%");
-        let p = Progress { phase: Phase::Downloading, done: 3 << 20, total: None };
+        let p = Progress { phase: ImportPhase::Downloading, done: 3 << 20, total: None };
         assert_eq!(p.percent(), None);
         assert_eq!(p.to_string(), "importing: 3.0 MiB");
-        let p = Progress { phase: Phase::Converting, done: 999, total: Some(1000) };
+        let p = Progress { phase: ImportPhase::Converting, done: 999, total: Some(1000) };
         assert_eq!(p.to_string(), "converting: 99%");
-        assert_eq!(Progress { phase: Phase::Converting, done: 0, total: Some(0) }.percent(), Some(100.0));
+        assert_eq!(Progress { phase: ImportPhase::Converting, done: 0, total: Some(0) }.percent(), Some(100.0));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! and the source never act on different readings of one migration.
 
 use super::launchers::LauncherStatus;
-use super::{HandlerError, Sync};
+use super::{HandlerError, NodeSync};
 use crate::libvirt::domains::{domain_seen, settle_outgoing, undefine_if_inactive, Outgoing};
 use crate::kubevirt::{self, MigrationState};
 use crate::launcher::{MigrateRequest, MigrationProgress, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
@@ -28,7 +28,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 use std::path::Path;
 
-impl Sync {
+impl NodeSync {
     /// The source side of an in-flight migration of a VMI on this node. `true`: the VMI
     /// was handled (its guest left, or its outcome written); `false`: the usual sync goes on.
     pub(super) async fn sync_migration_source(

@@ -155,7 +155,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     if let Some(emulator) = &config.accel.emulator {
         launcher_args.extend(["--emulator".into(), emulator.into()]);
     }
-    let mut sync = Sync {
+    let mut sync = NodeSync {
         client,
         node: config.node.clone(),
         launchers,
@@ -263,11 +263,13 @@ fn host_uuid(node_dir: &std::path::Path) -> std::io::Result<uuid::Uuid> {
     Ok(uuid)
 }
 
-struct Sync {
+/// The handler's sync of its node's VMIs with their launchers (level-triggered, see
+/// [`run`]), and what it keeps between rounds.
+struct NodeSync {
     client: Client,
     node: String,
     launchers: Launchers,
-    /// Every launcher's flags but `--accel` (see [`Sync::launcher_args`]).
+    /// Every launcher's flags but `--accel` (see [`NodeSync::launcher_args`]).
     launcher_args: Vec<OsString>,
     /// The accelerator new guests get: a guest's KVM failure turns it to TCG.
     accel: crate::accel::Verdict,
@@ -285,7 +287,7 @@ struct Sync {
     peer: Option<(std::time::Instant, bool)>,
 }
 
-impl Sync {
+impl NodeSync {
     /// The flags of a launcher started now.
     fn launcher_args(&self) -> Vec<OsString> {
         let mut args = self.launcher_args.clone();
@@ -483,7 +485,7 @@ impl Sync {
     }
 }
 
-impl Sync {
+impl NodeSync {
     /// Whether another node runs on this node's host (looked up at most every 10 s).
     async fn same_host_peer(&mut self) -> bool {
         if let Some((at, peer)) = self.peer

@@ -72,7 +72,7 @@ pub const DEFAULT_MAX_DISK_SIZE: u64 = 64 << 30;
 
 /// What a pull is doing, reported through [`PullRequest::progress`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum PullPhase {
     /// Layers from the registry: `total` is the sum of the layers' sizes, and layers
     /// already in the cache count as done.
     Downloading,
@@ -82,7 +82,7 @@ pub enum Phase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    pub phase: Phase,
+    pub phase: PullPhase,
     pub done: u64,
     pub total: u64,
 }

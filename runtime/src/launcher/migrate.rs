@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::domain::DomainPlan;
 use super::session::{log, Conn, Launcher, POLL};
 use crate::libvirt::{Connection, DomainState, Guest, Migration};
-use super::{MigrateRequest, MigrationProgress, MigrationReport, Phase, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
+use super::{MigrateRequest, MigrationProgress, MigrationReport, LauncherPhase, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 
 /// How often a running migration's progress is written to `status.json`.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -125,7 +125,7 @@ pub(super) fn turn(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, m: &mut
                 None => (MigrationProgress::Failed, format!("the migration failed: {e}; the guest stays on this node")),
             };
             l.status.migration = Some(MigrationReport { state, message: message.clone(), ..report(&m.request, Role::Source) });
-            l.set(Phase::Running, message);
+            l.set(LauncherPhase::Running, message);
             return Turn::StayedHere;
         }
         Err(mpsc::TryRecvError::Disconnected) => {
@@ -153,7 +153,7 @@ pub(super) fn turn(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, m: &mut
             progress.data_processed = stats.data_processed;
             progress.data_remaining = stats.data_remaining;
             l.status.migration = Some(progress);
-            l.set(Phase::Running, format!("migrating to node {}", m.request.target_node));
+            l.set(LauncherPhase::Running, format!("migrating to node {}", m.request.target_node));
         }
     }
     Turn::Running
@@ -221,7 +221,7 @@ pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid:
     c.define(&plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message))?;
     l.status.ports = plan.ports.clone();
     l.status.migration = Some(MigrationReport { uid: uid.to_string(), role: Role::Target, ..Default::default() });
-    l.set(Phase::Receiving, "the domain is prepared: waiting for the guest to arrive");
+    l.set(LauncherPhase::Receiving, "the domain is prepared: waiting for the guest to arrive");
     loop {
         let Some(c) = conn.get() else {
             std::thread::sleep(POLL);

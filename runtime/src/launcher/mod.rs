@@ -137,7 +137,7 @@ impl LauncherExit {
 
 /// `status.json`'s phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
+pub enum LauncherPhase {
     Starting,
     /// A receiving launcher (`--incoming`): the target domain is defined and waits for
     /// the guest to arrive.
@@ -150,7 +150,7 @@ pub enum Phase {
 /// `status.json`, rewritten atomically on every change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    pub phase: Phase,
+    pub phase: LauncherPhase,
     pub domain: String,
     pub accel: String,
     pub message: String,
@@ -420,7 +420,7 @@ mod tests {
     fn status_json_has_the_contract_shape() {
         let dir = tempfile::tempdir().unwrap();
         let mut status = Status {
-            phase: Phase::Stopped,
+            phase: LauncherPhase::Stopped,
             domain: "default_vm".into(),
             accel: "tcg".into(),
             message: "done".into(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::libvirt::{Connection, Guest, LibvirtError};
 
-use super::{LauncherArgs, LauncherExit, Phase, Status};
+use super::{LauncherArgs, LauncherExit, LauncherPhase, Status};
 
 /// How often the domain's state is read.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -66,7 +66,7 @@ impl Launcher {
     pub fn new(args: LauncherArgs, term: Arc<AtomicBool>) -> Launcher {
         Launcher {
             status: Status {
-                phase: Phase::Starting,
+                phase: LauncherPhase::Starting,
                 domain: String::new(),
                 accel: args.accel.as_str().into(),
                 message: String::new(),
@@ -82,7 +82,7 @@ impl Launcher {
         }
     }
 
-    pub fn set(&mut self, phase: Phase, message: impl Into<String>) {
+    pub fn set(&mut self, phase: LauncherPhase, message: impl Into<String>) {
         self.status.phase = phase;
         self.status.message = message.into();
         log(&format!("{:?}: {}", phase, self.status.message));
@@ -93,7 +93,7 @@ impl Launcher {
 
     pub fn finish(&mut self, exit: LauncherExit) -> LauncherExit {
         self.status.exit = Some(exit.clone());
-        self.set(Phase::Stopped, exit.message.clone());
+        self.set(LauncherPhase::Stopped, exit.message.clone());
         log(&format!("exit {} ({})", exit.kind.as_str(), exit.code()));
         exit
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::domain::{self, BuildOptions, DomainPlan, HostFirmware};
 use crate::libvirt::{DomainState, Guest, ShutoffReason};
 use super::session::{connect_patiently, log, Conn, Launcher, QemuLog, CONNECT_PATIENCE, POLL};
-use super::{ExitKind, LauncherArgs, LauncherExit, Phase};
+use super::{ExitKind, LauncherArgs, LauncherExit, LauncherPhase};
 
 /// Picks a free port for a protocol on the address forwarded ports bind.
 type PortPicker = dyn FnMut(&str) -> std::io::Result<u16>;
@@ -41,7 +41,7 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
         Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, format!("cannot read {}: {e}", dir.join(super::VMI_FILE).display()))),
     };
     l.status.domain = domain::domain_name(&vmi).unwrap_or_default();
-    l.set(Phase::Starting, "preparing the domain");
+    l.set(LauncherPhase::Starting, "preparing the domain");
 
     let firmware = HostFirmware::detect();
     // A node with a network namespace of its own (`vmform up --nodes N`): its QEMU runs
@@ -90,7 +90,7 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
     if let Some(uid) = l.args.incoming.clone() {
         return match super::migrate::receive(l, &mut conn, &plan, &uid) {
             Ok(super::migrate::Arrival::Arrived) => {
-                l.set(Phase::Running, "the guest arrived (live migration)");
+                l.set(LauncherPhase::Running, "the guest arrived (live migration)");
                 let exit = supervise(l, &mut conn, &plan);
                 cleanup(&mut conn, &plan);
                 l.finish(exit)
@@ -125,7 +125,7 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
         }
     };
     let running = if attached { "attached to the running guest" } else { "the guest is running" };
-    l.set(Phase::Running, running);
+    l.set(LauncherPhase::Running, running);
 
     let exit = supervise(l, &mut conn, &plan);
     cleanup(&mut conn, &plan);
@@ -173,7 +173,7 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
         super::domain::Prepare::ContainerDisk { image, .. } => Some(image),
         _ => None,
     }) {
-        l.set(Phase::Starting, format!("pulling image {image}"));
+        l.set(LauncherPhase::Starting, format!("pulling image {image}"));
     }
     super::prepare(&plan.prepare)?;
     let xml_path = l.args.vmi_dir.join(super::DOMAIN_XML_FILE);
@@ -208,7 +208,7 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
             && let Some(request) = super::migrate::new_request(&l.args.vmi_dir, l.status.migration.as_ref())
         {
             l.status.migration = Some(super::migrate::report(&request, super::Role::Source));
-            l.set(Phase::Running, format!("migrating: {} over {}", request.dest_uri, request.migrate_uri));
+            l.set(LauncherPhase::Running, format!("migrating: {} over {}", request.dest_uri, request.migrate_uri));
             outgoing = Some(super::migrate::Outgoing::start(&l.args.libvirt_uri, plan, request));
         }
         if let Some(m) = &mut outgoing {
@@ -229,7 +229,7 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
             if let Some(vmi) = std::fs::read(l.args.vmi_dir.join("vmi.json")).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
                 grace = domain::grace_period(&vmi);
             }
-            l.set(Phase::ShuttingDown, format!("SIGTERM: asking the guest to shut down (grace {} s)", grace.as_secs()));
+            l.set(LauncherPhase::ShuttingDown, format!("SIGTERM: asking the guest to shut down (grace {} s)", grace.as_secs()));
         }
         let Some(c) = conn.get() else {
             std::thread::sleep(POLL);
