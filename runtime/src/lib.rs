@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod apiserver;
 pub mod controller;
+pub mod error;
 pub mod files;
 pub mod handler;
 pub mod images;
@@ -17,3 +18,5 @@ pub mod local;
 pub mod semantics;
 pub mod supervisor;
 pub mod volumes;
+
+pub use error::Error;

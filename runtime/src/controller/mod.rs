@@ -20,6 +20,7 @@ pub use migration::{MigrationConfig, DEFAULT_MAX_DOWNTIME_MS};
 pub use volumes::Volumes;
 
 use crate::kubevirt;
+use crate::Error;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -31,14 +32,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    #[error("API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("volume: {0}")]
-    Volume(String),
-}
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -176,10 +169,10 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: impl std::f
     }
 }
 
-fn error_policy<K>(_object: Arc<K>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
+fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     match error {
         // A write raced another: read again soon.
-        ControllerError::Kube(kube::Error::Api(s)) if s.code == 409 => Action::requeue(Duration::from_millis(100)),
+        Error::Kube(kube::Error::Api(s)) if s.code == 409 => Action::requeue(Duration::from_millis(100)),
         e => {
             tracing::warn!("reconcile failed: {e}");
             Action::requeue(Duration::from_secs(2))

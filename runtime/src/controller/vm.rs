@@ -2,7 +2,8 @@
 //! requests say, created from the template, and the VM's status kept in step with it.
 
 use super::strategy::{self, Decision, Instance, Request};
-use super::{Context, ControllerError};
+use super::Context;
+use crate::Error;
 use crate::kubevirt::{self, Phase, RunStrategy};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 pub(super) const MANAGER: &str = "vmform-controller";
 
-pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
     let vms: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.vm_resource);
@@ -114,7 +115,7 @@ pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Resu
     })
 }
 
-pub(super) async fn remove_finalizer(api: &Api<DynamicObject>, object: &DynamicObject, finalizer: &str) -> Result<(), ControllerError> {
+pub(super) async fn remove_finalizer(api: &Api<DynamicObject>, object: &DynamicObject, finalizer: &str) -> Result<(), Error> {
     let finalizers: Vec<&String> = object.finalizers().iter().filter(|f| *f != finalizer).collect();
     let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": object.resource_version() } });
     api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).or_else(ignore_not_found)?;
@@ -128,7 +129,7 @@ async fn finish_deletion(
     vms: &Api<DynamicObject>,
     vmis: &Api<DynamicObject>,
     ctx: &Context,
-) -> Result<Action, ControllerError> {
+) -> Result<Action, Error> {
     if let Some(vmi) = vmi {
         if Phase::of(vmi).is_final() && kubevirt::has_finalizer(&vmi.metadata, kubevirt::VM_CONTROLLER_FINALIZER) {
             remove_finalizer(vmis, vmi, kubevirt::VM_CONTROLLER_FINALIZER).await?;

@@ -3,7 +3,7 @@
 //! CDI does on a cluster), imports run on blocking threads and report progress into the
 //! VM's status, and the files go when the VM is deleted.
 
-use super::ControllerError;
+use crate::Error;
 use crate::volumes;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
@@ -123,7 +123,7 @@ impl LocalVolumes {
 
     /// Delete the files of a VM's data volume templates (its own volumes; claims it only
     /// refers to are left alone, as Kubernetes leaves a PVC).
-    pub(crate) async fn delete_for(&self, vm: &DynamicObject) -> Result<(), ControllerError> {
+    pub(crate) async fn delete_for(&self, vm: &DynamicObject) -> Result<(), Error> {
         let Some(dir) = self.dir.clone() else { return Ok(()) };
         let namespace = vm.namespace().unwrap_or_default();
         let names: Vec<String> = vm
@@ -134,7 +134,7 @@ impl LocalVolumes {
             .unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             for name in names {
-                volumes::delete(&dir, &namespace, &name).map_err(|e| ControllerError::Volume(format!("data volume {name}: {e}")))?;
+                volumes::delete(&dir, &namespace, &name).map_err(|e| Error::VolumeProvisioning(format!("data volume {name}: {e}")))?;
                 let _ = std::fs::remove_file(volumes::access_modes_path(&dir, &namespace, &name));
             }
             Ok(())

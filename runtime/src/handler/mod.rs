@@ -20,6 +20,7 @@ pub use crate::libvirt::domains::destroy_all_domains;
 use crate::libvirt::domains::{domain_seen, remove_domain, warm_up};
 
 use crate::kubevirt::{self, MigrationState, Phase};
+use crate::Error;
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -29,18 +30,6 @@ use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    #[error("API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("the node dir {path} cannot be used: {source}")]
-    NodeDir { path: String, source: std::io::Error },
-    #[error("libvirt: {0}")]
-    Libvirt(String),
-    #[error("KVM was asked for (--accel kvm), but guests cannot run under it here: {0}")]
-    KvmUnavailable(String),
-}
 
 /// Where the node's libvirt comes from.
 #[derive(Debug, Clone)]
@@ -80,7 +69,7 @@ impl HandlerConfig {
 const TICK: Duration = Duration::from_millis(100);
 
 /// Run the handler until `shutdown` resolves. Guests keep running when it returns.
-pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), HandlerError> {
+pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
     // libvirt prints every error to stderr by default, expected ones ("no domain with
     // matching uuid") included; the handler reports what matters itself.
     crate::libvirt::silence_errors();
@@ -115,7 +104,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     };
     tracing::info!("node {}: libvirt {uri}, accelerator {} ({})", config.node, verdict.accel, verdict.reason);
     if config.accel.choice == crate::accel::AccelChoice::Kvm && verdict.accel != crate::accel::Accel::Kvm {
-        let error = HandlerError::KvmUnavailable(verdict.reason);
+        let error = Error::KvmUnavailable(verdict.reason);
         if let Err(k) = node::register_unavailable(&client, &config.node, "KVMUnavailable", &error.to_string()).await {
             tracing::warn!("cannot record node {} as unavailable: {k}", config.node);
         }
@@ -138,7 +127,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
 
     let vmis_dir = config.vmis_dir();
     let launchers = Launchers::adopt(vmis_dir.clone(), config.launcher_command.clone())
-        .map_err(|source| HandlerError::NodeDir { path: vmis_dir.display().to_string(), source })?;
+        .map_err(|source| Error::NodeDir { path: vmis_dir.display().to_string(), source })?;
     let resource = kubevirt::vmi_resource();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let writer = reflector::store::Writer::new(resource.clone());
@@ -223,7 +212,7 @@ async fn reap_orphans() {
 
 /// Start the node's own libvirtd again whenever it dies. Its guests' QEMUs keep running
 /// meanwhile, and a new libvirtd takes them over from its state dir; launchers reconnect.
-async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), HandlerError> {
+async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), Error> {
     let pid_file = config.node_dir.join("libvirt/libvirtd.pid");
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -238,12 +227,12 @@ async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), HandlerError> {
     }
 }
 
-async fn start_libvirtd(config: &HandlerConfig) -> Result<String, HandlerError> {
+async fn start_libvirtd(config: &HandlerConfig) -> Result<String, Error> {
     let node_dir = config.node_dir.clone();
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&node_dir).map_err(|source| HandlerError::NodeDir { path: node_dir.display().to_string(), source })?;
-        let host_uuid = host_uuid(&node_dir).map_err(|source| HandlerError::NodeDir { path: node_dir.display().to_string(), source })?;
-        let daemon = crate::libvirt::daemon::NodeDaemon::ensure_running(&node_dir, host_uuid).map_err(|e| HandlerError::Libvirt(e.to_string()))?;
+        std::fs::create_dir_all(&node_dir).map_err(|source| Error::NodeDir { path: node_dir.display().to_string(), source })?;
+        let host_uuid = host_uuid(&node_dir).map_err(|source| Error::NodeDir { path: node_dir.display().to_string(), source })?;
+        let daemon = crate::libvirt::daemon::NodeDaemon::ensure_running(&node_dir, host_uuid).map_err(|e| Error::Libvirt(e.to_string()))?;
         warm_up(&daemon.uri());
         Ok(daemon.uri().to_string())
     })
@@ -308,7 +297,7 @@ impl NodeSync {
             };
             if let Err(e) = result {
                 match e {
-                    HandlerError::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                    Error::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
                     e => tracing::warn!("VMI {}/{}: {e}", vmi.namespace().unwrap_or_default(), vmi.name_any()),
                 }
             }
@@ -330,7 +319,7 @@ impl NodeSync {
         }
     }
 
-    async fn sync_vmi(&mut self, vmi: &DynamicObject) -> Result<(), HandlerError> {
+    async fn sync_vmi(&mut self, vmi: &DynamicObject) -> Result<(), Error> {
         let uid = vmi.metadata.uid.clone().unwrap_or_default();
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &vmi.namespace().unwrap_or_default(), &kubevirt::vmi_resource());
         let dir = self.launchers.dir_of(&uid);
@@ -351,7 +340,7 @@ impl NodeSync {
             }
             let uri = self.uri.clone();
             let domain_uid = uid.clone();
-            tokio::task::spawn_blocking(move || remove_domain(&uri, &domain_uid)).await.expect("no panic").map_err(HandlerError::Libvirt)?;
+            tokio::task::spawn_blocking(move || remove_domain(&uri, &domain_uid)).await.expect("no panic")?;
             // The guest is gone: record how it ended, then let the VMI go.
             let mut vmi = vmi.clone();
             if !Phase::of(&vmi).is_final() {
@@ -413,7 +402,7 @@ impl NodeSync {
                         let object = serde_json::to_value(vmi).expect("objects serialise");
                         self.launchers
                             .spawn(&uid, &object, &self.launcher_args(), None)
-                            .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                            .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source })?;
                         None
                     }
                     _ => Some(Observed::Exited(exit)),
@@ -423,7 +412,7 @@ impl NodeSync {
                 let object = serde_json::to_value(vmi).expect("objects serialise");
                 self.launchers
                     .spawn(&uid, &object, &self.launcher_args(), None)
-                    .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                    .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source })?;
                 None
             }
             (false, None, _) => {
@@ -437,7 +426,7 @@ impl NodeSync {
                     let object = serde_json::to_value(vmi).expect("objects serialise");
                     self.launchers
                         .spawn(&uid, &object, &self.launcher_args(), None)
-                        .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                        .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source })?;
                     None
                 } else {
                     Some(Observed::Exited(LauncherExit { kind: "Crashed".into(), message: "the guest's launcher stopped unexpectedly and the guest is gone".into() }))
@@ -459,7 +448,7 @@ impl NodeSync {
         }
     }
 
-    async fn report_running(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), HandlerError> {
+    async fn report_running(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), Error> {
         let console = dir.join("console.log").display().to_string();
         let ports = serde_json::to_string(&s.ports).expect("JSON serialises");
         let annotations = vmi.annotations();
@@ -506,7 +495,7 @@ enum Observed {
     Exited(LauncherExit),
 }
 
-async fn write_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase, condition: Value) -> Result<(), HandlerError> {
+async fn write_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase, condition: Value) -> Result<(), Error> {
     let patch = kubevirt::phase_patch(vmi, phase, vec![condition]);
     api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::accel::Accel;
+use crate::Error;
 
 /// The PCI slot of the first interface (on the root bus); at most [`MAX_NICS`] follow.
 const NIC_SLOT: usize = 0x18;
@@ -834,16 +835,6 @@ pub struct DomainPlan {
     pub local_disks: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DomainError {
-    #[error("{}", .0.join("; "))]
-    Unsupported(Vec<String>),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("cannot find a free host port: {0}")]
-    Ports(std::io::Error),
-}
-
 /// The inputs of [`build`] besides the VMI.
 pub struct BuildOptions<'a> {
     pub accel: Accel,
@@ -872,16 +863,16 @@ pub fn grace_period(vmi: &Value) -> Duration {
 }
 
 /// VMI → domain XML and the files to prepare.
-pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainError> {
-    let name = str_at(vmi, "/metadata/name").filter(|n| !n.is_empty()).ok_or_else(|| DomainError::Invalid("the VMI has no metadata.name".into()))?;
+pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, Error> {
+    let name = str_at(vmi, "/metadata/name").filter(|n| !n.is_empty()).ok_or_else(|| Error::InvalidVmi("the VMI has no metadata.name".into()))?;
     let namespace = str_at(vmi, "/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or("default");
-    let uid = str_at(vmi, "/metadata/uid").ok_or_else(|| DomainError::Invalid("the VMI has no metadata.uid".into()))?;
+    let uid = str_at(vmi, "/metadata/uid").ok_or_else(|| Error::InvalidVmi("the VMI has no metadata.uid".into()))?;
     let uuid = uuid::Uuid::parse_str(uid)
-        .map_err(|e| DomainError::Invalid(format!("the VMI's metadata.uid `{uid}` is not a UUID: {e}")))?
+        .map_err(|e| Error::InvalidVmi(format!("the VMI's metadata.uid `{uid}` is not a UUID: {e}")))?
         .hyphenated()
         .to_string();
-    let spec = vmi.get("spec").ok_or_else(|| DomainError::Invalid("the VMI has no spec".into()))?;
-    let model = analyse(spec, opts.firmware).map_err(DomainError::Unsupported)?;
+    let spec = vmi.get("spec").ok_or_else(|| Error::InvalidVmi("the VMI has no spec".into()))?;
+    let model = analyse(spec, opts.firmware).map_err(Error::UnsupportedVmi)?;
     let vmi_id = VmiIdentity { name, namespace, uid, uuid: &uuid };
     let disks_dir = opts.vmi_dir.join("disks");
     let console_log = opts.vmi_dir.join("console.log");
@@ -1152,7 +1143,7 @@ fn write_nics(
     uuid: &str,
     host_ip: &str,
     host_port: &mut dyn FnMut(&str) -> std::io::Result<u16>,
-) -> Result<Vec<ForwardedPort>, DomainError> {
+) -> Result<Vec<ForwardedPort>, Error> {
     let mut ports = Vec::new();
     if model.nics.is_empty() {
         return Ok(ports);
@@ -1166,7 +1157,7 @@ fn write_nics(
             let _ = write!(netdev, ",hostname={}", qemu_opt(h));
         }
         for p in &nic.ports {
-            let port_on_host = host_port(p.protocol).map_err(DomainError::Ports)?;
+            let port_on_host = host_port(p.protocol).map_err(Error::NoFreePort)?;
             let _ = write!(netdev, ",hostfwd={}:{}:{port_on_host}-:{}", p.protocol.to_ascii_lowercase(), host_ip, p.port);
             ports.push(ForwardedPort {
                 name: p.name.clone(),

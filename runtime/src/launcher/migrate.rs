@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use super::domain::DomainPlan;
 use super::session::{log, Conn, Launcher, POLL};
 use crate::libvirt::{Connection, DomainState, Guest, Migration};
+use crate::Error;
 use super::{MigrateRequest, MigrationProgress, MigrationReport, LauncherPhase, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 
 /// How often a running migration's progress is written to `status.json`.
@@ -54,7 +55,7 @@ pub(super) struct Completed {
 pub(super) struct Outgoing {
     pub request: MigrateRequest,
     started: Instant,
-    result: mpsc::Receiver<Result<Completed, String>>,
+    result: mpsc::Receiver<Result<Completed, Error>>,
     /// Why an abort was asked, once it was.
     aborting: Option<String>,
     last_report: Instant,
@@ -166,12 +167,13 @@ pub(super) fn report(request: &MigrateRequest, role: Role) -> MigrationReport {
 
 /// The migration itself (blocking): the target's definition of the domain as the
 /// destination XML, then libvirt's peer-to-peer migration.
-fn migrate(source_uri: &str, uuid: &str, local_disks: &[String], req: &MigrateRequest) -> Result<Completed, String> {
-    let source = Connection::open(source_uri).map_err(|e| format!("cannot connect to libvirt at {source_uri}: {}", e.message))?;
-    let dom = source.guest_by_uuid(uuid).map_err(|e| format!("the domain is not here: {}", e.message))?;
-    let dest = Connection::open(&req.dest_uri).map_err(|e| format!("cannot reach the target's libvirt at {}: {}", req.dest_uri, e.message))?;
-    let prepared = dest.guest_by_uuid(uuid).map_err(|_| "the target has not prepared the domain".to_string())?;
-    let xml = prepared.migratable_xml().map_err(|e| format!("cannot read the target's domain: {}", e.message))?;
+fn migrate(source_uri: &str, uuid: &str, local_disks: &[String], req: &MigrateRequest) -> Result<Completed, Error> {
+    let failed = |message: String| Error::Launcher(message);
+    let source = Connection::open(source_uri).map_err(|e| failed(format!("cannot connect to libvirt at {source_uri}: {}", e.message)))?;
+    let dom = source.guest_by_uuid(uuid).map_err(|e| failed(format!("the domain is not here: {}", e.message)))?;
+    let dest = Connection::open(&req.dest_uri).map_err(|e| failed(format!("cannot reach the target's libvirt at {}: {}", req.dest_uri, e.message)))?;
+    let prepared = dest.guest_by_uuid(uuid).map_err(|_| failed("the target has not prepared the domain".to_string()))?;
+    let xml = prepared.migratable_xml().map_err(|e| failed(format!("cannot read the target's domain: {}", e.message)))?;
     let migration = Migration {
         dest_uri: req.dest_uri.clone(),
         migrate_uri: req.migrate_uri.clone(),
@@ -189,7 +191,7 @@ fn migrate(source_uri: &str, uuid: &str, local_disks: &[String], req: &MigrateRe
         log(&format!("cannot set the downtime limit to {} ms: {}", req.max_downtime_ms, e.message));
     }
     log(&format!("migrating to {} over {}", req.dest_uri, req.migrate_uri));
-    dom.migrate(&migration).map_err(|e| e.message.trim().to_string())?;
+    dom.migrate(&migration).map_err(|e| failed(e.message.trim().to_string()))?;
     let stats = dest.guest_by_uuid(uuid).and_then(|d| d.completed_job()).ok();
     Ok(Completed { time_elapsed_ms: stats.and_then(|s| s.time_elapsed_ms), downtime_ms: stats.and_then(|s| s.downtime_ms) })
 }
@@ -204,8 +206,8 @@ pub(super) enum Arrival {
 
 /// The target side: define the domain here from the VMI (this node's paths and ports)
 /// and wait until the guest runs in it.
-pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid: &str) -> Result<Arrival, String> {
-    let c = conn.get().ok_or("libvirtd went away")?;
+pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid: &str) -> Result<Arrival, Error> {
+    let c = conn.get().ok_or_else(|| Error::Launcher("libvirtd went away".into()))?;
     if let Ok(dom) = c.guest_by_uuid(&plan.uuid) {
         if dom.is_active().unwrap_or(false) {
             // A receiving launcher started again after its guest arrived.
@@ -218,7 +220,7 @@ pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid:
     if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
         log(&format!("cannot write {}: {e}", xml_path.display()));
     }
-    c.define(&plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message))?;
+    c.define(&plan.xml).map_err(|e| Error::Launcher(format!("libvirt refused the domain: {}", e.message)))?;
     l.status.ports = plan.ports.clone();
     l.status.migration = Some(MigrationReport { uid: uid.to_string(), role: Role::Target, ..Default::default() });
     l.set(LauncherPhase::Receiving, "the domain is prepared: waiting for the guest to arrive");
@@ -251,7 +253,7 @@ pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid:
                 if l.term.load(std::sync::atomic::Ordering::SeqCst) {
                     return Ok(Arrival::Cancelled);
                 }
-                return Err("the prepared domain was undefined outside the launcher".into());
+                return Err(Error::Launcher("the prepared domain was undefined outside the launcher".into()));
             }
             Err(e) => {
                 conn.check(&e);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::libvirt::{Connection, Guest, LibvirtError};
+use crate::Error;
 
 use super::{LauncherArgs, LauncherExit, LauncherPhase, Status};
 
@@ -146,14 +147,14 @@ impl Conn {
 
 /// The connection to libvirtd at `uri`, waiting for it a while (it may be starting), unless
 /// SIGTERM came.
-pub fn connect_patiently(uri: &str, term: &AtomicBool) -> Result<Conn, String> {
+pub fn connect_patiently(uri: &str, term: &AtomicBool) -> Result<Conn, Error> {
     let deadline = Instant::now() + CONNECT_PATIENCE;
     let mut backoff = POLL;
     loop {
         match Connection::open(uri) {
             Ok(c) => return Ok(Conn { uri: uri.to_string(), conn: Some(c), backoff: POLL, next_try: Instant::now() }),
             Err(e) if Instant::now() >= deadline || term.load(Ordering::SeqCst) => {
-                return Err(format!("cannot connect to libvirt at {uri}: {}", e.message));
+                return Err(Error::Launcher(format!("cannot connect to libvirt at {uri}: {}", e.message)));
             }
             Err(_) => {
                 std::thread::sleep(backoff);

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::domain::{self, BuildOptions, DomainPlan, HostFirmware};
-use crate::libvirt::{DomainState, Guest, ShutoffReason};
+use crate::libvirt::{DomainState, Guest, LibvirtError, ShutoffReason};
+use crate::Error;
 use super::session::{connect_patiently, log, Conn, Launcher, QemuLog, CONNECT_PATIENCE, POLL};
 use super::{ExitKind, LauncherArgs, LauncherExit, LauncherPhase};
 
@@ -84,7 +85,7 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
 
     let mut conn = match connect_patiently(&l.args.libvirt_uri, &l.term) {
         Ok(c) => c,
-        Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e)),
+        Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e.to_string())),
     };
 
     if let Some(uid) = l.args.incoming.clone() {
@@ -142,11 +143,11 @@ enum Start {
 
 /// Define and start the domain, or find it already running.
 fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, LauncherExit> {
-    start_or_attach_inner(l, conn, plan).map_err(|e| LauncherExit::new(if e.image_pull { ExitKind::ImagePull } else { ExitKind::Failed }, e.message))
+    start_or_attach_inner(l, conn, plan).map_err(|e| LauncherExit::new(if e.is_image_pull() { ExitKind::ImagePull } else { ExitKind::Failed }, e.to_string()))
 }
 
-fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, super::PrepareError> {
-    let c = conn.get().ok_or_else(|| "libvirtd went away".to_string())?;
+fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, Error> {
+    let c = conn.get().ok_or_else(|| Error::prepare("libvirtd went away"))?;
     if let Ok(dom) = c.guest_by_uuid(&plan.uuid) {
         if dom.is_active().unwrap_or(false) {
             // The earlier launcher's forwarded ports still hold.
@@ -155,15 +156,15 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
             return Ok(Start::Attached);
         }
         log(&format!("undefining the leftover shut-off domain {}", plan.name));
-        undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
+        undefine(&dom).map_err(|e| Error::prepare(format!("cannot undefine the leftover domain {}: {e}", plan.name)))?;
     }
     if let Ok(dom) = c.guest_by_name(&plan.name) {
         if dom.is_active().unwrap_or(false) {
             let other = dom.uuid().unwrap_or_default();
-            return Err(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name).into());
+            return Err(Error::prepare(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name)));
         }
         log(&format!("undefining the leftover shut-off domain {} of another uid", plan.name));
-        undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
+        undefine(&dom).map_err(|e| Error::prepare(format!("cannot undefine the leftover domain {}: {e}", plan.name)))?;
     }
 
     if l.term.load(Ordering::SeqCst) {
@@ -180,10 +181,10 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
     if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
         log(&format!("cannot write {}: {e}", xml_path.display()));
     }
-    let dom = c.define(&plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message))?;
+    let dom = c.define(&plan.xml).map_err(|e| Error::prepare(format!("libvirt refused the domain: {}", e.message)))?;
     l.status.ports = plan.ports.clone();
     if let Err(e) = dom.start() {
-        return Err(format!("the domain did not start: {}", e.message).into());
+        return Err(Error::prepare(format!("the domain did not start: {}", e.message)));
     }
     Ok(Start::Started)
 }
@@ -333,8 +334,8 @@ fn ended(state: DomainState, asked: bool, destroyed: bool, grace: Duration) -> O
     })
 }
 
-fn undefine(dom: &Guest) -> Result<(), String> {
-    dom.undefine_with_nvram().map_err(|e| e.message)
+fn undefine(dom: &Guest) -> Result<(), LibvirtError> {
+    dom.undefine_with_nvram()
 }
 
 /// Undefine the domain (if it is off) and remove the scratch disks. Keeps trying for a

@@ -4,6 +4,7 @@
 //! closes it.
 
 use super::api::{Connection, DomainState, LINKED};
+use crate::Error;
 
 /// Have libvirtd probe QEMU's capabilities now (it does so once, lazily, taking seconds),
 /// so the node's first guest does not wait for it.
@@ -78,11 +79,11 @@ pub fn undefine_if_inactive(uri: &str, uid: &str) {
 
 /// Make sure no domain of this VMI is left: forced off and undefined. Without libvirt:
 /// nothing to do.
-pub fn remove_domain(uri: &str, uid: &str) -> Result<(), String> {
+pub fn remove_domain(uri: &str, uid: &str) -> Result<(), Error> {
     if !LINKED {
         return Ok(());
     }
-    let conn = Connection::open(uri).map_err(|e| format!("cannot reach libvirt at {uri}: {}", e.detail))?;
+    let conn = Connection::open(uri).map_err(|e| Error::Libvirt(format!("cannot reach libvirt at {uri}: {}", e.detail)))?;
     if let Ok(domain) = conn.guest_by_uuid(uid) {
         if domain.is_active().unwrap_or(false) {
             let _ = domain.destroy();
