@@ -327,39 +327,7 @@ impl NodeSync {
         let status = launchers::read_status(&dir);
 
         if kubevirt::is_deleting(&vmi.metadata) {
-            if alive {
-                let launcher = self.launchers.by_uid.get_mut(&uid).expect("alive");
-                if launcher.terminated.is_none() {
-                    // The stop may have shortened the grace period since the launcher
-                    // started: it reads vmi.json again on SIGTERM.
-                    let object = serde_json::to_vec_pretty(vmi).expect("objects serialise");
-                    let _ = crate::files::write_atomically(&dir.join("vmi.json"), &object, 0o644);
-                }
-                launcher.terminate();
-                return Ok(());
-            }
-            let uri = self.uri.clone();
-            let domain_uid = uid.clone();
-            tokio::task::spawn_blocking(move || remove_domain(&uri, &domain_uid)).await.expect("no panic")?;
-            // The guest is gone: record how it ended, then let the VMI go.
-            let mut vmi = vmi.clone();
-            if !Phase::of(&vmi).is_final() {
-                let (phase, condition) = match status.and_then(|s| s.exit) {
-                    Some(exit) if !exit.succeeded() => (Phase::Failed, ready_false(&vmi, &exit.kind, &exit.message)),
-                    Some(exit) => (Phase::Succeeded, ready_false(&vmi, "GuestStopped", &exit.message)),
-                    None => (Phase::Succeeded, ready_false(&vmi, "PodTerminating", "stopped before its guest started")),
-                };
-                let patch = kubevirt::phase_patch(&vmi, phase, vec![condition]);
-                vmi = api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            }
-            if kubevirt::has_finalizer(&vmi.metadata, kubevirt::HANDLER_FINALIZER) {
-                let finalizers: Vec<&String> = vmi.finalizers().iter().filter(|f| *f != kubevirt::HANDLER_FINALIZER).collect();
-                let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": vmi.resource_version() } });
-                api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            }
-            self.launchers.by_uid.remove(&uid);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Ok(());
+            return self.sync_deleted_vmi(&api, vmi, &uid, &dir, alive, status).await;
         }
         let phase = Phase::of(vmi);
         if phase.is_final() {
@@ -446,6 +414,52 @@ impl NodeSync {
                 write_status(&api, vmi, phase, ready_false(vmi, reason, &exit.message)).await
             }
         }
+    }
+
+    /// A VMI being deleted: its guest stopped first (SIGTERM to its launcher), then its
+    /// domain removed, how it ended recorded, and the VMI let go (its finalizer removed).
+    async fn sync_deleted_vmi(
+        &mut self,
+        api: &Api<DynamicObject>,
+        vmi: &DynamicObject,
+        uid: &str,
+        dir: &std::path::Path,
+        alive: bool,
+        status: Option<LauncherStatus>,
+    ) -> Result<(), Error> {
+        if alive {
+            let launcher = self.launchers.by_uid.get_mut(uid).expect("alive");
+            if launcher.terminated.is_none() {
+                // The stop may have shortened the grace period since the launcher
+                // started: it reads vmi.json again on SIGTERM.
+                let object = serde_json::to_vec_pretty(vmi).expect("objects serialise");
+                let _ = crate::files::write_atomically(&dir.join("vmi.json"), &object, 0o644);
+            }
+            launcher.terminate();
+            return Ok(());
+        }
+        let uri = self.uri.clone();
+        let domain_uid = uid.to_string();
+        tokio::task::spawn_blocking(move || remove_domain(&uri, &domain_uid)).await.expect("no panic")?;
+        // The guest is gone: record how it ended, then let the VMI go.
+        let mut vmi = vmi.clone();
+        if !Phase::of(&vmi).is_final() {
+            let (phase, condition) = match status.and_then(|s| s.exit) {
+                Some(exit) if !exit.succeeded() => (Phase::Failed, ready_false(&vmi, &exit.kind, &exit.message)),
+                Some(exit) => (Phase::Succeeded, ready_false(&vmi, "GuestStopped", &exit.message)),
+                None => (Phase::Succeeded, ready_false(&vmi, "PodTerminating", "stopped before its guest started")),
+            };
+            let patch = kubevirt::phase_patch(&vmi, phase, vec![condition]);
+            vmi = api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        if kubevirt::has_finalizer(&vmi.metadata, kubevirt::HANDLER_FINALIZER) {
+            let finalizers: Vec<&String> = vmi.finalizers().iter().filter(|f| *f != kubevirt::HANDLER_FINALIZER).collect();
+            let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": vmi.resource_version() } });
+            api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        self.launchers.by_uid.remove(uid);
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
     }
 
     async fn report_running(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), Error> {
