@@ -17,6 +17,7 @@ use serde_json::json;
 use super::{kvm_failure, Accel, Verdict, PROBE_GUEST, PROBE_LONG_MODE, PROBE_REAL_MODE};
 use crate::launcher::domain::{self, BuildOptions, HostFirmware};
 use crate::libvirt::{Connection, DomainState, Guest};
+use crate::Error;
 
 /// The probe's domain, `<namespace>_<name>` as every domain is named.
 const NAMESPACE: &str = "vmform-system";
@@ -96,13 +97,13 @@ fn run(uri: &str, dir: &Path, emulator: Option<&Path>, qemu_log: Option<&Path>, 
 }
 
 /// The probe's files, and its domain as the launcher would define it under KVM.
-fn prepare(dir: &Path, emulator: Option<&Path>) -> Result<domain::DomainPlan, String> {
+fn prepare(dir: &Path, emulator: Option<&Path>) -> Result<domain::DomainPlan, Error> {
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::prepare(format!("{}: {e}", dir.display())))?;
     let disk = dir.join("probe-guest.img");
     let mut image = PROBE_GUEST.to_vec();
     image.resize(DISK_SIZE as usize, 0);
-    std::fs::write(&disk, image).map_err(|e| format!("{}: {e}", disk.display()))?;
+    std::fs::write(&disk, image).map_err(|e| Error::prepare(format!("{}: {e}", disk.display())))?;
     let vmi = json!({
         "metadata": { "name": NAME, "namespace": NAMESPACE, "uid": uuid::Uuid::new_v4().to_string() },
         "spec": {
@@ -119,7 +120,6 @@ fn prepare(dir: &Path, emulator: Option<&Path>) -> Result<domain::DomainPlan, St
         &vmi,
         BuildOptions { accel: Accel::Kvm, vmi_dir: dir, volumes_dir: dir, firmware: &firmware, host_ip: "127.0.0.1", host_port: &mut no_ports, emulator },
     )
-    .map_err(|e| e.to_string())
 }
 
 /// Wait for the guest's long-mode line, its QEMU to stop, or the deadline.
