@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vmform_runtime::launcher::{self, ExitKind, Phase};
+use vmform_runtime::launcher::{self, ExitKind, LauncherPhase};
 use vmform_runtime::libvirt::NodeDaemon;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -187,7 +187,7 @@ fn status(dir: &Path) -> launcher::Status {
     launcher::read_status(dir).unwrap()
 }
 
-fn wait_phase(dir: &Path, phase: Phase, timeout: Duration) -> launcher::Status {
+fn wait_phase(dir: &Path, phase: LauncherPhase, timeout: Duration) -> launcher::Status {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(s) = launcher::read_status(dir)
@@ -232,7 +232,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 /// After a launcher has exited: no domain, no QEMU, no scratch dir, and the exit recorded.
 fn assert_clean(node: &Node, g: &Guest, kind: ExitKind) {
     let s = status(&g.dir);
-    assert_eq!(s.phase, Phase::Stopped);
+    assert_eq!(s.phase, LauncherPhase::Stopped);
     let exit = s.exit.expect("exit recorded");
     assert_eq!(exit.kind, kind, "{}", exit.message);
     assert!(!g.dir.join("disks").exists(), "disks/ removed");
@@ -307,7 +307,7 @@ fn boot_and_shutdown(node: &Node, disk: &Path) {
 
     let pid: u32 = std::fs::read_to_string(g.dir.join("launcher.pid")).unwrap().trim().parse().unwrap();
     assert_eq!(pid, g.launcher.id());
-    let s = wait_phase(&g.dir, Phase::Running, Duration::from_secs(10));
+    let s = wait_phase(&g.dir, LauncherPhase::Running, Duration::from_secs(10));
     assert_eq!(s.domain, "tests_hello");
     assert_eq!(s.accel, "tcg");
     assert!(g.dir.join("domain.xml").exists());
@@ -341,10 +341,10 @@ fn boot_and_shutdown(node: &Node, disk: &Path) {
 fn forced_off(node: &Node, disk: &Path) {
     let mut g = launch(node, "stubborn", disk, "#cloud-config\n#vmform-ignore-acpi\n", 3);
     wait_line(&mut g, "VMFORM-TEST-GUEST IGNORING-ACPI", BOOT_TIMEOUT);
-    wait_phase(&g.dir, Phase::Running, Duration::from_secs(10));
+    wait_phase(&g.dir, LauncherPhase::Running, Duration::from_secs(10));
     let asked = Instant::now();
     sigterm(&g);
-    wait_phase(&g.dir, Phase::ShuttingDown, Duration::from_secs(5));
+    wait_phase(&g.dir, LauncherPhase::ShuttingDown, Duration::from_secs(5));
     let code = wait_exit(&mut g, Duration::from_secs(30));
     let took = asked.elapsed();
     eprintln!("forced off {:.1} s after SIGTERM (grace 3 s)", took.as_secs_f64());
@@ -380,7 +380,7 @@ fn missing_disk(node: &Node) {
 fn libvirtd_restart(node: &mut Node, disk: &Path) {
     let mut g = launch(node, "survivor", disk, "#vmform-marker survivor\n", 30);
     wait_line(&mut g, "VMFORM-USER-DATA: #vmform-marker survivor", BOOT_TIMEOUT);
-    wait_phase(&g.dir, Phase::Running, Duration::from_secs(10));
+    wait_phase(&g.dir, LauncherPhase::Running, Duration::from_secs(10));
     let qemu = qemu_pids(&g.name);
     node.daemon.take().unwrap().stop().unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -412,7 +412,7 @@ fn libvirtd_restart(node: &mut Node, disk: &Path) {
 fn replacement_attaches(node: &Node, disk: &Path) {
     let mut g = launch(node, "handover", disk, "#vmform-marker handover\n", 30);
     wait_line(&mut g, "VMFORM-USER-DATA: #vmform-marker handover", BOOT_TIMEOUT);
-    let before = wait_phase(&g.dir, Phase::Running, Duration::from_secs(10));
+    let before = wait_phase(&g.dir, LauncherPhase::Running, Duration::from_secs(10));
     let boot_id = console(&g.dir).lines().find(|l| l.starts_with("VMFORM-BOOT-ID")).unwrap().to_string();
     g.launcher.kill().unwrap();
     g.launcher.wait().unwrap();
@@ -422,7 +422,7 @@ fn replacement_attaches(node: &Node, disk: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = status(&g.dir);
-        if s.phase == Phase::Running && s.message.contains("attached") {
+        if s.phase == LauncherPhase::Running && s.message.contains("attached") {
             assert_eq!(s.ports, before.ports, "the forwarded ports are kept");
             break;
         }

@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod apiserver;
 pub mod controller;
+pub mod error;
 pub mod files;
 pub mod handler;
 pub mod images;
@@ -14,5 +15,8 @@ pub mod kubevirt;
 pub mod launcher;
 pub mod libvirt;
 pub mod local;
+pub mod semantics;
 pub mod supervisor;
 pub mod volumes;
+
+pub use error::Error;

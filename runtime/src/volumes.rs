@@ -17,7 +17,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vmform_compiler::values::{check_dns_label, parse_quantity};
+
+use crate::files::{free_space, SparseWriter};
 
 /// Longest claim name accepted: `.<claim>.img.download` must fit a file name (255 bytes).
 /// Kubernetes allows 253 characters; names that long are refused with a clear message.
@@ -40,6 +42,12 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// The file backing claim `claim` of namespace `namespace`.
 pub fn claim_path(volumes_dir: &Path, namespace: &str, claim: &str) -> PathBuf {
     volumes_dir.join(namespace).join(format!("{claim}.img"))
+}
+
+/// `<claim>.json` beside `<claim>.img`: the claim's access modes, as its template asked
+/// (the controller records them, the handler reads them for `LiveMigratable`).
+pub fn access_modes_path(volumes_dir: &Path, namespace: &str, claim: &str) -> PathBuf {
+    claim_path(volumes_dir, namespace, claim).with_extension("json")
 }
 
 /// One entry of a VM's `spec.dataVolumeTemplates`, as far as the local runtime uses it.
@@ -253,7 +261,7 @@ fn check_names(namespace: &str, claim: &str) -> Result<(), VolumeError> {
 
 /// What an import is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum ImportPhase {
     /// Bytes of the (possibly compressed) image received from the server; the total is the
     /// response's Content-Length when it has one.
     Downloading,
@@ -266,7 +274,7 @@ pub enum Phase {
 /// `Converting` from 0 to 100% for a qcow2 image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    pub phase: Phase,
+    pub phase: ImportPhase,
     pub done: u64,
     pub total: Option<u64>,
 }
@@ -283,11 +291,11 @@ impl std::fmt::Display for Progress {
     /// `importing: 42% (12.0 MiB of 28.6 MiB)`, `importing: 12.0 MiB`, `converting: 42%`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let verb = match self.phase {
-            Phase::Downloading => "importing",
-            Phase::Converting => "converting",
+            ImportPhase::Downloading => "importing",
+            ImportPhase::Converting => "converting",
         };
         match (self.percent(), self.total, self.phase) {
-            (Some(p), Some(t), Phase::Downloading) => write!(f, "{verb}: {}% ({} of {})", p.floor(), human(self.done), human(t)),
+            (Some(p), Some(t), ImportPhase::Downloading) => write!(f, "{verb}: {}% ({} of {})", p.floor(), human(self.done), human(t)),
             (Some(p), _, _) => write!(f, "{verb}: {}%", p.floor()),
             (None, _, _) => write!(f, "{verb}: {}", human(self.done)),
         }
@@ -403,18 +411,6 @@ fn is_disk_full(e: &io::Error) -> bool {
 fn disk_full(volume: &str, path: &Path) -> VolumeError {
     let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
     VolumeError::DiskFull { volume: volume.into(), dir: dir.into(), free: free_space(dir) }
-}
-
-/// Bytes an unprivileged writer may still use on the file system holding `dir`.
-pub(crate) fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Make sure the volume of `template` exists in `volumes_dir/namespace`: nothing to do when
@@ -647,7 +643,7 @@ fn import_registry(
     let reference = url.strip_prefix("docker://").unwrap_or(url);
     let request = crate::images::PullRequest::new(reference, crate::images::cache_dir_of(volumes_dir));
     let pulled = crate::images::pull_blocking(&request).map_err(|e| VolumeError::Download { volume: volume.into(), url: url.into(), message: e.to_string() })?;
-    progress(Progress { phase: Phase::Downloading, done: pulled.downloaded, total: Some(pulled.downloaded) });
+    progress(Progress { phase: ImportPhase::Downloading, done: pulled.downloaded, total: Some(pulled.downloaded) });
     if cancel.load(Ordering::Relaxed) {
         return Err(VolumeError::Cancelled { volume: volume.into() });
     }
@@ -918,7 +914,7 @@ impl Counter<'_> {
     }
 
     fn report(&mut self, force: bool) {
-        let p = Progress { phase: Phase::Downloading, done: self.done, total: self.total };
+        let p = Progress { phase: ImportPhase::Downloading, done: self.done, total: self.total };
         let due = match p.percent() {
             Some(pct) => self.last_percent != Some(pct as u64),
             None => self.last_report.elapsed() >= PROGRESS_INTERVAL,
@@ -937,63 +933,6 @@ impl Counter<'_> {
             self.last_percent = None;
             self.report(true);
         }
-    }
-}
-
-/// Writes a file sequentially, leaving holes for 4 KiB blocks of zeros, so a raw image
-/// takes only the space its data needs. Buffered in whole blocks, so holes stay aligned.
-pub(crate) struct SparseWriter {
-    file: File,
-    buf: Vec<u8>,
-    pos: u64,
-}
-
-const BLOCK: usize = 4096;
-const SPARSE_BUF: usize = 1 << 20;
-
-impl SparseWriter {
-    pub(crate) fn new(file: File) -> Self {
-        SparseWriter { file, buf: Vec::with_capacity(SPARSE_BUF), pos: 0 }
-    }
-
-    fn flush_blocks(&mut self) -> io::Result<()> {
-        for block in self.buf.chunks(BLOCK) {
-            if !is_zero(block) {
-                self.file.write_all_at(block, self.pos)?;
-            }
-            self.pos += block.len() as u64;
-        }
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// Write what is buffered, set the length (a trailing hole), sync. Returns the length.
-    pub(crate) fn finish(mut self) -> io::Result<u64> {
-        self.flush_blocks()?;
-        self.file.set_len(self.pos)?;
-        self.file.sync_all()?;
-        Ok(self.pos)
-    }
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    // SAFETY: every bit pattern is a valid u64.
-    let (head, words, tail) = unsafe { block.align_to::<u64>() };
-    head.iter().all(|b| *b == 0) && words.iter().all(|w| *w == 0) && tail.iter().all(|b| *b == 0)
-}
-
-impl Write for SparseWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(SPARSE_BUF - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == SPARSE_BUF {
-            self.flush_blocks()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -1059,7 +998,7 @@ fn convert(
 ) -> Result<(), VolumeError> {
     let report = |progress: &mut dyn FnMut(Progress), pct: f64| {
         let done = ((virtual_size as f64) * pct / 100.0).round() as u64;
-        progress(Progress { phase: Phase::Converting, done: done.min(virtual_size), total: Some(virtual_size) });
+        progress(Progress { phase: ImportPhase::Converting, done: done.min(virtual_size), total: Some(virtual_size) });
     };
     report(progress, 0.0);
     let mut child: Child = qemu_img("convert")
@@ -1249,16 +1188,16 @@ mod tests {
 
     #[test]
     fn progress_display_and_percent() {
-        let p = Progress { phase: Phase::Downloading, done: 42, total: Some(100) };
+        let p = Progress { phase: ImportPhase::Downloading, done: 42, total: Some(100) };
         assert_eq!(p.percent(), Some(42.0));
         assert_eq!(p.to_string(), "importing: 42% (42 B of 100 B)");
         assert_eq!(format!("{:.2}%", p.percent().unwrap()), "42.00%");
-        let p = Progress { phase: Phase::Downloading, done: 3 << 20, total: None };
+        let p = Progress { phase: ImportPhase::Downloading, done: 3 << 20, total: None };
         assert_eq!(p.percent(), None);
         assert_eq!(p.to_string(), "importing: 3.0 MiB");
-        let p = Progress { phase: Phase::Converting, done: 999, total: Some(1000) };
+        let p = Progress { phase: ImportPhase::Converting, done: 999, total: Some(1000) };
         assert_eq!(p.to_string(), "converting: 99%");
-        assert_eq!(Progress { phase: Phase::Converting, done: 0, total: Some(0) }.percent(), Some(100.0));
+        assert_eq!(Progress { phase: ImportPhase::Converting, done: 0, total: Some(0) }.percent(), Some(100.0));
     }
 
     #[test]
@@ -1275,14 +1214,5 @@ mod tests {
         assert_eq!(Compression::detect(b"\xfd7zXZ\x00"), Some(Compression::Xz));
         assert_eq!(Compression::detect(b"QFI\xfb"), None);
         assert_eq!(Compression::detect(b""), None);
-    }
-
-    #[test]
-    fn zero_blocks() {
-        assert!(is_zero(&[0; 4096]));
-        let mut b = [0u8; 4096];
-        b[4095] = 1;
-        assert!(!is_zero(&b));
-        assert!(!is_zero(&b[1..]));
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use vmform_runtime::images::{self, Auth, DiskFormat, ImageError, Phase, Progress, PullPolicy, PullRequest};
+use vmform_runtime::images::{self, Auth, DiskFormat, ImageError, PullPhase, Progress, PullPolicy, PullRequest};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -300,9 +300,9 @@ async fn raw_disk_pulled_verified_cached_and_pruned() {
     use std::os::unix::fs::MetadataExt;
     assert!(fs::metadata(&pulled.disk).unwrap().blocks() * 512 < disk.len() as u64);
     let seen = seen.lock().unwrap().clone();
-    let last_download = seen.iter().rev().find(|p| p.phase == Phase::Downloading).unwrap();
+    let last_download = seen.iter().rev().find(|p| p.phase == PullPhase::Downloading).unwrap();
     assert!(last_download.total > 0 && last_download.done == last_download.total, "{seen:?}");
-    assert!(seen.iter().any(|p| p.phase == Phase::Extracting && p.done == p.total));
+    assert!(seen.iter().any(|p| p.phase == PullPhase::Extracting && p.done == p.total));
     // The layer blob is kept by its digest, verified.
     for layer in reg.layers("disks/raw", "1.0") {
         assert_eq!(sha256(&fs::read(cache.path().join("blobs/sha256").join(hex(&layer))).unwrap()), layer);

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use vmform_runtime::volumes::{
-    self, Compression, DataVolumeTemplate, ImageFormat, Phase, Progress, Provisioned, Source, VolumeError,
+    self, Compression, DataVolumeTemplate, ImageFormat, ImportPhase, Progress, Provisioned, Source, VolumeError,
 };
 
 const MIB: u64 = 1 << 20;
@@ -200,7 +200,7 @@ fn entries(volumes: &Path) -> Vec<String> {
     names
 }
 
-fn assert_increasing_to_100(progress: &[Progress], phase: Phase) {
+fn assert_increasing_to_100(progress: &[Progress], phase: ImportPhase) {
     let of_phase: Vec<&Progress> = progress.iter().filter(|p| p.phase == phase).collect();
     assert!(of_phase.len() >= 2, "{phase:?}: {progress:?}");
     for w in of_phase.windows(2) {
@@ -253,8 +253,8 @@ fn raw_import_keeps_the_bytes_grows_to_the_size_and_stays_sparse() {
     assert!(got[bytes.len()..].iter().all(|b| *b == 0));
     // Only the blocks with data take space (the zeros of the image are holes).
     assert!(fs::metadata(&path).unwrap().blocks() * 512 < MIB, "{} blocks", fs::metadata(&path).unwrap().blocks());
-    assert_increasing_to_100(&progress, Phase::Downloading);
-    assert!(progress.iter().all(|p| p.phase == Phase::Downloading && p.total == Some(bytes.len() as u64)));
+    assert_increasing_to_100(&progress, ImportPhase::Downloading);
+    assert!(progress.iter().all(|p| p.phase == ImportPhase::Downloading && p.total == Some(bytes.len() as u64)));
     assert!(progress.len() > 10, "reported as it goes: {progress:?}");
     assert_eq!(progress.last().unwrap().to_string(), "importing: 100% (8.0 MiB of 8.0 MiB)");
     assert_eq!(entries(&volumes), ["os.img"], "no temporary file is left");
@@ -275,10 +275,10 @@ fn qcow2_import_is_converted_to_raw() {
     assert_eq!(got.len() as u64, 16 * MIB);
     assert!(got[..bytes.len()] == bytes[..], "the bytes survive qcow2 → raw");
     assert!(got[bytes.len()..].iter().all(|b| *b == 0));
-    assert_increasing_to_100(&progress, Phase::Downloading);
-    assert_increasing_to_100(&progress, Phase::Converting);
-    let first_converting = progress.iter().position(|p| p.phase == Phase::Converting).unwrap();
-    assert!(progress[first_converting..].iter().all(|p| p.phase == Phase::Converting), "converting comes after downloading");
+    assert_increasing_to_100(&progress, ImportPhase::Downloading);
+    assert_increasing_to_100(&progress, ImportPhase::Converting);
+    let first_converting = progress.iter().position(|p| p.phase == ImportPhase::Converting).unwrap();
+    assert!(progress[first_converting..].iter().all(|p| p.phase == ImportPhase::Converting), "converting comes after downloading");
     assert!(progress[first_converting..].iter().all(|p| p.total == Some(bytes.len() as u64)), "in bytes of the virtual size");
     assert_eq!(progress.last().unwrap().to_string(), "converting: 100%");
     assert_eq!(entries(&volumes), ["os.img"]);
@@ -310,8 +310,8 @@ fn compressed_images_are_decompressed() {
         matches!(r.as_ref().unwrap(), Provisioned::Imported { format: ImageFormat::Qcow2, compression: Some(Compression::Gzip), .. }),
         "{r:?}"
     );
-    assert_increasing_to_100(&progress, Phase::Downloading);
-    assert_increasing_to_100(&progress, Phase::Converting);
+    assert_increasing_to_100(&progress, ImportPhase::Downloading);
+    assert_increasing_to_100(&progress, ImportPhase::Converting);
     assert_eq!(fs::read(volumes::claim_path(&volumes, "default", "from-gz")).unwrap(), bytes);
 
     let (r, _) = provision(&volumes, &http_template("from-xz", &xz, Some("8Mi")));
@@ -354,9 +354,9 @@ fn a_response_without_length_reports_its_bytes_and_ends_at_100() {
     let (r, progress) = provision(&volumes, &http_template("os", &url, Some("8Mi")));
     assert!(matches!(r.unwrap(), Provisioned::Imported { format: ImageFormat::Raw, .. }));
     assert_eq!(fs::read(volumes::claim_path(&volumes, "default", "os")).unwrap(), bytes);
-    assert_eq!(progress[0], Progress { phase: Phase::Downloading, done: 0, total: None });
+    assert_eq!(progress[0], Progress { phase: ImportPhase::Downloading, done: 0, total: None });
     assert_eq!(progress[0].to_string(), "importing: 0 B");
-    assert_eq!(*progress.last().unwrap(), Progress { phase: Phase::Downloading, done: bytes.len() as u64, total: Some(bytes.len() as u64) });
+    assert_eq!(*progress.last().unwrap(), Progress { phase: ImportPhase::Downloading, done: bytes.len() as u64, total: Some(bytes.len() as u64) });
 }
 
 #[test]
@@ -506,7 +506,7 @@ fn cancelling_stops_the_conversion_and_leaves_nothing() {
         "default",
         &http_template("os", &url, Some("8Mi")),
         &mut |p| {
-            if p.phase == Phase::Converting {
+            if p.phase == ImportPhase::Converting {
                 cancel.store(true, Ordering::SeqCst);
             }
         },

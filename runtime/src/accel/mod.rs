@@ -7,9 +7,7 @@
 //! a guest that still fails under KVM with a KVM-level error ([`kvm_failure`]) turns its
 //! node to TCG (the handler's fallback).
 
-#[cfg(feature = "libvirt")]
 mod probe;
-#[cfg(feature = "libvirt")]
 pub use probe::{probe, ProbeTarget};
 
 use std::time::Duration;
@@ -46,12 +44,12 @@ impl std::fmt::Display for Accel {
 }
 
 impl std::str::FromStr for Accel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Accel, String> {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Accel, crate::Error> {
         match s {
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
-            _ => Err(format!("unknown accelerator `{s}`: expected kvm or tcg")),
+            _ => Err(crate::Error::Usage(format!("unknown accelerator `{s}`: expected kvm or tcg"))),
         }
     }
 }
@@ -86,13 +84,13 @@ impl std::fmt::Display for AccelChoice {
 }
 
 impl std::str::FromStr for AccelChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<AccelChoice, String> {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<AccelChoice, crate::Error> {
         match s {
             "auto" => Ok(AccelChoice::Auto),
             "kvm" => Ok(AccelChoice::Kvm),
             "tcg" => Ok(AccelChoice::Tcg),
-            _ => Err(format!("unknown accelerator `{s}`: expected auto, kvm or tcg")),
+            _ => Err(crate::Error::Usage(format!("unknown accelerator `{s}`: expected auto, kvm or tcg"))),
         }
     }
 }
@@ -203,9 +201,9 @@ mod tests {
     #[test]
     fn accel_choices_parse_as_flags_spell_them() {
         for choice in [AccelChoice::Auto, AccelChoice::Kvm, AccelChoice::Tcg] {
-            assert_eq!(choice.as_str().parse::<AccelChoice>(), Ok(choice));
+            assert_eq!(choice.as_str().parse::<AccelChoice>().unwrap(), choice);
         }
-        assert!("hvf".parse::<AccelChoice>().unwrap_err().contains("auto, kvm or tcg"));
+        assert!("hvf".parse::<AccelChoice>().unwrap_err().to_string().contains("auto, kvm or tcg"));
     }
 
     /// The committed boot sector is what `probe-guest.S` assembles to.

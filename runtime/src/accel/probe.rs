@@ -13,11 +13,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use virt::connect::Connect;
-use virt::domain::Domain;
 
 use super::{kvm_failure, Accel, Verdict, PROBE_GUEST, PROBE_LONG_MODE, PROBE_REAL_MODE};
 use crate::launcher::domain::{self, BuildOptions, HostFirmware};
+use crate::libvirt::{Connection, DomainState, Guest};
+use crate::Error;
 
 /// The probe's domain, `<namespace>_<name>` as every domain is named.
 const NAMESPACE: &str = "vmform-system";
@@ -73,19 +73,19 @@ fn run(uri: &str, dir: &Path, emulator: Option<&Path>, qemu_log: Option<&Path>, 
         Ok(plan) => plan,
         Err(e) => return Verdict::new(Accel::Tcg, format!("the KVM probe could not be prepared: {e}")),
     };
-    let Ok(mut conn) = Connect::open(Some(uri)) else {
+    let Ok(conn) = Connection::open(uri) else {
         return Verdict::new(Accel::Tcg, format!("the KVM probe could not reach libvirt at {uri}"));
     };
     destroy_leftover(&conn);
     if let Some(log) = qemu_log {
         let _ = std::fs::remove_file(log);
     }
-    let verdict = match Domain::create_xml(&conn, &plan.xml, 0) {
+    match conn.start_transient(&plan.xml) {
         Err(e) => {
             // libvirt does not always relay QEMU's last words ("failed to connect to monitor
             // socket" when QEMU died first); the domain's log has them.
             let log = qemu_log.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-            let why = kvm_failure(e.message()).or_else(|| kvm_failure(&log)).unwrap_or_else(|| reason(e.message(), ""));
+            let why = kvm_failure(&e.message).or_else(|| kvm_failure(&log)).unwrap_or_else(|| reason(&e.message, ""));
             Verdict::new(Accel::Tcg, format!("QEMU did not start a guest under KVM: {why}"))
         }
         Ok(dom) => {
@@ -93,19 +93,17 @@ fn run(uri: &str, dir: &Path, emulator: Option<&Path>, qemu_log: Option<&Path>, 
             let _ = dom.destroy();
             verdict
         }
-    };
-    let _ = conn.close();
-    verdict
+    }
 }
 
 /// The probe's files, and its domain as the launcher would define it under KVM.
-fn prepare(dir: &Path, emulator: Option<&Path>) -> Result<domain::DomainPlan, String> {
+fn prepare(dir: &Path, emulator: Option<&Path>) -> Result<domain::DomainPlan, Error> {
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::prepare(format!("{}: {e}", dir.display())))?;
     let disk = dir.join("probe-guest.img");
     let mut image = PROBE_GUEST.to_vec();
     image.resize(DISK_SIZE as usize, 0);
-    std::fs::write(&disk, image).map_err(|e| format!("{}: {e}", disk.display()))?;
+    std::fs::write(&disk, image).map_err(|e| Error::prepare(format!("{}: {e}", disk.display())))?;
     let vmi = json!({
         "metadata": { "name": NAME, "namespace": NAMESPACE, "uid": uuid::Uuid::new_v4().to_string() },
         "spec": {
@@ -122,18 +120,17 @@ fn prepare(dir: &Path, emulator: Option<&Path>) -> Result<domain::DomainPlan, St
         &vmi,
         BuildOptions { accel: Accel::Kvm, vmi_dir: dir, volumes_dir: dir, firmware: &firmware, host_ip: "127.0.0.1", host_port: &mut no_ports, emulator },
     )
-    .map_err(|e| e.to_string())
 }
 
 /// Wait for the guest's long-mode line, its QEMU to stop, or the deadline.
-fn watch(dom: &Domain, console_log: &Path, qemu_log: Option<&Path>, started: Instant, deadline: Instant) -> Verdict {
+fn watch(dom: &Guest, console_log: &Path, qemu_log: Option<&Path>, started: Instant, deadline: Instant) -> Verdict {
     loop {
         let console = std::fs::read_to_string(console_log).unwrap_or_default();
         if console.contains(PROBE_LONG_MODE) {
             return Verdict::new(Accel::Kvm, format!("a 64-bit guest with the guests' machine type and CPU ran under KVM ({} ms)", started.elapsed().as_millis()));
         }
         let stage = if console.contains(PROBE_REAL_MODE) { "after its boot sector started" } else { "before its boot sector ran" };
-        let running = dom.get_state().is_ok_and(|(state, _)| state == virt::sys::VIR_DOMAIN_RUNNING);
+        let running = dom.state().is_ok_and(|state| state == DomainState::Running);
         if !running {
             // QEMU stops a guest whose vCPU KVM cannot run; it says why in its log.
             let log = qemu_log.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
@@ -151,8 +148,8 @@ fn reason<'a>(text: &'a str, fallback: &'a str) -> &'a str {
     kvm_failure(text).or_else(|| text.lines().map(str::trim).rfind(|l| !l.is_empty())).unwrap_or(fallback)
 }
 
-fn destroy_leftover(conn: &Connect) {
-    if let Ok(dom) = Domain::lookup_by_name(conn, &format!("{NAMESPACE}_{NAME}")) {
+fn destroy_leftover(conn: &Connection) {
+    if let Ok(dom) = conn.guest_by_name(&format!("{NAMESPACE}_{NAME}")) {
         let _ = dom.destroy();
         let _ = dom.undefine();
     }
@@ -162,9 +159,8 @@ fn destroy_probe_domain(uri: &str) {
     let uri = uri.to_string();
     // Even this may block on a QEMU stuck in the kernel: never wait for it.
     std::thread::spawn(move || {
-        if let Ok(mut conn) = Connect::open(Some(&uri)) {
+        if let Ok(conn) = Connection::open(&uri) {
             destroy_leftover(&conn);
-            let _ = conn.close();
         }
     });
 }

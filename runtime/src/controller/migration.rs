@@ -4,8 +4,10 @@
 //! follows what the handlers write there, phase by phase, into the migration's status.
 //! Deleting a migration that runs aborts it (its finalizer holds it until the outcome).
 
-use super::scheduler::{choose_node, is_ready, used_by_node};
-use super::{Context, ControllerError};
+use super::scheduler::{choose_node, used_by_node};
+use crate::semantics::node_is_ready as is_ready;
+use super::Context;
+use crate::Error;
 use crate::kubevirt::{self, MigrationConfiguration, MigrationPhase, MigrationState, Phase};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -53,7 +55,7 @@ impl Default for MigrationConfig {
 /// How often an unfinished migration is looked at besides its events (its timeouts).
 const RECHECK: Duration = Duration::from_secs(2);
 
-pub(super) async fn reconcile(vmim: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+pub(super) async fn reconcile(vmim: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = vmim.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &kubevirt::migration_resource());
     let Some(m) = api.get_opt(&vmim.name_any()).await? else { return Ok(Action::await_change()) };
@@ -107,7 +109,7 @@ pub(super) async fn reconcile(vmim: Arc<DynamicObject>, ctx: Arc<Context>) -> Re
 }
 
 /// A new migration: check it, wait for room under the limits, pick the target, hand over.
-async fn start(api: &Api<DynamicObject>, vmis: &Api<DynamicObject>, m: &DynamicObject, vmi: &DynamicObject, ctx: &Context) -> Result<Action, ControllerError> {
+async fn start(api: &Api<DynamicObject>, vmis: &Api<DynamicObject>, m: &DynamicObject, vmi: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     if let Err(reason) = migratable(vmi) {
         return fail(api, m, &reason).await;
     }
@@ -169,7 +171,7 @@ async fn follow(
     vmi: &DynamicObject,
     state: MigrationState,
     ctx: &Context,
-) -> Result<Action, ControllerError> {
+) -> Result<Action, Error> {
     let phase = phase_of(&state);
     if phase.is_final() {
         let stats = vmi.annotations().get(kubevirt::MIGRATION_STATS_ANNOTATION).filter(|s| s.contains(&state.migration_uid)).cloned();
@@ -275,7 +277,7 @@ pub(super) fn limits(in_flight: &[String], source: &str, config: &MigrationConfi
 
 /// The options for this VMI's migration: the cluster's, under the MigrationPolicy that
 /// matches it best (KubeVirt: the most matching labels, then the name).
-async fn configuration(vmi: &DynamicObject, ctx: &Context) -> Result<(MigrationConfiguration, Option<String>), ControllerError> {
+async fn configuration(vmi: &DynamicObject, ctx: &Context) -> Result<(MigrationConfiguration, Option<String>), Error> {
     let policies: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &kubevirt::migration_policy_resource());
     let policies = policies.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
     let namespace = vmi.namespace().unwrap_or_default();
@@ -334,7 +336,7 @@ fn since(m: &DynamicObject, phase: MigrationPhase) -> Option<Duration> {
 }
 
 /// A migration that cannot happen: Failed at once, with why.
-async fn fail(api: &Api<DynamicObject>, m: &DynamicObject, reason: &str) -> Result<Action, ControllerError> {
+async fn fail(api: &Api<DynamicObject>, m: &DynamicObject, reason: &str) -> Result<Action, Error> {
     let state = MigrationState { failed: true, failure_reason: Some(reason.to_string()), end_timestamp: Some(kubevirt::now()), ..Default::default() };
     tracing::info!("migration {}/{} failed: {reason}", m.namespace().unwrap_or_default(), m.name_any());
     set_phase(api, m, MigrationPhase::Failed, Some(&state), None).await?;
@@ -344,7 +346,7 @@ async fn fail(api: &Api<DynamicObject>, m: &DynamicObject, reason: &str) -> Resu
 /// Write the migration's phase (every phase passed on the way gets its transition time)
 /// and its copy of the migration state; `waiting`: why a pending one waits. Nothing is
 /// written when nothing changed.
-async fn set_phase(api: &Api<DynamicObject>, m: &DynamicObject, phase: MigrationPhase, state: Option<&MigrationState>, waiting: Option<&str>) -> Result<DynamicObject, ControllerError> {
+async fn set_phase(api: &Api<DynamicObject>, m: &DynamicObject, phase: MigrationPhase, state: Option<&MigrationState>, waiting: Option<&str>) -> Result<DynamicObject, Error> {
     let current = MigrationPhase::of(m);
     let mut transitions: Vec<Value> = m.data.pointer("/status/phaseTransitionTimestamps").and_then(Value::as_array).cloned().unwrap_or_default();
     let now = kubevirt::now();

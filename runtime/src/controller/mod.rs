@@ -17,9 +17,10 @@ mod vm;
 mod volumes;
 
 pub use migration::{MigrationConfig, DEFAULT_MAX_DOWNTIME_MS};
-pub use volumes::{access_modes_path, Volumes};
+pub use volumes::Volumes;
 
 use crate::kubevirt;
+use crate::Error;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -31,14 +32,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    #[error("API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("volume: {0}")]
-    Volume(String),
-}
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -70,16 +63,10 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// What the launcher would refuse of a VMI spec (nothing when no launcher can run:
+    /// a build without libvirt).
     fn unsupported(&self, spec: &serde_json::Value) -> Vec<String> {
-        #[cfg(feature = "libvirt")]
-        {
-            crate::launcher::domain::unsupported(spec)
-        }
-        #[cfg(not(feature = "libvirt"))]
-        {
-            let _ = spec;
-            Vec::new()
-        }
+        if crate::libvirt::LINKED { crate::launcher::domain::unsupported(spec) } else { Vec::new() }
     }
 }
 
@@ -182,18 +169,13 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: impl std::f
     }
 }
 
-fn error_policy<K>(_object: Arc<K>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
+fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     match error {
         // A write raced another: read again soon.
-        ControllerError::Kube(kube::Error::Api(s)) if s.code == 409 => Action::requeue(Duration::from_millis(100)),
+        Error::Kube(kube::Error::Api(s)) if s.code == 409 => Action::requeue(Duration::from_millis(100)),
         e => {
             tracing::warn!("reconcile failed: {e}");
             Action::requeue(Duration::from_secs(2))
         }
     }
-}
-
-/// Whether a Node's Ready condition is True.
-pub fn node_is_ready(node: &Node) -> bool {
-    scheduler::is_ready(node)
 }

@@ -2,7 +2,7 @@
 //! NotReady (Ready=Unknown, as the Kubernetes node controller writes it). The scheduler
 //! then fails the VMIs on it, and their run strategies decide what happens next.
 
-use super::scheduler::is_ready;
+use crate::semantics::node_is_ready as is_ready;
 use crate::kubevirt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;

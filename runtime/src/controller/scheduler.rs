@@ -2,8 +2,10 @@
 //! pending VMI on a Ready node with room for it (KubeVirt leaves this to the pod
 //! scheduler; vmform has no pods), and fails VMIs whose node stopped answering.
 
-use super::{Context, ControllerError};
+use super::Context;
+use crate::Error;
 use crate::kubevirt::{self, Demand, Phase};
+use crate::semantics::node_is_ready as is_ready;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+pub(super) async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = vmi.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.vmi_resource);
     let Some(vmi) = api.get_opt(&vmi.name_any()).await? else { return Ok(Action::await_change()) };
@@ -187,13 +189,6 @@ fn add(total: &mut Demand, more: Demand) {
     total.memory_bytes += more.memory_bytes;
 }
 
-pub(super) fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// A node's allocatable CPU (millicores) and memory (bytes).
 fn allocatable(node: &Node) -> (u64, u64) {
     let status = node.status.as_ref();
@@ -212,7 +207,7 @@ fn condition(vmi: &DynamicObject, kind: &str, status: bool, reason: &str, messag
 
 /// Write the VMI's phase (and node) with the given conditions replacing those of the
 /// same type; guarded by the resourceVersion read.
-async fn set_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase, node: Option<&str>, conditions: Vec<Value>) -> Result<DynamicObject, ControllerError> {
+async fn set_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase, node: Option<&str>, conditions: Vec<Value>) -> Result<DynamicObject, Error> {
     let mut patch = kubevirt::phase_patch(vmi, phase, conditions);
     if let Some(node) = node {
         patch["status"]["nodeName"] = json!(node);
@@ -220,7 +215,7 @@ async fn set_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase,
     Ok(api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?)
 }
 
-async fn remove_finalizer(api: &Api<DynamicObject>, vmi: &DynamicObject) -> Result<(), ControllerError> {
+async fn remove_finalizer(api: &Api<DynamicObject>, vmi: &DynamicObject) -> Result<(), Error> {
     super::vm::remove_finalizer(api, vmi, kubevirt::HANDLER_FINALIZER).await
 }
 

@@ -2,7 +2,8 @@
 //! requests say, created from the template, and the VM's status kept in step with it.
 
 use super::strategy::{self, Decision, Instance, Request};
-use super::{Context, ControllerError};
+use super::Context;
+use crate::Error;
 use crate::kubevirt::{self, Phase, RunStrategy};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 pub(super) const MANAGER: &str = "vmform-controller";
 
-pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
     let vms: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.vm_resource);
@@ -114,7 +115,7 @@ pub(super) async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Context>) -> Resu
     })
 }
 
-pub(super) async fn remove_finalizer(api: &Api<DynamicObject>, object: &DynamicObject, finalizer: &str) -> Result<(), ControllerError> {
+pub(super) async fn remove_finalizer(api: &Api<DynamicObject>, object: &DynamicObject, finalizer: &str) -> Result<(), Error> {
     let finalizers: Vec<&String> = object.finalizers().iter().filter(|f| *f != finalizer).collect();
     let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": object.resource_version() } });
     api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).or_else(ignore_not_found)?;
@@ -128,7 +129,7 @@ async fn finish_deletion(
     vms: &Api<DynamicObject>,
     vmis: &Api<DynamicObject>,
     ctx: &Context,
-) -> Result<Action, ControllerError> {
+) -> Result<Action, Error> {
     if let Some(vmi) = vmi {
         if Phase::of(vmi).is_final() && kubevirt::has_finalizer(&vmi.metadata, kubevirt::VM_CONTROLLER_FINALIZER) {
             remove_finalizer(vmis, vmi, kubevirt::VM_CONTROLLER_FINALIZER).await?;
@@ -213,73 +214,33 @@ fn status(
     provisioning: Option<&super::Volumes>,
     now: &chrono::DateTime<chrono::Utc>,
 ) -> Value {
-    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut status = vm.data.get("status").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
-    let previous = |kind: &str| kubevirt::condition(vm, kind).cloned();
     let phase = vmi.map(Phase::of);
     let is_final = phase.is_some_and(Phase::is_final);
-    let stopping = vmi.is_some_and(|i| !is_final && (kubevirt::is_deleting(&i.metadata) || decision.delete));
     let restarts = matches!(strategy, RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once);
-
-    // Start failures: a VMI that ended without ever running counts once; one that ran
-    // clears them (KubeVirt's syncStartFailureStatus).
-    let mut start_failure = status.get("startFailure").cloned().filter(Value::is_object);
-    if let Some(vmi) = vmi {
-        let uid = vmi.metadata.uid.clone().unwrap_or_default();
-        if !restarts || kubevirt::ever_ran(vmi) {
-            start_failure = None;
-        } else if is_final && start_failure.as_ref().is_none_or(|f| f["lastFailedVMIUID"] != uid.as_str()) {
-            let count = start_failure.as_ref().and_then(|f| f["consecutiveFailCount"].as_u64()).unwrap_or(0) as u32 + 1;
-            let jitter = (uuid::Uuid::new_v4().as_u128() % 1001) as f64 / 1000.0;
-            let retry = *now + chrono::Duration::seconds(strategy::start_backoff_seconds(count, jitter) as i64);
-            start_failure = Some(json!({
-                "consecutiveFailCount": count,
-                "lastFailedVMIUID": uid,
-                "retryAfterTimestamp": retry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            }));
-        }
-    } else if !restarts {
-        start_failure = None;
-    }
+    let start_failure = start_failure(&status, vmi, restarts, is_final, now);
     let fail_count = start_failure.as_ref().and_then(|f| f["consecutiveFailCount"].as_u64()).unwrap_or(0);
-    let failing = fail_count > 0;
     // The last run failed pulling its image: KubeVirt shows ErrImagePull, then
     // ImagePullBackOff while it waits to try again.
     let pull_failed = match vmi.filter(|_| is_final) {
         Some(i) => kubevirt::condition(i, "Ready").is_some_and(|c| c["reason"] == kubevirt::IMAGE_PULL_FAILED),
-        None => previous("Failure").is_some_and(|c| c["reason"] == kubevirt::IMAGE_PULL_FAILED),
+        None => kubevirt::condition(vm, "Failure").is_some_and(|c| c["reason"] == kubevirt::IMAGE_PULL_FAILED),
     };
-    let vmi_condition = |kind: &str, reason: &str| vmi.and_then(|i| kubevirt::condition(i, kind)).filter(|c| c["status"] == "False" && c["reason"] == reason).is_some();
-    // KubeVirt's setPrintableStatus: the first that applies.
-    // KubeVirt's IsMigrating: started and not ended.
-    let migrating = vmi.and_then(kubevirt::MigrationState::of).is_some_and(|m| m.started() && m.end_timestamp.is_none());
-    let printable = if stopping {
-        "Stopping"
-    } else if migrating {
-        "Migrating"
-    } else if phase == Some(Phase::Running) {
-        "Running"
-    } else if vmi_condition("Synchronized", "FailedPvcNotFound") {
-        "ErrorPvcNotFound"
-    } else if matches!(provisioning, Some(super::Volumes::Failed(_))) {
-        "DataVolumeError"
-    } else if vmi_condition("PodScheduled", "Unschedulable") {
-        "ErrorUnschedulable"
-    } else if matches!(provisioning, Some(super::Volumes::Importing(_))) {
-        "Provisioning"
-    } else if decision.create || matches!(phase, Some(Phase::Pending | Phase::Scheduling | Phase::Scheduled)) {
-        "Starting"
-    } else if (vmi.is_none() || is_final) && failing && restarts && pull_failed {
-        if vmi.is_some() && fail_count <= 1 { "ErrImagePull" } else { "ImagePullBackOff" }
-    } else if (vmi.is_none() || is_final) && failing && restarts {
-        "CrashLoopBackOff"
-    } else if vmi.is_none() || is_final {
-        "Stopped"
-    } else {
-        "Unknown"
+    let seen = Seen {
+        vm,
+        vmi,
+        phase,
+        is_final,
+        stopping: vmi.is_some_and(|i| !is_final && (kubevirt::is_deleting(&i.metadata) || decision.delete)),
+        restarts,
+        fail_count,
+        pull_failed,
+        provisioning,
+        decision,
+        stamp: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    status["printableStatus"] = json!(printable);
-    status["ready"] = json!(vmi.is_some_and(|i| kubevirt::condition_is_true(i, "Ready")) && !stopping);
+    status["printableStatus"] = json!(seen.printable_status());
+    status["ready"] = json!(vmi.is_some_and(|i| kubevirt::condition_is_true(i, "Ready")) && !seen.stopping);
     status["created"] = json!(vmi.is_some());
     // Recorded once a VMI was made under it, so RerunOnFailure can tell "new" (start it)
     // from "stopped by its guest" (leave it).
@@ -308,52 +269,152 @@ fn status(
         remaining.push(json!({ "action": "Start" }));
     }
     set_or_remove(&mut status, "stateChangeRequests", (!remaining.is_empty()).then(|| json!(remaining)));
-
-    let mut conditions = Vec::new();
-    conditions.push(match vmi.and_then(|i| kubevirt::condition(i, "Ready")) {
-        // Going away: not ready any more, whatever the VMI said last.
-        Some(_) if stopping => kubevirt::make_condition("Ready", false, "PodTerminating", "the VMI is being stopped", previous("Ready").as_ref(), &stamp),
-        Some(c) => c.clone(),
-        None if vmi.is_none() => kubevirt::make_condition("Ready", false, "VMINotExists", "VMI does not exist", previous("Ready").as_ref(), &stamp),
-        None => kubevirt::make_condition("Ready", false, "VMIConditionMissing", "VMI is missing the Ready condition", previous("Ready").as_ref(), &stamp),
-    });
-    // The VMI's other conditions (PodScheduled, Synchronized, LiveMigratable, ...) show on
-    // the VM too, as KubeVirt copies them.
-    if let Some(list) = vmi.and_then(|i| i.data.pointer("/status/conditions")).and_then(Value::as_array) {
-        conditions.extend(list.iter().filter(|c| c["type"] != "Ready").cloned());
-    }
-    // Why the last run failed, while that is what the VM is doing about: a failed VMI,
-    // or the back-off after one.
-    let failure = vmi.filter(|_| phase == Some(Phase::Failed)).map(failure_message).or_else(|| {
-        previous("Failure").filter(|_| failing && vmi.is_none_or(|_| is_final)).and_then(|c| c["message"].as_str().map(str::to_string))
-    });
-    if let Some(message) = failure {
-        let reason = if pull_failed { kubevirt::IMAGE_PULL_FAILED } else { "VMIFailed" };
-        conditions.push(kubevirt::make_condition("Failure", true, reason, &message, previous("Failure").as_ref(), &stamp));
-    }
-    match provisioning {
-        Some(super::Volumes::Importing(progress)) => {
-            conditions.push(kubevirt::make_condition("DataVolumesReady", false, "ImportInProgress", progress, previous("DataVolumesReady").as_ref(), &stamp))
-        }
-        Some(super::Volumes::Failed(message)) => {
-            conditions.push(kubevirt::make_condition("DataVolumesReady", false, "ImportFailed", message, previous("DataVolumesReady").as_ref(), &stamp))
-        }
-        _ => {}
-    }
-    if let Some(vmi) = vmi.filter(|_| !is_final && !stopping)
-        && vmi.data.get("spec") != vm.data.pointer("/spec/template/spec")
-    {
-        conditions.push(kubevirt::make_condition(
-            "RestartRequired",
-            true,
-            "",
-            "a non-live-updatable field was changed in the template spec",
-            previous("RestartRequired").as_ref(),
-            &stamp,
-        ));
-    }
-    status["conditions"] = json!(conditions);
+    status["conditions"] = json!(seen.conditions());
     status
+}
+
+/// Start failures: a VMI that ended without ever running counts once; one that ran
+/// clears them (KubeVirt's syncStartFailureStatus).
+fn start_failure(
+    status: &Value,
+    vmi: Option<&DynamicObject>,
+    restarts: bool,
+    is_final: bool,
+    now: &chrono::DateTime<chrono::Utc>,
+) -> Option<Value> {
+    let mut start_failure = status.get("startFailure").cloned().filter(Value::is_object);
+    if let Some(vmi) = vmi {
+        let uid = vmi.metadata.uid.clone().unwrap_or_default();
+        if !restarts || kubevirt::ever_ran(vmi) {
+            start_failure = None;
+        } else if is_final && start_failure.as_ref().is_none_or(|f| f["lastFailedVMIUID"] != uid.as_str()) {
+            let count = start_failure.as_ref().and_then(|f| f["consecutiveFailCount"].as_u64()).unwrap_or(0) as u32 + 1;
+            let jitter = (uuid::Uuid::new_v4().as_u128() % 1001) as f64 / 1000.0;
+            let retry = *now + chrono::Duration::seconds(strategy::start_backoff_seconds(count, jitter) as i64);
+            start_failure = Some(json!({
+                "consecutiveFailCount": count,
+                "lastFailedVMIUID": uid,
+                "retryAfterTimestamp": retry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }));
+        }
+    } else if !restarts {
+        start_failure = None;
+    }
+    start_failure
+}
+
+/// What [`status`] found, from which the printable status and the conditions follow.
+struct Seen<'a> {
+    vm: &'a DynamicObject,
+    vmi: Option<&'a DynamicObject>,
+    phase: Option<Phase>,
+    is_final: bool,
+    stopping: bool,
+    /// The run strategy starts the VM again after a failure.
+    restarts: bool,
+    /// Consecutive start failures.
+    fail_count: u64,
+    /// The last run failed pulling its image.
+    pull_failed: bool,
+    provisioning: Option<&'a super::Volumes>,
+    decision: Decision,
+    stamp: String,
+}
+
+impl Seen<'_> {
+    fn previous(&self, kind: &str) -> Option<Value> {
+        kubevirt::condition(self.vm, kind).cloned()
+    }
+
+    /// KubeVirt's setPrintableStatus: the first that applies.
+    fn printable_status(&self) -> &'static str {
+        let (vmi, phase, is_final, provisioning) = (self.vmi, self.phase, self.is_final, self.provisioning);
+        let failing = self.fail_count > 0;
+        let vmi_condition = |kind: &str, reason: &str| vmi.and_then(|i| kubevirt::condition(i, kind)).filter(|c| c["status"] == "False" && c["reason"] == reason).is_some();
+        // KubeVirt's IsMigrating: started and not ended.
+        let migrating = vmi.and_then(kubevirt::MigrationState::of).is_some_and(|m| m.started() && m.end_timestamp.is_none());
+        if self.stopping {
+            "Stopping"
+        } else if migrating {
+            "Migrating"
+        } else if phase == Some(Phase::Running) {
+            "Running"
+        } else if vmi_condition("Synchronized", "FailedPvcNotFound") {
+            "ErrorPvcNotFound"
+        } else if matches!(provisioning, Some(super::Volumes::Failed(_))) {
+            "DataVolumeError"
+        } else if vmi_condition("PodScheduled", "Unschedulable") {
+            "ErrorUnschedulable"
+        } else if matches!(provisioning, Some(super::Volumes::Importing(_))) {
+            "Provisioning"
+        } else if self.decision.create || matches!(phase, Some(Phase::Pending | Phase::Scheduling | Phase::Scheduled)) {
+            "Starting"
+        } else if (vmi.is_none() || is_final) && failing && self.restarts && self.pull_failed {
+            if vmi.is_some() && self.fail_count <= 1 { "ErrImagePull" } else { "ImagePullBackOff" }
+        } else if (vmi.is_none() || is_final) && failing && self.restarts {
+            "CrashLoopBackOff"
+        } else if vmi.is_none() || is_final {
+            "Stopped"
+        } else {
+            "Unknown"
+        }
+    }
+
+    /// The VM's conditions: Ready, the VMI's others, Failure, DataVolumesReady,
+    /// RestartRequired.
+    fn conditions(&self) -> Vec<Value> {
+        let (vm, vmi, stamp) = (self.vm, self.vmi, &self.stamp);
+        let mut conditions = Vec::new();
+        conditions.push(match vmi.and_then(|i| kubevirt::condition(i, "Ready")) {
+            // Going away: not ready any more, whatever the VMI said last.
+            Some(_) if self.stopping => kubevirt::make_condition("Ready", false, "PodTerminating", "the VMI is being stopped", self.previous("Ready").as_ref(), stamp),
+            Some(c) => c.clone(),
+            None if vmi.is_none() => kubevirt::make_condition("Ready", false, "VMINotExists", "VMI does not exist", self.previous("Ready").as_ref(), stamp),
+            None => kubevirt::make_condition("Ready", false, "VMIConditionMissing", "VMI is missing the Ready condition", self.previous("Ready").as_ref(), stamp),
+        });
+        // The VMI's other conditions (PodScheduled, Synchronized, LiveMigratable, ...) show on
+        // the VM too, as KubeVirt copies them.
+        if let Some(list) = vmi.and_then(|i| i.data.pointer("/status/conditions")).and_then(Value::as_array) {
+            conditions.extend(list.iter().filter(|c| c["type"] != "Ready").cloned());
+        }
+        // Why the last run failed, while that is what the VM is doing about: a failed VMI,
+        // or the back-off after one.
+        let failing = self.fail_count > 0;
+        let failure = vmi.filter(|_| self.phase == Some(Phase::Failed)).map(failure_message).or_else(|| {
+            self.previous("Failure").filter(|_| failing && vmi.is_none_or(|_| self.is_final)).and_then(|c| c["message"].as_str().map(str::to_string))
+        });
+        if let Some(message) = failure {
+            let reason = if self.pull_failed { kubevirt::IMAGE_PULL_FAILED } else { "VMIFailed" };
+            conditions.push(kubevirt::make_condition("Failure", true, reason, &message, self.previous("Failure").as_ref(), stamp));
+        }
+        match self.provisioning {
+            Some(super::Volumes::Importing(progress)) => conditions.push(kubevirt::make_condition(
+                "DataVolumesReady",
+                false,
+                "ImportInProgress",
+                progress,
+                self.previous("DataVolumesReady").as_ref(),
+                stamp,
+            )),
+            Some(super::Volumes::Failed(message)) => {
+                conditions.push(kubevirt::make_condition("DataVolumesReady", false, "ImportFailed", message, self.previous("DataVolumesReady").as_ref(), stamp))
+            }
+            _ => {}
+        }
+        if let Some(vmi) = vmi.filter(|_| !self.is_final && !self.stopping)
+            && vmi.data.get("spec") != vm.data.pointer("/spec/template/spec")
+        {
+            conditions.push(kubevirt::make_condition(
+                "RestartRequired",
+                true,
+                "",
+                "a non-live-updatable field was changed in the template spec",
+                self.previous("RestartRequired").as_ref(),
+                stamp,
+            ));
+        }
+        conditions
+    }
 }
 
 fn failure_message(vmi: &DynamicObject) -> String {

@@ -3,7 +3,7 @@
 //! CDI does on a cluster), imports run on blocking threads and report progress into the
 //! VM's status, and the files go when the VM is deleted.
 
-use super::ControllerError;
+use crate::Error;
 use crate::volumes;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
@@ -45,13 +45,8 @@ impl Drop for LocalVolumes {
     }
 }
 
-/// `<claim>.json` beside `<claim>.img`: the claim's access modes, as its template asked.
-pub fn access_modes_path(dir: &std::path::Path, namespace: &str, claim: &str) -> PathBuf {
-    volumes::claim_path(dir, namespace, claim).with_extension("json")
-}
-
 fn record_access_modes(dir: &std::path::Path, namespace: &str, template: &volumes::DataVolumeTemplate) -> std::io::Result<()> {
-    let path = access_modes_path(dir, namespace, &template.name);
+    let path = volumes::access_modes_path(dir, namespace, &template.name);
     let record = serde_json::to_vec(&serde_json::json!({ "accessModes": template.access_modes })).expect("JSON serialises");
     if std::fs::read(&path).ok().as_deref() == Some(&record[..]) {
         return Ok(());
@@ -128,7 +123,7 @@ impl LocalVolumes {
 
     /// Delete the files of a VM's data volume templates (its own volumes; claims it only
     /// refers to are left alone, as Kubernetes leaves a PVC).
-    pub(crate) async fn delete_for(&self, vm: &DynamicObject) -> Result<(), ControllerError> {
+    pub(crate) async fn delete_for(&self, vm: &DynamicObject) -> Result<(), Error> {
         let Some(dir) = self.dir.clone() else { return Ok(()) };
         let namespace = vm.namespace().unwrap_or_default();
         let names: Vec<String> = vm
@@ -139,8 +134,8 @@ impl LocalVolumes {
             .unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             for name in names {
-                volumes::delete(&dir, &namespace, &name).map_err(|e| ControllerError::Volume(format!("data volume {name}: {e}")))?;
-                let _ = std::fs::remove_file(access_modes_path(&dir, &namespace, &name));
+                volumes::delete(&dir, &namespace, &name).map_err(|e| Error::VolumeProvisioning(format!("data volume {name}: {e}")))?;
+                let _ = std::fs::remove_file(volumes::access_modes_path(&dir, &namespace, &name));
             }
             Ok(())
         })

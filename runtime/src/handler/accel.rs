@@ -68,17 +68,14 @@ pub(super) fn choose(config: &HandlerConfig, libvirt_uri: &str) -> Verdict {
     probe(config, libvirt_uri)
 }
 
-#[cfg(feature = "libvirt")]
 fn probe(config: &HandlerConfig, libvirt_uri: &str) -> Verdict {
+    if !crate::libvirt::LINKED {
+        return Verdict::new(Accel::Tcg, crate::libvirt::NOT_LINKED);
+    }
     let qemu_log_dir = crate::libvirt::daemon::qemu_log_dir(&config.node_dir);
     let dir = config.node_dir.join("accel-probe");
     let target = accel::ProbeTarget { libvirt_uri, dir: &dir, emulator: config.accel.emulator.as_deref(), qemu_log_dir: Some(&qemu_log_dir) };
     accel::probe(&target, config.accel.probe_timeout)
-}
-
-#[cfg(not(feature = "libvirt"))]
-fn probe(_: &HandlerConfig, _: &str) -> Verdict {
-    Verdict::new(Accel::Tcg, "this vmform was built without libvirt")
 }
 
 /// Whether a launcher's failure shows that KVM itself failed, and so the node should turn

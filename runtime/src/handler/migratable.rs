@@ -19,7 +19,7 @@ pub fn check(namespace: &str, spec: &Value, volumes_dir: &Path, same_host_peer: 
     for volume in spec["volumes"].as_array().into_iter().flatten() {
         let claim = volume.pointer("/persistentVolumeClaim/claimName").or_else(|| volume.pointer("/dataVolume/name")).and_then(Value::as_str);
         if let Some(claim) = claim {
-            let record = std::fs::read(crate::controller::access_modes_path(volumes_dir, namespace, claim)).ok();
+            let record = std::fs::read(crate::volumes::access_modes_path(volumes_dir, namespace, claim)).ok();
             let modes: Option<Vec<String>> = record.and_then(|r| serde_json::from_slice::<Value>(&r).ok()).and_then(|v| serde_json::from_value(v["accessModes"].clone()).ok());
             match modes {
                 None => {
@@ -55,7 +55,7 @@ mod tests {
     use serde_json::json;
 
     fn record(dir: &Path, claim: &str, modes: &[&str]) {
-        let path = crate::controller::access_modes_path(dir, "ns", claim);
+        let path = crate::volumes::access_modes_path(dir, "ns", claim);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, serde_json::to_vec(&json!({ "accessModes": modes })).unwrap()).unwrap();
     }

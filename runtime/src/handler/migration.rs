@@ -18,7 +18,9 @@
 //! and the source never act on different readings of one migration.
 
 use super::launchers::LauncherStatus;
-use super::{domain_seen, settle_outgoing, HandlerError, Outgoing, Sync};
+use super::NodeSync;
+use crate::Error;
+use crate::libvirt::domains::{domain_seen, settle_outgoing, undefine_if_inactive, Outgoing};
 use crate::kubevirt::{self, MigrationState};
 use crate::launcher::{MigrateRequest, MigrationProgress, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 use k8s_openapi::api::core::v1::Node;
@@ -27,7 +29,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 use std::path::Path;
 
-impl Sync {
+impl NodeSync {
     /// The source side of an in-flight migration of a VMI on this node. `true`: the VMI
     /// was handled (its guest left, or its outcome written); `false`: the usual sync goes on.
     pub(super) async fn sync_migration_source(
@@ -37,7 +39,7 @@ impl Sync {
         ms: &MigrationState,
         alive: bool,
         status: Option<&LauncherStatus>,
-    ) -> Result<bool, HandlerError> {
+    ) -> Result<bool, Error> {
         let dir = self.launchers.dir_of(vmi.metadata.uid.as_deref().unwrap_or_default());
         let report = status.and_then(|s| s.migration(&ms.migration_uid));
         let exit = status.and_then(|s| s.exit.as_ref());
@@ -116,7 +118,7 @@ impl Sync {
             );
             let bytes = serde_json::to_vec_pretty(&request).expect("the request serialises");
             crate::files::write_atomically(&dir.join(MIGRATE_FILE), &bytes, 0o644)
-                .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source })?;
         }
         Ok(false)
     }
@@ -156,7 +158,7 @@ impl Sync {
         ms: &MigrationState,
         report: Option<&crate::launcher::MigrationReport>,
         dir: &Path,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), Error> {
         let stats = json!({
             "migrationUid": ms.migration_uid,
             "timeElapsedMs": report.and_then(|r| r.time_elapsed_ms),
@@ -188,7 +190,7 @@ impl Sync {
     }
 
     /// The migration failed and the guest stays (or stayed) here.
-    async fn fail(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, ms: &MigrationState, reason: &str, aborted: bool, dir: &Path) -> Result<(), HandlerError> {
+    async fn fail(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, ms: &MigrationState, reason: &str, aborted: bool, dir: &Path) -> Result<(), Error> {
         let mut failed = ms.clone();
         failed.failed = true;
         failed.end_timestamp = Some(kubevirt::now());
@@ -205,7 +207,7 @@ impl Sync {
     }
 
     /// The target side of an in-flight migration to this node.
-    pub(super) async fn sync_migration_target(&mut self, vmi: &DynamicObject, ms: &MigrationState) -> Result<(), HandlerError> {
+    pub(super) async fn sync_migration_target(&mut self, vmi: &DynamicObject, ms: &MigrationState) -> Result<(), Error> {
         let uid = vmi.metadata.uid.clone().unwrap_or_default();
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &vmi.namespace().unwrap_or_default(), &kubevirt::vmi_resource());
         let dir = self.launchers.dir_of(&uid);
@@ -224,7 +226,7 @@ impl Sync {
                 return self
                     .launchers
                     .spawn(&uid, &object, &self.launcher_args(), Some(&ms.migration_uid))
-                    .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source });
+                    .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source });
             }
             let arrived = status.as_ref().and_then(|s| s.migration(&ms.migration_uid)).is_some_and(|m| m.state == MigrationProgress::Completed);
             if !arrived {
@@ -248,7 +250,7 @@ impl Sync {
         Ok(())
     }
 
-    async fn ask_abort(&self, api: &Api<DynamicObject>, vmi: &DynamicObject, ms: &MigrationState, reason: &str) -> Result<(), HandlerError> {
+    async fn ask_abort(&self, api: &Api<DynamicObject>, vmi: &DynamicObject, ms: &MigrationState, reason: &str) -> Result<(), Error> {
         let mut abort = ms.clone();
         abort.abort_requested = true;
         abort.failure_reason = Some(reason.to_string());
@@ -270,7 +272,7 @@ impl Sync {
                 // Invariant: never lost. Only an inactive definition goes; a running
                 // guest is never touched here.
                 let uri = self.uri.clone();
-                let _ = tokio::task::spawn_blocking(move || super::undefine_if_inactive(&uri, &uid)).await;
+                let _ = tokio::task::spawn_blocking(move || undefine_if_inactive(&uri, &uid)).await;
             }
             return;
         }

@@ -14,8 +14,13 @@ mod node;
 
 pub use accel::AccelConfig;
 pub use launchers::{LauncherExit, LauncherStatus};
+/// The node going down: every domain of its libvirtd forced off and undefined (kept here
+/// for the local runtime's supervisor).
+pub use crate::libvirt::domains::destroy_all_domains;
+use crate::libvirt::domains::{domain_seen, remove_domain, warm_up};
 
 use crate::kubevirt::{self, MigrationState, Phase};
+use crate::Error;
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -25,18 +30,6 @@ use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    #[error("API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("the node dir {path} cannot be used: {source}")]
-    NodeDir { path: String, source: std::io::Error },
-    #[error("libvirt: {0}")]
-    Libvirt(String),
-    #[error("KVM was asked for (--accel kvm), but guests cannot run under it here: {0}")]
-    KvmUnavailable(String),
-}
 
 /// Where the node's libvirt comes from.
 #[derive(Debug, Clone)]
@@ -76,11 +69,10 @@ impl HandlerConfig {
 const TICK: Duration = Duration::from_millis(100);
 
 /// Run the handler until `shutdown` resolves. Guests keep running when it returns.
-pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), HandlerError> {
+pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
     // libvirt prints every error to stderr by default, expected ones ("no domain with
     // matching uuid") included; the handler reports what matters itself.
-    #[cfg(feature = "libvirt")]
-    virt::error::clear_error_callback();
+    crate::libvirt::silence_errors();
     // From before libvirtd starts: the QEMUs of its capability probe are handed over too,
     // and libvirt waits for them to be reaped.
     let _reaper = match config.libvirt {
@@ -112,7 +104,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     };
     tracing::info!("node {}: libvirt {uri}, accelerator {} ({})", config.node, verdict.accel, verdict.reason);
     if config.accel.choice == crate::accel::AccelChoice::Kvm && verdict.accel != crate::accel::Accel::Kvm {
-        let error = HandlerError::KvmUnavailable(verdict.reason);
+        let error = Error::KvmUnavailable(verdict.reason);
         if let Err(k) = node::register_unavailable(&client, &config.node, "KVMUnavailable", &error.to_string()).await {
             tracing::warn!("cannot record node {} as unavailable: {k}", config.node);
         }
@@ -135,7 +127,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
 
     let vmis_dir = config.vmis_dir();
     let launchers = Launchers::adopt(vmis_dir.clone(), config.launcher_command.clone())
-        .map_err(|source| HandlerError::NodeDir { path: vmis_dir.display().to_string(), source })?;
+        .map_err(|source| Error::NodeDir { path: vmis_dir.display().to_string(), source })?;
     let resource = kubevirt::vmi_resource();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let writer = reflector::store::Writer::new(resource.clone());
@@ -152,7 +144,7 @@ pub async fn run(client: Client, config: HandlerConfig, shutdown: impl std::futu
     if let Some(emulator) = &config.accel.emulator {
         launcher_args.extend(["--emulator".into(), emulator.into()]);
     }
-    let mut sync = Sync {
+    let mut sync = NodeSync {
         client,
         node: config.node.clone(),
         launchers,
@@ -220,7 +212,7 @@ async fn reap_orphans() {
 
 /// Start the node's own libvirtd again whenever it dies. Its guests' QEMUs keep running
 /// meanwhile, and a new libvirtd takes them over from its state dir; launchers reconnect.
-async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), HandlerError> {
+async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), Error> {
     let pid_file = config.node_dir.join("libvirt/libvirtd.pid");
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -235,12 +227,12 @@ async fn watch_libvirtd(config: &HandlerConfig) -> Result<(), HandlerError> {
     }
 }
 
-async fn start_libvirtd(config: &HandlerConfig) -> Result<String, HandlerError> {
+async fn start_libvirtd(config: &HandlerConfig) -> Result<String, Error> {
     let node_dir = config.node_dir.clone();
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&node_dir).map_err(|source| HandlerError::NodeDir { path: node_dir.display().to_string(), source })?;
-        let host_uuid = host_uuid(&node_dir).map_err(|source| HandlerError::NodeDir { path: node_dir.display().to_string(), source })?;
-        let daemon = crate::libvirt::daemon::NodeDaemon::ensure_running(&node_dir, host_uuid).map_err(|e| HandlerError::Libvirt(e.to_string()))?;
+        std::fs::create_dir_all(&node_dir).map_err(|source| Error::NodeDir { path: node_dir.display().to_string(), source })?;
+        let host_uuid = host_uuid(&node_dir).map_err(|source| Error::NodeDir { path: node_dir.display().to_string(), source })?;
+        let daemon = crate::libvirt::daemon::NodeDaemon::ensure_running(&node_dir, host_uuid).map_err(|e| Error::Libvirt(e.to_string()))?;
         warm_up(&daemon.uri());
         Ok(daemon.uri().to_string())
     })
@@ -260,11 +252,13 @@ fn host_uuid(node_dir: &std::path::Path) -> std::io::Result<uuid::Uuid> {
     Ok(uuid)
 }
 
-struct Sync {
+/// The handler's sync of its node's VMIs with their launchers (level-triggered, see
+/// [`run`]), and what it keeps between rounds.
+struct NodeSync {
     client: Client,
     node: String,
     launchers: Launchers,
-    /// Every launcher's flags but `--accel` (see [`Sync::launcher_args`]).
+    /// Every launcher's flags but `--accel` (see [`NodeSync::launcher_args`]).
     launcher_args: Vec<OsString>,
     /// The accelerator new guests get: a guest's KVM failure turns it to TCG.
     accel: crate::accel::Verdict,
@@ -282,7 +276,7 @@ struct Sync {
     peer: Option<(std::time::Instant, bool)>,
 }
 
-impl Sync {
+impl NodeSync {
     /// The flags of a launcher started now.
     fn launcher_args(&self) -> Vec<OsString> {
         let mut args = self.launcher_args.clone();
@@ -303,7 +297,7 @@ impl Sync {
             };
             if let Err(e) = result {
                 match e {
-                    HandlerError::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                    Error::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
                     e => tracing::warn!("VMI {}/{}: {e}", vmi.namespace().unwrap_or_default(), vmi.name_any()),
                 }
             }
@@ -325,7 +319,7 @@ impl Sync {
         }
     }
 
-    async fn sync_vmi(&mut self, vmi: &DynamicObject) -> Result<(), HandlerError> {
+    async fn sync_vmi(&mut self, vmi: &DynamicObject) -> Result<(), Error> {
         let uid = vmi.metadata.uid.clone().unwrap_or_default();
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &vmi.namespace().unwrap_or_default(), &kubevirt::vmi_resource());
         let dir = self.launchers.dir_of(&uid);
@@ -333,39 +327,7 @@ impl Sync {
         let status = launchers::read_status(&dir);
 
         if kubevirt::is_deleting(&vmi.metadata) {
-            if alive {
-                let launcher = self.launchers.by_uid.get_mut(&uid).expect("alive");
-                if launcher.terminated.is_none() {
-                    // The stop may have shortened the grace period since the launcher
-                    // started: it reads vmi.json again on SIGTERM.
-                    let object = serde_json::to_vec_pretty(vmi).expect("objects serialise");
-                    let _ = crate::files::write_atomically(&dir.join("vmi.json"), &object, 0o644);
-                }
-                launcher.terminate();
-                return Ok(());
-            }
-            let uri = self.uri.clone();
-            let domain_uid = uid.clone();
-            tokio::task::spawn_blocking(move || remove_domain(&uri, &domain_uid)).await.expect("no panic").map_err(HandlerError::Libvirt)?;
-            // The guest is gone: record how it ended, then let the VMI go.
-            let mut vmi = vmi.clone();
-            if !Phase::of(&vmi).is_final() {
-                let (phase, condition) = match status.and_then(|s| s.exit) {
-                    Some(exit) if !exit.succeeded() => (Phase::Failed, ready_false(&vmi, &exit.kind, &exit.message)),
-                    Some(exit) => (Phase::Succeeded, ready_false(&vmi, "GuestStopped", &exit.message)),
-                    None => (Phase::Succeeded, ready_false(&vmi, "PodTerminating", "stopped before its guest started")),
-                };
-                let patch = kubevirt::phase_patch(&vmi, phase, vec![condition]);
-                vmi = api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            }
-            if kubevirt::has_finalizer(&vmi.metadata, kubevirt::HANDLER_FINALIZER) {
-                let finalizers: Vec<&String> = vmi.finalizers().iter().filter(|f| *f != kubevirt::HANDLER_FINALIZER).collect();
-                let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": vmi.resource_version() } });
-                api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            }
-            self.launchers.by_uid.remove(&uid);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Ok(());
+            return self.sync_deleted_vmi(&api, vmi, &uid, &dir, alive, status).await;
         }
         let phase = Phase::of(vmi);
         if phase.is_final() {
@@ -408,7 +370,7 @@ impl Sync {
                         let object = serde_json::to_value(vmi).expect("objects serialise");
                         self.launchers
                             .spawn(&uid, &object, &self.launcher_args(), None)
-                            .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                            .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source })?;
                         None
                     }
                     _ => Some(Observed::Exited(exit)),
@@ -418,7 +380,7 @@ impl Sync {
                 let object = serde_json::to_value(vmi).expect("objects serialise");
                 self.launchers
                     .spawn(&uid, &object, &self.launcher_args(), None)
-                    .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                    .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source })?;
                 None
             }
             (false, None, _) => {
@@ -432,7 +394,7 @@ impl Sync {
                     let object = serde_json::to_value(vmi).expect("objects serialise");
                     self.launchers
                         .spawn(&uid, &object, &self.launcher_args(), None)
-                        .map_err(|source| HandlerError::NodeDir { path: dir.display().to_string(), source })?;
+                        .map_err(|source| Error::NodeDir { path: dir.display().to_string(), source })?;
                     None
                 } else {
                     Some(Observed::Exited(LauncherExit { kind: "Crashed".into(), message: "the guest's launcher stopped unexpectedly and the guest is gone".into() }))
@@ -454,7 +416,53 @@ impl Sync {
         }
     }
 
-    async fn report_running(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), HandlerError> {
+    /// A VMI being deleted: its guest stopped first (SIGTERM to its launcher), then its
+    /// domain removed, how it ended recorded, and the VMI let go (its finalizer removed).
+    async fn sync_deleted_vmi(
+        &mut self,
+        api: &Api<DynamicObject>,
+        vmi: &DynamicObject,
+        uid: &str,
+        dir: &std::path::Path,
+        alive: bool,
+        status: Option<LauncherStatus>,
+    ) -> Result<(), Error> {
+        if alive {
+            let launcher = self.launchers.by_uid.get_mut(uid).expect("alive");
+            if launcher.terminated.is_none() {
+                // The stop may have shortened the grace period since the launcher
+                // started: it reads vmi.json again on SIGTERM.
+                let object = serde_json::to_vec_pretty(vmi).expect("objects serialise");
+                let _ = crate::files::write_atomically(&dir.join("vmi.json"), &object, 0o644);
+            }
+            launcher.terminate();
+            return Ok(());
+        }
+        let uri = self.uri.clone();
+        let domain_uid = uid.to_string();
+        tokio::task::spawn_blocking(move || remove_domain(&uri, &domain_uid)).await.expect("no panic")?;
+        // The guest is gone: record how it ended, then let the VMI go.
+        let mut vmi = vmi.clone();
+        if !Phase::of(&vmi).is_final() {
+            let (phase, condition) = match status.and_then(|s| s.exit) {
+                Some(exit) if !exit.succeeded() => (Phase::Failed, ready_false(&vmi, &exit.kind, &exit.message)),
+                Some(exit) => (Phase::Succeeded, ready_false(&vmi, "GuestStopped", &exit.message)),
+                None => (Phase::Succeeded, ready_false(&vmi, "PodTerminating", "stopped before its guest started")),
+            };
+            let patch = kubevirt::phase_patch(&vmi, phase, vec![condition]);
+            vmi = api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        if kubevirt::has_finalizer(&vmi.metadata, kubevirt::HANDLER_FINALIZER) {
+            let finalizers: Vec<&String> = vmi.finalizers().iter().filter(|f| *f != kubevirt::HANDLER_FINALIZER).collect();
+            let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": vmi.resource_version() } });
+            api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        self.launchers.by_uid.remove(uid);
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
+    async fn report_running(&mut self, api: &Api<DynamicObject>, vmi: &DynamicObject, dir: &std::path::Path, s: &LauncherStatus) -> Result<(), Error> {
         let console = dir.join("console.log").display().to_string();
         let ports = serde_json::to_string(&s.ports).expect("JSON serialises");
         let annotations = vmi.annotations();
@@ -480,7 +488,7 @@ impl Sync {
     }
 }
 
-impl Sync {
+impl NodeSync {
     /// Whether another node runs on this node's host (looked up at most every 10 s).
     async fn same_host_peer(&mut self) -> bool {
         if let Some((at, peer)) = self.peer
@@ -501,7 +509,7 @@ enum Observed {
     Exited(LauncherExit),
 }
 
-async fn write_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase, condition: Value) -> Result<(), HandlerError> {
+async fn write_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phase, condition: Value) -> Result<(), Error> {
     let patch = kubevirt::phase_patch(vmi, phase, vec![condition]);
     api.patch_status(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
@@ -509,127 +517,6 @@ async fn write_status(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: Phas
 
 fn ready_false(vmi: &DynamicObject, reason: &str, message: &str) -> Value {
     kubevirt::make_condition("Ready", false, reason, message, kubevirt::condition(vmi, "Ready"), &kubevirt::now())
-}
-
-/// Have libvirtd probe QEMU's capabilities now (it does so once, lazily, taking seconds),
-/// so the node's first guest does not wait for it.
-fn warm_up(uri: &str) {
-    #[cfg(feature = "libvirt")]
-    if let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) {
-        let _ = conn.get_capabilities();
-        let _ = conn.close();
-    }
-    #[cfg(not(feature = "libvirt"))]
-    let _ = uri;
-}
-
-/// Where the guest of an outgoing migration is, once libvirt's job has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
-enum Outgoing {
-    /// Its domain runs here with no job: it did not leave.
-    Here,
-    /// Its domain is gone from here (or shut off).
-    Gone,
-    /// The job still runs (an abort was asked), or libvirt did not answer: look again.
-    Unsettled,
-}
-
-/// For a migration whose source launcher died: abort the job libvirt still runs for it
-/// (libvirt resumes the guest here, unless it has switched over already), then say where
-/// the guest is.
-fn settle_outgoing(uri: &str, uid: &str) -> Outgoing {
-    #[cfg(feature = "libvirt")]
-    {
-        use virt::domain::Domain;
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return Outgoing::Unsettled };
-        let settled = match Domain::lookup_by_uuid_string(&conn, uid) {
-            Err(_) => Outgoing::Gone,
-            Ok(dom) if !dom.is_active().unwrap_or(true) => Outgoing::Gone,
-            Ok(dom) => match dom.get_job_info() {
-                Ok(job) if job.r#type == virt::sys::VIR_DOMAIN_JOB_NONE as i32 => Outgoing::Here,
-                Ok(_) => {
-                    if let Err(e) = crate::launcher::abort_job(&dom) {
-                        tracing::info!("domain {uid}: the migration job was not aborted: {}", e.message());
-                    }
-                    Outgoing::Unsettled
-                }
-                Err(_) => Outgoing::Unsettled,
-            },
-        };
-        let _ = conn.close();
-        settled
-    }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = (uri, uid);
-        Outgoing::Here
-    }
-}
-
-/// What libvirt says of this VMI's domain (libvirt uuid = VMI uid); all false when it is
-/// not defined there or libvirt does not answer.
-#[derive(Debug, Clone, Copy, Default)]
-struct DomainSeen {
-    /// Its QEMU runs (the guest running, paused, or waiting for an incoming migration).
-    active: bool,
-    /// The guest itself runs.
-    running: bool,
-}
-
-fn domain_seen(uri: &str, uid: &str) -> DomainSeen {
-    #[cfg(feature = "libvirt")]
-    {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return DomainSeen::default() };
-        let seen = virt::domain::Domain::lookup_by_uuid_string(&conn, uid).ok().map(|d| DomainSeen {
-            active: d.is_active().unwrap_or(false),
-            running: d.get_state().is_ok_and(|(s, _)| s == virt::sys::VIR_DOMAIN_RUNNING),
-        });
-        let _ = conn.close();
-        seen.unwrap_or_default()
-    }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = (uri, uid);
-        DomainSeen::default()
-    }
-}
-
-/// Undefine the domain of this VMI if it is defined and not running.
-fn undefine_if_inactive(uri: &str, uid: &str) {
-    #[cfg(feature = "libvirt")]
-    {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return };
-        if let Ok(domain) = virt::domain::Domain::lookup_by_uuid_string(&conn, uid)
-            && !domain.is_active().unwrap_or(true)
-        {
-            let _ = domain.undefine();
-        }
-        let _ = conn.close();
-    }
-    #[cfg(not(feature = "libvirt"))]
-    let _ = (uri, uid);
-}
-
-/// Make sure no domain of this VMI is left: forced off and undefined.
-fn remove_domain(uri: &str, uid: &str) -> Result<(), String> {
-    #[cfg(feature = "libvirt")]
-    {
-        let mut conn = virt::connect::Connect::open(Some(uri)).map_err(|e| format!("cannot reach libvirt at {uri}: {e}"))?;
-        if let Ok(domain) = virt::domain::Domain::lookup_by_uuid_string(&conn, uid) {
-            if domain.is_active().unwrap_or(false) {
-                let _ = domain.destroy();
-            }
-            let _ = domain.undefine();
-        }
-        let _ = conn.close();
-        Ok(())
-    }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = (uri, uid);
-        Ok(())
-    }
 }
 
 /// Stop every guest of a node (the local runtime going down): each launcher gets
@@ -654,23 +541,4 @@ pub fn stop_guests(vmis_dir: &std::path::Path, timeout: Duration) {
     while std::time::Instant::now() < deadline && waiting.iter().any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Force off and undefine every domain of a libvirt daemon (the node going down).
-pub fn destroy_all_domains(uri: &str) {
-    #[cfg(feature = "libvirt")]
-    {
-        let Ok(mut conn) = virt::connect::Connect::open(Some(uri)) else { return };
-        if let Ok(domains) = conn.list_all_domains(0) {
-            for domain in domains {
-                if domain.is_active().unwrap_or(false) {
-                    let _ = domain.destroy();
-                }
-                let _ = domain.undefine();
-            }
-        }
-        let _ = conn.close();
-    }
-    #[cfg(not(feature = "libvirt"))]
-    let _ = uri;
 }

@@ -158,7 +158,7 @@ pub(super) async fn heartbeat(client: Client, name: String, duration: Duration) 
             continue;
         }
         match nodes.get_opt(&name).await {
-            Ok(Some(node)) if !crate::controller::node_is_ready(&node) => {
+            Ok(Some(node)) if !crate::semantics::node_is_ready(&node) => {
                 if let Err(e) = set_ready(&client, &name).await {
                     tracing::warn!("cannot mark node {name} Ready: {e}");
                 }

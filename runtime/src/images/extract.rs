@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::{DiskFormat, ImageError, io_error};
-use crate::volumes::SparseWriter;
+use crate::files::SparseWriter;
 
 /// Entries (over all layers) tracked before a layer is called a tar bomb.
 const MAX_ENTRIES: usize = 500_000;
@@ -161,6 +161,41 @@ pub(crate) fn extract(
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Disk, ImageError> {
     let target = target.map(clean_path);
+    let mut tree = unpack_layers(image, layers, target.as_deref(), max_disk, out_dir, progress)?;
+    let chosen = choose_disk(image, &tree, target.as_deref())?;
+    let shown = format!("/{chosen}");
+    let Some(node) = tree.nodes.remove(&chosen) else {
+        return Err(ImageError::NoDisk { image: image.into(), found: format!("{shown} vanished (a bug in vmform)") });
+    };
+    let temp = match node.kind {
+        Kind::File { temp: Some(t) } => t,
+        Kind::File { temp: None } => {
+            return Err(ImageError::UnsupportedDisk { image: image.into(), path: shown, reason: "it was not written out (a bug in vmform)".into() });
+        }
+        Kind::Dir => return Err(ImageError::UnsupportedDisk { image: image.into(), path: shown, reason: "it is a directory".into() }),
+        Kind::Other(what) => {
+            return Err(ImageError::UnsupportedDisk { image: image.into(), path: shown, reason: format!("it is {what}; the disk must be a regular file") });
+        }
+    };
+    let disk = out_dir.join("disk.img");
+    fs::rename(&temp, &disk).map_err(|e| io_error("rename into place", &disk, e))?;
+    let (format, size) = inspect(&disk).map_err(|reason| match reason {
+        Inspect::Io(e) => io_error("read", &disk, e),
+        Inspect::Refused(reason) => ImageError::UnsupportedDisk { image: image.into(), path: shown.clone(), reason },
+    })?;
+    Ok(Disk { path_in_image: shown, format, size })
+}
+
+/// The layers read in order into the final file tree (whiteouts applied); the disk
+/// candidates (files in /disk, or `target`) written out under `out_dir` as they come.
+fn unpack_layers(
+    image: &str,
+    layers: &[Layer],
+    target: Option<&str>,
+    max_disk: u64,
+    out_dir: &Path,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<Tree, ImageError> {
     let max_unpacked = max_disk.saturating_mul(2);
     let mut tree = Tree { nodes: BTreeMap::new() };
     let mut unpacked: u64 = 0;
@@ -213,8 +248,8 @@ pub(crate) fn extract(
             let kind = if entry_type.is_dir() {
                 Kind::Dir
             } else if entry_type.is_file() || entry_type == tar::EntryType::Continuous || entry_type.is_gnu_sparse() {
-                let is_candidate = match &target {
-                    Some(t) => *t == path,
+                let is_candidate = match target {
+                    Some(t) => t == path,
                     None => dir == DISK_DIR,
                 };
                 let temp = if is_candidate {
@@ -255,12 +290,17 @@ pub(crate) fn extract(
         }
     }
 
-    let chosen = match &target {
+    Ok(tree)
+}
+
+/// Which file of the final tree is the disk: `target`, or the one file in /disk.
+fn choose_disk(image: &str, tree: &Tree, target: Option<&str>) -> Result<String, ImageError> {
+    Ok(match target {
         Some(t) => match tree.nodes.get(t) {
-            Some(_) => t.clone(),
+            Some(_) => t.to_string(),
             None => {
                 let (dir, _) = parent_and_name(t);
-                let near = listing(&tree, dir);
+                let near = listing(tree, dir);
                 return Err(ImageError::NoDisk {
                     image: image.into(),
                     found: format!("containerDisk.path /{t} is not in it ({})", if near.is_empty() { format!("nothing in /{dir}") } else { format!("/{dir} holds {}", near.join(", ")) }),
@@ -268,7 +308,7 @@ pub(crate) fn extract(
             }
         },
         None => {
-            let mut found = children(&tree, DISK_DIR);
+            let mut found = children(tree, DISK_DIR);
             match found.len() {
                 0 if tree.nodes.contains_key(DISK_DIR) => return Err(ImageError::NoDisk { image: image.into(), found: "/disk/ is empty".into() }),
                 0 => return Err(ImageError::NoDisk { image: image.into(), found: "it has no /disk/ directory".into() }),
@@ -276,28 +316,7 @@ pub(crate) fn extract(
                 _ => return Err(ImageError::TooManyDisks { image: image.into(), found: found.into_iter().map(|(_, shown)| shown).collect() }),
             }
         }
-    };
-    let shown = format!("/{chosen}");
-    let Some(node) = tree.nodes.remove(&chosen) else {
-        return Err(ImageError::NoDisk { image: image.into(), found: format!("{shown} vanished (a bug in vmform)") });
-    };
-    let temp = match node.kind {
-        Kind::File { temp: Some(t) } => t,
-        Kind::File { temp: None } => {
-            return Err(ImageError::UnsupportedDisk { image: image.into(), path: shown, reason: "it was not written out (a bug in vmform)".into() });
-        }
-        Kind::Dir => return Err(ImageError::UnsupportedDisk { image: image.into(), path: shown, reason: "it is a directory".into() }),
-        Kind::Other(what) => {
-            return Err(ImageError::UnsupportedDisk { image: image.into(), path: shown, reason: format!("it is {what}; the disk must be a regular file") });
-        }
-    };
-    let disk = out_dir.join("disk.img");
-    fs::rename(&temp, &disk).map_err(|e| io_error("rename into place", &disk, e))?;
-    let (format, size) = inspect(&disk).map_err(|reason| match reason {
-        Inspect::Io(e) => io_error("read", &disk, e),
-        Inspect::Refused(reason) => ImageError::UnsupportedDisk { image: image.into(), path: shown.clone(), reason },
-    })?;
-    Ok(Disk { path_in_image: shown, format, size })
+    })
 }
 
 /// What is directly in `dir` of the final tree: keys, and `/dir/name` to show

@@ -72,7 +72,7 @@ pub const DEFAULT_MAX_DISK_SIZE: u64 = 64 << 30;
 
 /// What a pull is doing, reported through [`PullRequest::progress`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum PullPhase {
     /// Layers from the registry: `total` is the sum of the layers' sizes, and layers
     /// already in the cache count as done.
     Downloading,
@@ -82,7 +82,7 @@ pub enum Phase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    pub phase: Phase,
+    pub phase: PullPhase,
     pub done: u64,
     pub total: u64,
 }
@@ -228,7 +228,7 @@ pub enum ImageError {
 pub(crate) fn io_error(action: &'static str, path: &std::path::Path, e: std::io::Error) -> ImageError {
     if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
         let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
-        return ImageError::DiskFull { dir: dir.to_path_buf(), free: crate::volumes::free_space(dir) };
+        return ImageError::DiskFull { dir: dir.to_path_buf(), free: crate::files::free_space(dir) };
     }
     ImageError::Io { action, path: path.to_path_buf(), source: e }
 }

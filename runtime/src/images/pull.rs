@@ -17,7 +17,7 @@ use super::auth::{self, Resolved};
 use super::cache::{Cache, ImageMeta, hex, hex_of};
 use super::extract::{self, Layer};
 use super::reference::{ImageRef, PullPolicy};
-use super::{ImageError, Phase, Progress, ProgressFn, PullRequest, PulledImage, io_error};
+use super::{ImageError, PullPhase, Progress, ProgressFn, PullRequest, PulledImage, io_error};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The download stalls if no byte arrives for this long.
@@ -66,12 +66,12 @@ pub async fn pull(request: &PullRequest) -> Result<PulledImage, ImageError> {
 
     let total: u64 = resolved.layers.iter().map(|l| l.size).sum();
     let missing: u64 = resolved.layers.iter().filter(|l| !cache.blob_path(&l.hex).exists()).map(|l| l.size).sum();
-    if let Some(free) = crate::volumes::free_space(cache.root())
+    if let Some(free) = crate::files::free_space(cache.root())
         && missing > free
     {
         return Err(ImageError::DiskFull { dir: cache.root().to_path_buf(), free: Some(free) });
     }
-    let mut tracker = Tracker::new(request.progress.clone(), Phase::Downloading, total);
+    let mut tracker = Tracker::new(request.progress.clone(), PullPhase::Downloading, total);
     let mut downloaded = 0;
     for layer in &resolved.layers {
         downloaded += registry.fetch_blob(&cache, layer, &mut tracker).await?;
@@ -104,7 +104,7 @@ pub async fn pull(request: &PullRequest) -> Result<PulledImage, ImageError> {
         let (image_name, target, max, dir) = (name.clone(), request.disk_path.clone(), request.max_disk_size, tmp_dir.clone());
         let progress = request.progress.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<ImageMeta, ImageError> {
-            let mut tracker = Tracker::new(progress, Phase::Extracting, total);
+            let mut tracker = Tracker::new(progress, PullPhase::Extracting, total);
             let disk = extract::extract(&image_name, &layers, target.as_deref(), max, &dir, &mut |n| tracker.add(n))?;
             tracker.finish();
             let disk_file = dir.join("disk.img");
@@ -169,7 +169,7 @@ fn store_small_blob(cache: &Cache, digest: &str, bytes: &[u8]) -> Result<(), Ima
 /// Reports bytes done of a total to the caller's callback, not too often.
 struct Tracker {
     progress: Option<ProgressFn>,
-    phase: Phase,
+    phase: PullPhase,
     done: u64,
     total: u64,
     last_percent: u64,
@@ -177,7 +177,7 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(progress: Option<ProgressFn>, phase: Phase, total: u64) -> Self {
+    fn new(progress: Option<ProgressFn>, phase: PullPhase, total: u64) -> Self {
         let t = Tracker { progress, phase, done: 0, total, last_percent: 0, last: Instant::now() };
         t.report();
         t
@@ -617,7 +617,7 @@ mod tests {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
         let f: ProgressFn = std::sync::Arc::new(move |p: Progress| s.lock().unwrap().push(p.done));
-        let mut t = Tracker::new(Some(f), Phase::Downloading, 1000);
+        let mut t = Tracker::new(Some(f), PullPhase::Downloading, 1000);
         for _ in 0..1000 {
             t.add(1);
         }

@@ -241,7 +241,7 @@ impl fmt::Display for PullPolicy {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> ImageRef {
+    fn parsed(s: &str) -> ImageRef {
         ImageRef::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
@@ -249,33 +249,33 @@ mod tests {
 
     #[test]
     fn docker_hub_short_names() {
-        assert_eq!(p("fedora:41").to_string(), "docker.io/library/fedora:41");
-        assert_eq!(p("fedora").to_string(), "docker.io/library/fedora:latest");
-        assert_eq!(p("user/img").to_string(), "docker.io/user/img:latest");
-        assert_eq!(p("docker.io/fedora").to_string(), "docker.io/library/fedora:latest");
-        assert_eq!(p("index.docker.io/user/img:1").to_string(), "docker.io/user/img:1");
-        assert_eq!(p("docker://quay.io/containerdisks/fedora:41").to_string(), "quay.io/containerdisks/fedora:41");
+        assert_eq!(parsed("fedora:41").to_string(), "docker.io/library/fedora:41");
+        assert_eq!(parsed("fedora").to_string(), "docker.io/library/fedora:latest");
+        assert_eq!(parsed("user/img").to_string(), "docker.io/user/img:latest");
+        assert_eq!(parsed("docker.io/fedora").to_string(), "docker.io/library/fedora:latest");
+        assert_eq!(parsed("index.docker.io/user/img:1").to_string(), "docker.io/user/img:1");
+        assert_eq!(parsed("docker://quay.io/containerdisks/fedora:41").to_string(), "quay.io/containerdisks/fedora:41");
     }
 
     #[test]
     fn registries_ports_and_digests() {
-        let r = p("127.0.0.1:5000/disks/cirros:0.6");
+        let r = parsed("127.0.0.1:5000/disks/cirros:0.6");
         assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "disks/cirros", Some("0.6")));
         assert!(r.is_loopback());
         assert_eq!(r.host(), "127.0.0.1");
-        let r = p(&format!("localhost/x@{D}"));
+        let r = parsed(&format!("localhost/x@{D}"));
         assert_eq!((r.registry.as_str(), r.tag.as_deref(), r.digest.as_deref()), ("localhost", None, Some(D)));
         assert!(r.is_loopback());
-        let r = p(&format!("quay.io/a/b:v1@{D}"));
+        let r = parsed(&format!("quay.io/a/b:v1@{D}"));
         assert_eq!((r.tag.as_deref(), r.digest.as_deref()), (Some("v1"), Some(D)));
         assert!(!r.is_loopback());
-        assert!(p("[::1]:5000/x:1").is_loopback());
-        assert_eq!(p("[::1]:5000/x:1").host(), "::1");
-        assert!(p("127.3.4.5:80/x").is_loopback());
-        assert!(!p("128.0.0.1:80/x").is_loopback());
+        assert!(parsed("[::1]:5000/x:1").is_loopback());
+        assert_eq!(parsed("[::1]:5000/x:1").host(), "::1");
+        assert!(parsed("127.3.4.5:80/x").is_loopback());
+        assert!(!parsed("128.0.0.1:80/x").is_loopback());
         // `localhost:5000` alone is a Docker Hub repository with a tag, as Docker reads it.
-        assert_eq!(p("localhost:5000").to_string(), "docker.io/library/localhost:5000");
-        assert_eq!(p("registry.example:443/a/b/c").name(), "registry.example:443/a/b/c");
+        assert_eq!(parsed("localhost:5000").to_string(), "docker.io/library/localhost:5000");
+        assert_eq!(parsed("registry.example:443/a/b/c").name(), "registry.example:443/a/b/c");
     }
 
     #[test]
@@ -298,10 +298,10 @@ mod tests {
 
     #[test]
     fn kubevirt_pull_policy_defaults() {
-        assert_eq!(PullPolicy::default_for(&p("fedora")), PullPolicy::Always);
-        assert_eq!(PullPolicy::default_for(&p("fedora:latest")), PullPolicy::Always);
-        assert_eq!(PullPolicy::default_for(&p("fedora:41")), PullPolicy::IfNotPresent);
-        assert_eq!(PullPolicy::default_for(&p(&format!("fedora@{D}"))), PullPolicy::IfNotPresent);
+        assert_eq!(PullPolicy::default_for(&parsed("fedora")), PullPolicy::Always);
+        assert_eq!(PullPolicy::default_for(&parsed("fedora:latest")), PullPolicy::Always);
+        assert_eq!(PullPolicy::default_for(&parsed("fedora:41")), PullPolicy::IfNotPresent);
+        assert_eq!(PullPolicy::default_for(&parsed(&format!("fedora@{D}"))), PullPolicy::IfNotPresent);
         assert_eq!(PullPolicy::parse("Never"), Some(PullPolicy::Never));
         assert_eq!(PullPolicy::parse("never"), None);
         assert_eq!(PullPolicy::IfNotPresent.to_string(), "IfNotPresent");

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::accel::Accel;
+use crate::Error;
 
 /// The PCI slot of the first interface (on the root bus); at most [`MAX_NICS`] follow.
 const NIC_SLOT: usize = 0x18;
@@ -183,7 +184,8 @@ pub fn unsupported_with(vmi_spec: &Value, firmware: &HostFirmware) -> Vec<String
     analyse(vmi_spec, firmware).err().unwrap_or_default()
 }
 
-fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+/// The string at a JSON pointer, if there is one.
+fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
@@ -290,11 +292,53 @@ const UNSUPPORTED_DEVICES: &[(&str, &str)] = &[
 fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> {
     let mut problems = Vec::new();
     let domain = spec.get("domain").cloned().unwrap_or(Value::Null);
+    // Each part reports its problems in turn, so the messages keep the order of the spec.
+    let cpu = analyse_cpu(spec, &domain, &mut problems);
+    let memory_bytes = analyse_memory(&domain, &mut problems);
+    let boot = analyse_machine_and_firmware(&domain, firmware, &mut problems);
+    let devices = domain.get("devices").cloned().unwrap_or(Value::Null);
+    let rng = analyse_devices(&devices, &mut problems);
+    let disks = analyse_disks(spec, &devices, &mut problems);
+    let nics = analyse_nics(spec, &devices, &mut problems);
+    let grace = analyse_grace(spec, &mut problems);
+    let hostname = spec.get("hostname").and_then(Value::as_str).map(str::to_string);
 
-    // CPU: the topology, or a count from the resources.
-    let mut sockets = positive(&domain, "/cpu/sockets", "spec.domain.cpu.sockets", &mut problems);
-    let cores = positive(&domain, "/cpu/cores", "spec.domain.cpu.cores", &mut problems);
-    let threads = positive(&domain, "/cpu/threads", "spec.domain.cpu.threads", &mut problems);
+    if problems.is_empty() {
+        Ok(Model {
+            sockets: cpu.sockets,
+            cores: cpu.cores,
+            threads: cpu.threads,
+            cpu_model: cpu.model,
+            memory_bytes,
+            machine: boot.machine,
+            firmware: boot.firmware,
+            acpi: boot.acpi,
+            smm: boot.smm,
+            rng,
+            disks,
+            nics,
+            grace,
+            hostname,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+/// The vCPU topology and model of a VMI spec.
+struct CpuModel {
+    sockets: u64,
+    cores: u64,
+    threads: u64,
+    model: Option<String>,
+}
+
+/// CPU: the topology, or a count from the resources; what the local runtime cannot do
+/// with CPUs (and the `Paused` start strategy, reported among them).
+fn analyse_cpu(spec: &Value, domain: &Value, problems: &mut Vec<String>) -> CpuModel {
+    let mut sockets = positive(domain, "/cpu/sockets", "spec.domain.cpu.sockets", problems);
+    let cores = positive(domain, "/cpu/cores", "spec.domain.cpu.cores", problems);
+    let threads = positive(domain, "/cpu/threads", "spec.domain.cpu.threads", problems);
     if sockets.is_none() && cores.is_none() && threads.is_none() {
         let from_resources = ["/resources/requests/cpu", "/resources/limits/cpu"].iter().find_map(|p| domain.pointer(p));
         if let Some(v) = from_resources {
@@ -308,19 +352,21 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
     if sockets * cores * threads > 255 {
         problems.push(format!("spec.domain.cpu: {} vCPUs is more than the local runtime runs (255)", sockets * cores * threads));
     }
-    if s(spec, "/startStrategy") == Some("Paused") {
+    if str_at(spec, "/startStrategy") == Some("Paused") {
         problems.push("spec.startStrategy Paused is not supported by the local runtime (it has no pause or unpause yet); start it without --paused".into());
     }
     if domain.pointer("/cpu/dedicatedCpuPlacement").and_then(Value::as_bool) == Some(true) {
         problems.push("spec.domain.cpu.dedicatedCpuPlacement is not supported by the local runtime (no CPU pinning)".into());
     }
-    if is_set(&domain, "/cpu/realtime") {
+    if is_set(domain, "/cpu/realtime") {
         problems.push("spec.domain.cpu.realtime is not supported by the local runtime".into());
     }
-    let cpu_model = s(&domain, "/cpu/model").map(str::to_string);
+    CpuModel { sockets, cores, threads, model: str_at(domain, "/cpu/model").map(str::to_string) }
+}
 
-    // Memory: the guest size, else the request, else the limit.
-    if is_set(&domain, "/memory/hugepages") {
+/// Memory: the guest size, else the request, else the limit (bytes; 0 after a problem).
+fn analyse_memory(domain: &Value, problems: &mut Vec<String>) -> u64 {
+    if is_set(domain, "/memory/hugepages") {
         problems.push("spec.domain.memory.hugepages is not supported by the local runtime".into());
     }
     let memory = [
@@ -331,7 +377,7 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
     .iter()
     .find_map(|(p, what)| domain.pointer(p).filter(|v| !v.is_null()).map(|v| (v, *what)));
     let memory_bytes = match memory {
-        Some((v, what)) => quantity(v, what, &mut problems).unwrap_or(0),
+        Some((v, what)) => quantity(v, what, problems).unwrap_or(0),
         None => {
             problems.push("spec.domain: no memory size (memory.guest or resources.requests.memory)".into());
             0
@@ -340,9 +386,20 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
     if memory.is_some() && memory_bytes > 0 && memory_bytes < 1 << 20 {
         problems.push(format!("spec.domain: memory of {memory_bytes} bytes is too small"));
     }
+    memory_bytes
+}
 
-    // Machine and firmware.
-    let machine = match s(&domain, "/machine/type") {
+/// The machine type, the firmware and the features that go with them.
+struct BootModel {
+    machine: &'static str,
+    firmware: Firmware,
+    acpi: bool,
+    smm: bool,
+}
+
+/// Machine and firmware: q35 or pc; BIOS, or OVMF found on this host.
+fn analyse_machine_and_firmware(domain: &Value, firmware: &HostFirmware, problems: &mut Vec<String>) -> BootModel {
+    let machine = match str_at(domain, "/machine/type") {
         None | Some("") => "q35",
         Some(t) => machine_type(t).unwrap_or_else(|| {
             problems.push(format!(
@@ -351,7 +408,7 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
             "q35"
         }),
     };
-    let fw = if let Some(efi) = domain.pointer("/firmware/bootloader/efi").filter(|v| !v.is_null()) {
+    let chosen = if let Some(efi) = domain.pointer("/firmware/bootloader/efi").filter(|v| !v.is_null()) {
         // KubeVirt turns secure boot on unless it is switched off.
         let secure = efi.get("secureBoot").and_then(Value::as_bool).unwrap_or(true);
         let found = if secure { &firmware.efi_secure } else { &firmware.efi };
@@ -375,17 +432,19 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
     } else {
         Firmware::Bios
     };
-    if is_set(&domain, "/firmware/kernelBoot") {
+    if is_set(domain, "/firmware/kernelBoot") {
         problems.push(
             "spec.domain.firmware.kernelBoot is not supported by the local runtime (it cannot pull the kernel's container image)".into(),
         );
     }
     let acpi = domain.pointer("/features/acpi").is_none_or(|v| v.is_null() || enabled(Some(v)));
-    let secure_boot = matches!(fw, Firmware::Efi { secure: true, .. });
+    let secure_boot = matches!(chosen, Firmware::Efi { secure: true, .. });
     let smm = enabled(domain.pointer("/features/smm")) || secure_boot;
+    BootModel { machine, firmware: chosen, acpi, smm }
+}
 
-    // Devices that cannot be given.
-    let devices = domain.get("devices").cloned().unwrap_or(Value::Null);
+/// Devices that cannot be given; whether the guest gets a random number generator.
+fn analyse_devices(devices: &Value, problems: &mut Vec<String>) -> bool {
     for (key, why) in UNSUPPORTED_DEVICES {
         let present = match devices.get(*key) {
             None | Some(Value::Null) => false,
@@ -400,19 +459,19 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
     if enabled(devices.get("tpm")) {
         problems.push("spec.domain.devices.tpm: a TPM is not supported by the local runtime (no swtpm)".into());
     }
-    let rng = devices.get("rng").is_some_and(|v| !v.is_null());
+    devices.get("rng").is_some_and(|v| !v.is_null())
+}
 
-    // Volumes, by name.
+/// Volumes, by name, and the disks on them: each disk names a volume; a volume without a
+/// disk gets a virtio disk (as KubeVirt does).
+fn analyse_disks(spec: &Value, devices: &Value, problems: &mut Vec<String>) -> Vec<DiskModel> {
     let volumes: Vec<Value> = spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut sources: Vec<(String, Option<Source>)> = Vec::new();
     for vol in &volumes {
         let name = vol.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-        let source = volume_source(&name, vol, &mut problems);
+        let source = volume_source(&name, vol, problems);
         sources.push((name, source));
     }
-
-    // Disks: each names a volume; a volume without a disk gets a virtio disk (as KubeVirt
-    // does).
     let disk_specs: Vec<Value> = devices.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut disks = Vec::new();
     for d in &disk_specs {
@@ -421,24 +480,27 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
             problems.push(format!("disk \"{name}\": no volume of that name"));
             continue;
         };
-        if let Some(disk) = disk_model(&name, d, source.clone(), &mut problems) {
+        if let Some(disk) = disk_model(&name, d, source.clone(), problems) {
             disks.push(disk);
         }
     }
     for (name, source) in &sources {
         if !disk_specs.iter().any(|d| d.get("name").and_then(Value::as_str) == Some(name)) {
             let d = serde_json::json!({"name": name, "disk": {"bus": "virtio"}});
-            if let Some(disk) = disk_model(name, &d, source.clone(), &mut problems) {
+            if let Some(disk) = disk_model(name, &d, source.clone(), problems) {
                 disks.push(disk);
             }
         }
     }
+    disks
+}
 
-    // Interfaces: masquerade on the pod network, through QEMU's user networking.
+/// Interfaces: masquerade on the pod network, through QEMU's user networking.
+fn analyse_nics(spec: &Value, devices: &Value, problems: &mut Vec<String>) -> Vec<NicModel> {
     let networks: Vec<Value> = spec.get("networks").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut nics = Vec::new();
     for i in devices.get("interfaces").and_then(Value::as_array).cloned().unwrap_or_default() {
-        if let Some(nic) = nic_model(&i, &networks, &mut problems) {
+        if let Some(nic) = nic_model(&i, &networks, problems) {
             nics.push(nic);
         }
     }
@@ -453,35 +515,17 @@ fn analyse(spec: &Value, firmware: &HostFirmware) -> Result<Model, Vec<String>> 
             ));
         }
     }
+    nics
+}
 
-    let grace = match spec.get("terminationGracePeriodSeconds") {
+/// `spec.terminationGracePeriodSeconds`, in seconds.
+fn analyse_grace(spec: &Value, problems: &mut Vec<String>) -> u64 {
+    match spec.get("terminationGracePeriodSeconds") {
         None | Some(Value::Null) => DEFAULT_GRACE_SECONDS,
         Some(v) => v.as_u64().unwrap_or_else(|| {
             problems.push(format!("spec.terminationGracePeriodSeconds: `{v}` is not a whole number of seconds"));
             DEFAULT_GRACE_SECONDS
         }),
-    };
-    let hostname = spec.get("hostname").and_then(Value::as_str).map(str::to_string);
-
-    if problems.is_empty() {
-        Ok(Model {
-            sockets,
-            cores,
-            threads,
-            cpu_model,
-            memory_bytes,
-            machine,
-            firmware: fw,
-            acpi,
-            smm,
-            rng,
-            disks,
-            nics,
-            grace,
-            hostname,
-        })
-    } else {
-        Err(problems)
     }
 }
 
@@ -791,16 +835,6 @@ pub struct DomainPlan {
     pub local_disks: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DomainError {
-    #[error("{}", .0.join("; "))]
-    Unsupported(Vec<String>),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("cannot find a free host port: {0}")]
-    Ports(std::io::Error),
-}
-
 /// The inputs of [`build`] besides the VMI.
 pub struct BuildOptions<'a> {
     pub accel: Accel,
@@ -818,8 +852,8 @@ pub struct BuildOptions<'a> {
 
 /// The domain name of a VMI: `<namespace>_<name>`.
 pub fn domain_name(vmi: &Value) -> Option<String> {
-    let name = s(vmi, "/metadata/name")?;
-    let ns = s(vmi, "/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or("default");
+    let name = str_at(vmi, "/metadata/name")?;
+    let ns = str_at(vmi, "/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or("default");
     Some(format!("{ns}_{name}"))
 }
 
@@ -829,262 +863,322 @@ pub fn grace_period(vmi: &Value) -> Duration {
 }
 
 /// VMI → domain XML and the files to prepare.
-pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, DomainError> {
-    let name = s(vmi, "/metadata/name").filter(|n| !n.is_empty()).ok_or_else(|| DomainError::Invalid("the VMI has no metadata.name".into()))?;
-    let namespace = s(vmi, "/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or("default");
-    let uid = s(vmi, "/metadata/uid").ok_or_else(|| DomainError::Invalid("the VMI has no metadata.uid".into()))?;
+pub fn build(vmi: &Value, opts: BuildOptions<'_>) -> Result<DomainPlan, Error> {
+    let name = str_at(vmi, "/metadata/name").filter(|n| !n.is_empty()).ok_or_else(|| Error::InvalidVmi("the VMI has no metadata.name".into()))?;
+    let namespace = str_at(vmi, "/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or("default");
+    let uid = str_at(vmi, "/metadata/uid").ok_or_else(|| Error::InvalidVmi("the VMI has no metadata.uid".into()))?;
     let uuid = uuid::Uuid::parse_str(uid)
-        .map_err(|e| DomainError::Invalid(format!("the VMI's metadata.uid `{uid}` is not a UUID: {e}")))?
+        .map_err(|e| Error::InvalidVmi(format!("the VMI's metadata.uid `{uid}` is not a UUID: {e}")))?
         .hyphenated()
         .to_string();
-    let spec = vmi.get("spec").ok_or_else(|| DomainError::Invalid("the VMI has no spec".into()))?;
-    let model = analyse(spec, opts.firmware).map_err(DomainError::Unsupported)?;
-    let domain = format!("{namespace}_{name}");
+    let spec = vmi.get("spec").ok_or_else(|| Error::InvalidVmi("the VMI has no spec".into()))?;
+    let model = analyse(spec, opts.firmware).map_err(Error::UnsupportedVmi)?;
+    let vmi_id = VmiIdentity { name, namespace, uid, uuid: &uuid };
     let disks_dir = opts.vmi_dir.join("disks");
     let console_log = opts.vmi_dir.join("console.log");
 
-    let mut x = String::new();
-    let w = &mut x;
-    let qemu_ns = if model.nics.is_empty() { "" } else { " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'" };
-    let _ = writeln!(w, "<domain type='{}'{qemu_ns}>", opts.accel.domain_type());
-    let _ = writeln!(w, "  <name>{}</name>", esc(&domain));
-    let _ = writeln!(w, "  <uuid>{uuid}</uuid>");
-    let _ = writeln!(w, "  <metadata>");
-    let _ = writeln!(
-        w,
-        "    <vmform:vmi xmlns:vmform='https://vmform.dev/xmlns/vmi/1' namespace='{}' name='{}' uid='{}'/>",
-        esc(namespace),
-        esc(name),
-        esc(uid)
-    );
-    let _ = writeln!(w, "  </metadata>");
-    let kib = model.memory_bytes.div_ceil(1024);
-    let _ = writeln!(w, "  <memory unit='KiB'>{kib}</memory>");
-    let _ = writeln!(w, "  <currentMemory unit='KiB'>{kib}</currentMemory>");
-    let vcpus = model.sockets * model.cores * model.threads;
-    let _ = writeln!(w, "  <vcpu placement='static'>{vcpus}</vcpu>");
-
-    // Boot: BIOS, or OVMF with a per-run variable store.
-    let _ = writeln!(w, "  <os>");
-    let _ = writeln!(w, "    <type arch='x86_64' machine='{}'>hvm</type>", model.machine);
-    if let Firmware::Efi { ovmf, secure } = &model.firmware {
-        match &ovmf.vars {
-            Some(vars) => {
-                let _ = writeln!(
-                    w,
-                    "    <loader readonly='yes' secure='{}' type='pflash'>{}</loader>",
-                    if *secure { "yes" } else { "no" },
-                    esc_path(&ovmf.code)
-                );
-                let _ = writeln!(w, "    <nvram template='{}'>{}</nvram>", esc_path(vars), esc_path(&disks_dir.join("nvram.fd")));
-            }
-            None => {
-                let _ = writeln!(w, "    <loader type='rom'>{}</loader>", esc_path(&ovmf.code));
-            }
-        }
-    }
-    let _ = writeln!(w, "  </os>");
-    let _ = writeln!(w, "  <features>");
-    if model.acpi {
-        let _ = writeln!(w, "    <acpi/>");
-    }
-    let _ = writeln!(w, "    <apic/>");
-    if model.smm {
-        let _ = writeln!(w, "    <smm state='on'/>");
-    }
-    let _ = writeln!(w, "  </features>");
-
-    // CPU: under TCG a model QEMU emulates; under KVM the host's.
-    let topology = format!("<topology sockets='{}' dies='1' cores='{}' threads='{}'/>", model.sockets, model.cores, model.threads);
-    match (opts.accel, model.cpu_model.as_deref()) {
-        (Accel::Tcg, _) => {
-            let _ = writeln!(w, "  <cpu mode='custom' match='exact'>");
-            let _ = writeln!(w, "    <model fallback='allow'>qemu64</model>");
-            let _ = writeln!(w, "    {topology}");
-            let _ = writeln!(w, "  </cpu>");
-        }
-        (Accel::Kvm, Some("host-passthrough")) => {
-            let _ = writeln!(w, "  <cpu mode='host-passthrough'>\n    {topology}\n  </cpu>");
-        }
-        (Accel::Kvm, None | Some("") | Some("host-model")) => {
-            let _ = writeln!(w, "  <cpu mode='host-model'>\n    {topology}\n  </cpu>");
-        }
-        (Accel::Kvm, Some(m)) => {
-            let _ = writeln!(w, "  <cpu mode='custom' match='exact'>");
-            let _ = writeln!(w, "    <model fallback='allow'>{}</model>", esc(m));
-            let _ = writeln!(w, "    {topology}");
-            let _ = writeln!(w, "  </cpu>");
-        }
-    }
-    let _ = writeln!(w, "  <clock offset='utc'/>");
-    let _ = writeln!(w, "  <on_poweroff>destroy</on_poweroff>");
-    let _ = writeln!(w, "  <on_reboot>restart</on_reboot>");
-    let _ = writeln!(w, "  <on_crash>destroy</on_crash>");
-    let _ = writeln!(w, "  <devices>");
+    let mut xml = String::new();
+    write_head(&mut xml, &vmi_id, &model, opts.accel);
+    write_os(&mut xml, &model, &disks_dir);
+    write_features(&mut xml, &model);
+    write_cpu(&mut xml, &model, opts.accel);
+    write_lifecycle(&mut xml);
+    let _ = writeln!(xml, "  <devices>");
     if let Some(emulator) = opts.emulator {
-        let _ = writeln!(w, "    <emulator>{}</emulator>", esc_path(emulator));
+        let _ = writeln!(xml, "    <emulator>{}</emulator>", xml_escape_path(emulator));
     }
-
-    // Disks, with the files they need.
-    let mut prepare = Vec::new();
-    let mut local_disks = Vec::new();
-    let (mut vd, mut sd) = (0usize, 0usize);
-    if model.disks.iter().any(|d| d.bus == Bus::Scsi) {
-        let _ = writeln!(w, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
-    }
-    for d in &model.disks {
-        let path = match &d.source {
-            Source::HostDisk { path, create } => {
-                prepare.push(match create {
-                    None => Prepare::Existing { volume: d.name.clone(), path: path.clone() },
-                    Some(size) => Prepare::Sparse { volume: d.name.clone(), path: path.clone(), size: *size },
-                });
-                path.clone()
-            }
-            Source::EmptyDisk { capacity } => {
-                let path = disks_dir.join(format!("{}.img", d.name));
-                prepare.push(Prepare::Sparse { volume: d.name.clone(), path: path.clone(), size: *capacity });
-                path
-            }
-            Source::CloudInit { user_data, network_data } => {
-                let path = disks_dir.join(format!("{}-cidata.img", d.name));
-                let hostname = model.hostname.as_deref().unwrap_or(name);
-                let meta_data = format!("instance-id: {name}.{namespace}\nlocal-hostname: {hostname}\n").into_bytes();
-                prepare.push(Prepare::CloudInitSeed {
-                    volume: d.name.clone(),
-                    path: path.clone(),
-                    user_data: user_data.clone(),
-                    meta_data,
-                    network_data: network_data.clone(),
-                });
-                path
-            }
-            Source::Claim { claim, .. } => {
-                let path = opts.volumes_dir.join(namespace).join(format!("{claim}.img"));
-                prepare.push(Prepare::Existing { volume: d.name.clone(), path: path.clone() });
-                path
-            }
-            Source::ContainerDisk { image, path, policy } => {
-                let overlay = disks_dir.join(format!("{}.qcow2", d.name));
-                prepare.push(Prepare::ContainerDisk {
-                    volume: d.name.clone(),
-                    image: image.clone(),
-                    disk_path: path.clone(),
-                    policy: policy.clone(),
-                    cache_dir: crate::images::cache_dir_of(opts.volumes_dir),
-                    overlay: overlay.clone(),
-                });
-                overlay
-            }
-        };
-        let target = match d.bus {
-            Bus::Virtio => {
-                vd += 1;
-                format!("vd{}", drive_letters(vd - 1))
-            }
-            Bus::Sata | Bus::Scsi => {
-                sd += 1;
-                format!("sd{}", drive_letters(sd - 1))
-            }
-        };
-        // Made for the run on this node: a migration copies them (the overlay's backing
-        // image is pulled on the target too).
-        if matches!(d.source, Source::EmptyDisk { .. } | Source::CloudInit { .. } | Source::ContainerDisk { .. }) {
-            local_disks.push(target.clone());
-        }
-        let device = if d.cdrom { "cdrom" } else { "disk" };
-        let format = if matches!(d.source, Source::ContainerDisk { .. }) { "qcow2" } else { "raw" };
-        let _ = writeln!(w, "    <disk type='file' device='{device}'>");
-        match d.cache {
-            Some(c) => {
-                let _ = writeln!(w, "      <driver name='qemu' type='{format}' cache='{c}'/>");
-            }
-            None => {
-                let _ = writeln!(w, "      <driver name='qemu' type='{format}'/>");
-            }
-        }
-        let _ = writeln!(w, "      <source file='{}'/>", esc_path(&path));
-        let _ = writeln!(w, "      <target dev='{target}' bus='{}'/>", d.bus.as_str());
-        if d.readonly {
-            let _ = writeln!(w, "      <readonly/>");
-        }
-        if d.shareable {
-            let _ = writeln!(w, "      <shareable/>");
-        }
-        if let Some(serial) = &d.serial {
-            let _ = writeln!(w, "      <serial>{}</serial>", esc(serial));
-        }
-        if let Some(order) = d.boot_order {
-            let _ = writeln!(w, "      <boot order='{order}'/>");
-        }
-        let _ = writeln!(w, "      <alias name='ua-disk-{}'/>", alias(&d.name));
-        let _ = writeln!(w, "    </disk>");
-    }
-
-    // The serial console goes to a file the handler and people read.
-    let _ = writeln!(w, "    <serial type='file'>");
-    let _ = writeln!(w, "      <source path='{}' append='on'/>", esc_path(&console_log));
-    let _ = writeln!(w, "      <target port='0'/>");
-    let _ = writeln!(w, "    </serial>");
-    let _ = writeln!(w, "    <console type='file'>");
-    let _ = writeln!(w, "      <source path='{}' append='on'/>", esc_path(&console_log));
-    let _ = writeln!(w, "      <target type='serial' port='0'/>");
-    let _ = writeln!(w, "    </console>");
-    if model.rng {
-        let _ = writeln!(w, "    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>");
-    }
-    let _ = writeln!(w, "    <video>\n      <model type='none'/>\n    </video>");
-    let _ = writeln!(w, "    <memballoon model='none'/>");
-    let _ = writeln!(w, "  </devices>");
-
-    // Masquerade interfaces: QEMU user networking (KubeVirt's addresses: the guest is
-    // 10.0.2.2 behind 10.0.2.1), the declared ports forwarded from `host_ip`.
-    let mut ports = Vec::new();
-    if !model.nics.is_empty() {
-        let _ = writeln!(w, "  <qemu:commandline>");
-        for (i, nic) in model.nics.iter().enumerate() {
-            let mut netdev = format!(
-                "user,id=vmform-net{i},net=10.0.2.0/24,host=10.0.2.1,dhcpstart=10.0.2.2,dns=10.0.2.3,ipv6-net=fd10:0:2::/120,ipv6-host=fd10:0:2::1"
-            );
-            if let Some(h) = &model.hostname {
-                let _ = write!(netdev, ",hostname={}", qemu_opt(h));
-            }
-            for p in &nic.ports {
-                let host_port = (opts.host_port)(p.protocol).map_err(DomainError::Ports)?;
-                let _ = write!(netdev, ",hostfwd={}:{}:{host_port}-:{}", p.protocol.to_ascii_lowercase(), opts.host_ip, p.port);
-                ports.push(ForwardedPort {
-                    name: p.name.clone(),
-                    protocol: p.protocol.to_string(),
-                    port: p.port,
-                    host_ip: opts.host_ip.to_string(),
-                    host_port,
-                });
-            }
-            let mac = nic.mac.clone().unwrap_or_else(|| mac_for(&uuid, i));
-            // A fixed slot high on the root bus: libvirt places its own devices from slot
-            // 1 up without knowing of this one. No option ROM: nothing boots from the
-            // network, and iPXE costs a second.
-            let bus = if model.machine == "q35" { "pcie.0" } else { "pci.0" };
-            let device = format!("{},netdev=vmform-net{i},mac={mac},bus={bus},addr={:#x},romfile=", nic.device, NIC_SLOT + i);
-            for arg in ["-netdev", &netdev, "-device", &device] {
-                let _ = writeln!(w, "    <qemu:arg value='{}'/>", esc(arg));
-            }
-        }
-        let _ = writeln!(w, "  </qemu:commandline>");
-    }
-    let _ = writeln!(w, "</domain>");
+    let files = write_disks(&mut xml, &model, &vmi_id, &disks_dir, opts.volumes_dir);
+    write_console(&mut xml, &console_log);
+    write_other_devices(&mut xml, &model);
+    let _ = writeln!(xml, "  </devices>");
+    let ports = write_nics(&mut xml, &model, &uuid, opts.host_ip, opts.host_port)?;
+    let _ = writeln!(xml, "</domain>");
 
     Ok(DomainPlan {
-        name: domain,
+        name: format!("{namespace}_{name}"),
         uuid,
-        xml: x,
-        prepare,
+        xml,
+        prepare: files.prepare,
         ports,
         grace: Duration::from_secs(model.grace),
         console_log,
         disks_dir,
-        local_disks,
+        local_disks: files.local_disks,
     })
+}
+
+/// Who the domain is: its VMI's name, namespace and uid, and the domain's UUID.
+struct VmiIdentity<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+    uuid: &'a str,
+}
+
+/// `<domain>`'s opening, name, UUID, the VMI it runs, its memory and vCPUs.
+fn write_head(xml: &mut String, vmi: &VmiIdentity<'_>, model: &Model, accel: Accel) {
+    let qemu_ns = if model.nics.is_empty() { "" } else { " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'" };
+    let _ = writeln!(xml, "<domain type='{}'{qemu_ns}>", accel.domain_type());
+    let _ = writeln!(xml, "  <name>{}</name>", xml_escape(&format!("{}_{}", vmi.namespace, vmi.name)));
+    let _ = writeln!(xml, "  <uuid>{}</uuid>", vmi.uuid);
+    let _ = writeln!(xml, "  <metadata>");
+    let _ = writeln!(
+        xml,
+        "    <vmform:vmi xmlns:vmform='https://vmform.dev/xmlns/vmi/1' namespace='{}' name='{}' uid='{}'/>",
+        xml_escape(vmi.namespace),
+        xml_escape(vmi.name),
+        xml_escape(vmi.uid)
+    );
+    let _ = writeln!(xml, "  </metadata>");
+    let kib = model.memory_bytes.div_ceil(1024);
+    let _ = writeln!(xml, "  <memory unit='KiB'>{kib}</memory>");
+    let _ = writeln!(xml, "  <currentMemory unit='KiB'>{kib}</currentMemory>");
+    let vcpus = model.sockets * model.cores * model.threads;
+    let _ = writeln!(xml, "  <vcpu placement='static'>{vcpus}</vcpu>");
+}
+
+/// Boot: BIOS, or OVMF with a per-run variable store.
+fn write_os(xml: &mut String, model: &Model, disks_dir: &Path) {
+    let _ = writeln!(xml, "  <os>");
+    let _ = writeln!(xml, "    <type arch='x86_64' machine='{}'>hvm</type>", model.machine);
+    if let Firmware::Efi { ovmf, secure } = &model.firmware {
+        match &ovmf.vars {
+            Some(vars) => {
+                let _ = writeln!(
+                    xml,
+                    "    <loader readonly='yes' secure='{}' type='pflash'>{}</loader>",
+                    if *secure { "yes" } else { "no" },
+                    xml_escape_path(&ovmf.code)
+                );
+                let _ = writeln!(xml, "    <nvram template='{}'>{}</nvram>", xml_escape_path(vars), xml_escape_path(&disks_dir.join("nvram.fd")));
+            }
+            None => {
+                let _ = writeln!(xml, "    <loader type='rom'>{}</loader>", xml_escape_path(&ovmf.code));
+            }
+        }
+    }
+    let _ = writeln!(xml, "  </os>");
+}
+
+fn write_features(xml: &mut String, model: &Model) {
+    let _ = writeln!(xml, "  <features>");
+    if model.acpi {
+        let _ = writeln!(xml, "    <acpi/>");
+    }
+    let _ = writeln!(xml, "    <apic/>");
+    if model.smm {
+        let _ = writeln!(xml, "    <smm state='on'/>");
+    }
+    let _ = writeln!(xml, "  </features>");
+}
+
+/// CPU: under TCG a model QEMU emulates; under KVM the host's.
+fn write_cpu(xml: &mut String, model: &Model, accel: Accel) {
+    let topology = format!("<topology sockets='{}' dies='1' cores='{}' threads='{}'/>", model.sockets, model.cores, model.threads);
+    match (accel, model.cpu_model.as_deref()) {
+        (Accel::Tcg, _) => {
+            let _ = writeln!(xml, "  <cpu mode='custom' match='exact'>");
+            let _ = writeln!(xml, "    <model fallback='allow'>qemu64</model>");
+            let _ = writeln!(xml, "    {topology}");
+            let _ = writeln!(xml, "  </cpu>");
+        }
+        (Accel::Kvm, Some("host-passthrough")) => {
+            let _ = writeln!(xml, "  <cpu mode='host-passthrough'>\n    {topology}\n  </cpu>");
+        }
+        (Accel::Kvm, None | Some("") | Some("host-model")) => {
+            let _ = writeln!(xml, "  <cpu mode='host-model'>\n    {topology}\n  </cpu>");
+        }
+        (Accel::Kvm, Some(m)) => {
+            let _ = writeln!(xml, "  <cpu mode='custom' match='exact'>");
+            let _ = writeln!(xml, "    <model fallback='allow'>{}</model>", xml_escape(m));
+            let _ = writeln!(xml, "    {topology}");
+            let _ = writeln!(xml, "  </cpu>");
+        }
+    }
+}
+
+/// The clock, and what a power-off, a reboot and a crash do.
+fn write_lifecycle(xml: &mut String) {
+    let _ = writeln!(xml, "  <clock offset='utc'/>");
+    let _ = writeln!(xml, "  <on_poweroff>destroy</on_poweroff>");
+    let _ = writeln!(xml, "  <on_reboot>restart</on_reboot>");
+    let _ = writeln!(xml, "  <on_crash>destroy</on_crash>");
+}
+
+/// The files the disks need, and the disks made for the run on this node.
+struct DiskFiles {
+    prepare: Vec<Prepare>,
+    local_disks: Vec<String>,
+}
+
+/// Disks, with the files they need.
+fn write_disks(xml: &mut String, model: &Model, vmi: &VmiIdentity<'_>, disks_dir: &Path, volumes_dir: &Path) -> DiskFiles {
+    let mut files = DiskFiles { prepare: Vec::new(), local_disks: Vec::new() };
+    let (mut virtio_disks, mut scsi_or_sata_disks) = (0usize, 0usize);
+    if model.disks.iter().any(|d| d.bus == Bus::Scsi) {
+        let _ = writeln!(xml, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
+    }
+    for disk in &model.disks {
+        let (path, prepare) = disk_file(disk, model, vmi, disks_dir, volumes_dir);
+        files.prepare.push(prepare);
+        let target = match disk.bus {
+            Bus::Virtio => {
+                virtio_disks += 1;
+                format!("vd{}", drive_letters(virtio_disks - 1))
+            }
+            Bus::Sata | Bus::Scsi => {
+                scsi_or_sata_disks += 1;
+                format!("sd{}", drive_letters(scsi_or_sata_disks - 1))
+            }
+        };
+        // Made for the run on this node: a migration copies them (the overlay's backing
+        // image is pulled on the target too).
+        if matches!(disk.source, Source::EmptyDisk { .. } | Source::CloudInit { .. } | Source::ContainerDisk { .. }) {
+            files.local_disks.push(target.clone());
+        }
+        write_disk(xml, disk, &path, &target);
+    }
+    files
+}
+
+/// The file a disk's source is, and what makes it ready.
+fn disk_file(disk: &DiskModel, model: &Model, vmi: &VmiIdentity<'_>, disks_dir: &Path, volumes_dir: &Path) -> (PathBuf, Prepare) {
+    let volume = disk.name.clone();
+    match &disk.source {
+        Source::HostDisk { path, create } => {
+            let prepare = match create {
+                None => Prepare::Existing { volume, path: path.clone() },
+                Some(size) => Prepare::Sparse { volume, path: path.clone(), size: *size },
+            };
+            (path.clone(), prepare)
+        }
+        Source::EmptyDisk { capacity } => {
+            let path = disks_dir.join(format!("{}.img", disk.name));
+            (path.clone(), Prepare::Sparse { volume, path, size: *capacity })
+        }
+        Source::CloudInit { user_data, network_data } => {
+            let path = disks_dir.join(format!("{}-cidata.img", disk.name));
+            let (name, namespace) = (vmi.name, vmi.namespace);
+            let hostname = model.hostname.as_deref().unwrap_or(name);
+            let meta_data = format!("instance-id: {name}.{namespace}\nlocal-hostname: {hostname}\n").into_bytes();
+            let prepare = Prepare::CloudInitSeed { volume, path: path.clone(), user_data: user_data.clone(), meta_data, network_data: network_data.clone() };
+            (path, prepare)
+        }
+        Source::Claim { claim, .. } => {
+            let path = volumes_dir.join(vmi.namespace).join(format!("{claim}.img"));
+            (path.clone(), Prepare::Existing { volume, path })
+        }
+        Source::ContainerDisk { image, path, policy } => {
+            let overlay = disks_dir.join(format!("{}.qcow2", disk.name));
+            let prepare = Prepare::ContainerDisk {
+                volume,
+                image: image.clone(),
+                disk_path: path.clone(),
+                policy: policy.clone(),
+                cache_dir: crate::images::cache_dir_of(volumes_dir),
+                overlay: overlay.clone(),
+            };
+            (overlay, prepare)
+        }
+    }
+}
+
+/// One `<disk>`: the file at `path` as target dev `target`.
+fn write_disk(xml: &mut String, disk: &DiskModel, path: &Path, target: &str) {
+    let device = if disk.cdrom { "cdrom" } else { "disk" };
+    let format = if matches!(disk.source, Source::ContainerDisk { .. }) { "qcow2" } else { "raw" };
+    let _ = writeln!(xml, "    <disk type='file' device='{device}'>");
+    match disk.cache {
+        Some(c) => {
+            let _ = writeln!(xml, "      <driver name='qemu' type='{format}' cache='{c}'/>");
+        }
+        None => {
+            let _ = writeln!(xml, "      <driver name='qemu' type='{format}'/>");
+        }
+    }
+    let _ = writeln!(xml, "      <source file='{}'/>", xml_escape_path(path));
+    let _ = writeln!(xml, "      <target dev='{target}' bus='{}'/>", disk.bus.as_str());
+    if disk.readonly {
+        let _ = writeln!(xml, "      <readonly/>");
+    }
+    if disk.shareable {
+        let _ = writeln!(xml, "      <shareable/>");
+    }
+    if let Some(serial) = &disk.serial {
+        let _ = writeln!(xml, "      <serial>{}</serial>", xml_escape(serial));
+    }
+    if let Some(order) = disk.boot_order {
+        let _ = writeln!(xml, "      <boot order='{order}'/>");
+    }
+    let _ = writeln!(xml, "      <alias name='ua-disk-{}'/>", libvirt_alias(&disk.name));
+    let _ = writeln!(xml, "    </disk>");
+}
+
+/// The serial console goes to a file the handler and people read.
+fn write_console(xml: &mut String, console_log: &Path) {
+    let _ = writeln!(xml, "    <serial type='file'>");
+    let _ = writeln!(xml, "      <source path='{}' append='on'/>", xml_escape_path(console_log));
+    let _ = writeln!(xml, "      <target port='0'/>");
+    let _ = writeln!(xml, "    </serial>");
+    let _ = writeln!(xml, "    <console type='file'>");
+    let _ = writeln!(xml, "      <source path='{}' append='on'/>", xml_escape_path(console_log));
+    let _ = writeln!(xml, "      <target type='serial' port='0'/>");
+    let _ = writeln!(xml, "    </console>");
+}
+
+/// The random number generator (when asked for); no graphics, no balloon.
+fn write_other_devices(xml: &mut String, model: &Model) {
+    if model.rng {
+        let _ = writeln!(xml, "    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>");
+    }
+    let _ = writeln!(xml, "    <video>\n      <model type='none'/>\n    </video>");
+    let _ = writeln!(xml, "    <memballoon model='none'/>");
+}
+
+/// Masquerade interfaces: QEMU user networking (KubeVirt's addresses: the guest is
+/// 10.0.2.2 behind 10.0.2.1), the declared ports forwarded from `host_ip`.
+fn write_nics(
+    xml: &mut String,
+    model: &Model,
+    uuid: &str,
+    host_ip: &str,
+    host_port: &mut dyn FnMut(&str) -> std::io::Result<u16>,
+) -> Result<Vec<ForwardedPort>, Error> {
+    let mut ports = Vec::new();
+    if model.nics.is_empty() {
+        return Ok(ports);
+    }
+    let _ = writeln!(xml, "  <qemu:commandline>");
+    for (i, nic) in model.nics.iter().enumerate() {
+        let mut netdev = format!(
+            "user,id=vmform-net{i},net=10.0.2.0/24,host=10.0.2.1,dhcpstart=10.0.2.2,dns=10.0.2.3,ipv6-net=fd10:0:2::/120,ipv6-host=fd10:0:2::1"
+        );
+        if let Some(h) = &model.hostname {
+            let _ = write!(netdev, ",hostname={}", qemu_opt(h));
+        }
+        for p in &nic.ports {
+            let port_on_host = host_port(p.protocol).map_err(Error::NoFreePort)?;
+            let _ = write!(netdev, ",hostfwd={}:{}:{port_on_host}-:{}", p.protocol.to_ascii_lowercase(), host_ip, p.port);
+            ports.push(ForwardedPort {
+                name: p.name.clone(),
+                protocol: p.protocol.to_string(),
+                port: p.port,
+                host_ip: host_ip.to_string(),
+                host_port: port_on_host,
+            });
+        }
+        let mac = nic.mac.clone().unwrap_or_else(|| mac_for(uuid, i));
+        // A fixed slot high on the root bus: libvirt places its own devices from slot
+        // 1 up without knowing of this one. No option ROM: nothing boots from the
+        // network, and iPXE costs a second.
+        let bus = if model.machine == "q35" { "pcie.0" } else { "pci.0" };
+        let device = format!("{},netdev=vmform-net{i},mac={mac},bus={bus},addr={:#x},romfile=", nic.device, NIC_SLOT + i);
+        for arg in ["-netdev", &netdev, "-device", &device] {
+            let _ = writeln!(xml, "    <qemu:arg value='{}'/>", xml_escape(arg));
+        }
+    }
+    let _ = writeln!(xml, "  </qemu:commandline>");
+    Ok(ports)
 }
 
 /// 0 → a, 25 → z, 26 → aa (libvirt's disk names).
@@ -1109,7 +1203,7 @@ fn mac_for(uuid: &str, n: usize) -> String {
 }
 
 /// A libvirt user alias: letters, digits, `-` and `_`.
-fn alias(name: &str) -> String {
+fn libvirt_alias(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
@@ -1118,7 +1212,8 @@ fn qemu_opt(v: &str) -> String {
     v.replace(',', ",,")
 }
 
-fn esc(s: &str) -> String {
+/// Text for an XML attribute or element: the five special characters escaped.
+fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -1133,8 +1228,8 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn esc_path(p: &Path) -> String {
-    esc(&p.to_string_lossy())
+fn xml_escape_path(p: &Path) -> String {
+    xml_escape(&p.to_string_lossy())
 }
 
 #[cfg(test)]

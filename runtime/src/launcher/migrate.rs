@@ -20,14 +20,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use virt::connect::Connect;
-use virt::domain::{Domain, MigrateParameters};
-use virt::error::ErrorNumber;
-use virt::sys;
-
 use super::domain::DomainPlan;
-use super::supervise::{log, Conn, Launcher, POLL};
-use super::{MigrateRequest, MigrationProgress, MigrationReport, Phase, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
+use super::session::{log, Conn, Launcher, POLL};
+use crate::libvirt::{Connection, DomainState, Guest, Migration};
+use crate::Error;
+use super::{MigrateRequest, MigrationProgress, MigrationReport, LauncherPhase, Role, MIGRATE_ABORT_FILE, MIGRATE_FILE};
 
 /// How often a running migration's progress is written to `status.json`.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -46,16 +43,6 @@ fn abort_asked(vmi_dir: &Path, uid: &str) -> bool {
     std::fs::read_to_string(vmi_dir.join(MIGRATE_ABORT_FILE)).is_ok_and(|s| s.trim() == uid)
 }
 
-/// Abort the domain's running job (a migration): libvirt resumes the guest here. It fails
-/// once the guest has switched over. The `virt` crate has no wrapper for it.
-pub fn abort_job(dom: &Domain) -> Result<(), virt::error::Error> {
-    // SAFETY: a valid domain handle; virDomainAbortJob only reads it.
-    if unsafe { sys::virDomainAbortJob(dom.as_ptr()) } != 0 {
-        return Err(virt::error::Error::last_error());
-    }
-    Ok(())
-}
-
 /// What the completed job took, from libvirt's statistics (read on the target, which keeps
 /// them: the source's domain is gone).
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,7 +55,7 @@ pub(super) struct Completed {
 pub(super) struct Outgoing {
     pub request: MigrateRequest,
     started: Instant,
-    result: mpsc::Receiver<Result<Completed, String>>,
+    result: mpsc::Receiver<Result<Completed, Error>>,
     /// Why an abort was asked, once it was.
     aborting: Option<String>,
     last_report: Instant,
@@ -88,13 +75,13 @@ impl Outgoing {
 
     /// Ask libvirt to abort the job (once). It cannot once the guest switched over: the
     /// migration then completes.
-    fn abort(&mut self, dom: Option<&Domain>, why: String) {
+    fn abort(&mut self, dom: Option<&Guest>, why: String) {
         if self.aborting.is_some() {
             return;
         }
         log(&format!("aborting the migration: {why}"));
-        if let Some(Err(e)) = dom.map(abort_job) {
-            log(&format!("libvirt did not abort the job: {}", e.message()));
+        if let Some(Err(e)) = dom.map(Guest::abort_job) {
+            log(&format!("libvirt did not abort the job: {}", e.message));
         }
         self.aborting = Some(why);
     }
@@ -117,7 +104,7 @@ pub(super) enum Turn {
 /// One turn of the source side: finished? abort asked (by the handler, SIGTERM or the
 /// timeout)? progress to report?
 pub(super) fn turn(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, m: &mut Outgoing) -> Turn {
-    let dom = conn.get().and_then(|c| Domain::lookup_by_uuid_string(c, &plan.uuid).ok());
+    let dom = conn.guest(&plan.uuid);
     match m.result.try_recv() {
         Ok(Ok(done)) => {
             let mut message = format!("the guest migrated to node {}", m.request.target_node);
@@ -139,7 +126,7 @@ pub(super) fn turn(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, m: &mut
                 None => (MigrationProgress::Failed, format!("the migration failed: {e}; the guest stays on this node")),
             };
             l.status.migration = Some(MigrationReport { state, message: message.clone(), ..report(&m.request, Role::Source) });
-            l.set(Phase::Running, message);
+            l.set(LauncherPhase::Running, message);
             return Turn::StayedHere;
         }
         Err(mpsc::TryRecvError::Disconnected) => {
@@ -162,12 +149,12 @@ pub(super) fn turn(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, m: &mut
     }
     if m.last_report.elapsed() >= PROGRESS_EVERY {
         m.last_report = Instant::now();
-        if let Some(stats) = dom.as_ref().and_then(|d| d.get_job_stats(0).ok()) {
+        if let Some(stats) = dom.as_ref().and_then(|d| d.job_progress().ok()) {
             let mut progress = l.status.migration.clone().unwrap_or_else(|| report(&m.request, Role::Source));
-            progress.data_processed = stats.data_processed.unwrap_or(0);
-            progress.data_remaining = stats.data_remaining.unwrap_or(0);
+            progress.data_processed = stats.data_processed;
+            progress.data_remaining = stats.data_remaining;
             l.status.migration = Some(progress);
-            l.set(Phase::Running, format!("migrating to node {}", m.request.target_node));
+            l.set(LauncherPhase::Running, format!("migrating to node {}", m.request.target_node));
         }
     }
     Turn::Running
@@ -180,49 +167,33 @@ pub(super) fn report(request: &MigrateRequest, role: Role) -> MigrationReport {
 
 /// The migration itself (blocking): the target's definition of the domain as the
 /// destination XML, then libvirt's peer-to-peer migration.
-fn migrate(source_uri: &str, uuid: &str, local_disks: &[String], req: &MigrateRequest) -> Result<Completed, String> {
-    let mut source = Connect::open(Some(source_uri)).map_err(|e| format!("cannot connect to libvirt at {source_uri}: {}", e.message()))?;
-    let result = (|| {
-        let dom = Domain::lookup_by_uuid_string(&source, uuid).map_err(|e| format!("the domain is not here: {}", e.message()))?;
-        let mut dest = Connect::open(Some(&req.dest_uri)).map_err(|e| format!("cannot reach the target's libvirt at {}: {}", req.dest_uri, e.message()))?;
-        let result = (|| {
-            let prepared = Domain::lookup_by_uuid_string(&dest, uuid).map_err(|_| "the target has not prepared the domain".to_string())?;
-            let xml = prepared.get_xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE).map_err(|e| format!("cannot read the target's domain: {}", e.message()))?;
-            let params = MigrateParameters {
-                uri: Some(req.migrate_uri.clone()),
-                dest_xml: Some(xml.clone()),
-                persist_xml: Some(xml),
-                bandwidth: (req.bandwidth_mib > 0).then_some(req.bandwidth_mib),
-                migrate_disks: local_disks.to_vec(),
-                ..Default::default()
-            };
-            let mut flags = sys::VIR_MIGRATE_LIVE | sys::VIR_MIGRATE_PEER2PEER | sys::VIR_MIGRATE_PERSIST_DEST | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
-            if !local_disks.is_empty() {
-                // The scratch disks live in each node's own VMI dir: copied, as KubeVirt
-                // copies local volumes.
-                flags |= sys::VIR_MIGRATE_NON_SHARED_INC;
-            }
-            if req.shared_storage {
-                flags |= sys::VIR_MIGRATE_UNSAFE;
-            }
-            if req.allow_auto_converge {
-                flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
-            }
-            if req.max_downtime_ms > 0
-                && let Err(e) = dom.migrate_set_max_downtime(req.max_downtime_ms, 0)
-            {
-                log(&format!("cannot set the downtime limit to {} ms: {}", req.max_downtime_ms, e.message()));
-            }
-            log(&format!("migrating to {} over {}", req.dest_uri, req.migrate_uri));
-            dom.migrate_to_uri3(Some(&req.dest_uri), params, flags).map_err(|e| e.message().trim().to_string())?;
-            let stats = Domain::lookup_by_uuid_string(&dest, uuid).and_then(|d| d.get_job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)).ok();
-            Ok(Completed { time_elapsed_ms: stats.as_ref().and_then(|s| s.time_elapsed), downtime_ms: stats.as_ref().and_then(|s| s.downtime) })
-        })();
-        let _ = dest.close();
-        result
-    })();
-    let _ = source.close();
-    result
+fn migrate(source_uri: &str, uuid: &str, local_disks: &[String], req: &MigrateRequest) -> Result<Completed, Error> {
+    let failed = |message: String| Error::Launcher(message);
+    let source = Connection::open(source_uri).map_err(|e| failed(format!("cannot connect to libvirt at {source_uri}: {}", e.message)))?;
+    let dom = source.guest_by_uuid(uuid).map_err(|e| failed(format!("the domain is not here: {}", e.message)))?;
+    let dest = Connection::open(&req.dest_uri).map_err(|e| failed(format!("cannot reach the target's libvirt at {}: {}", req.dest_uri, e.message)))?;
+    let prepared = dest.guest_by_uuid(uuid).map_err(|_| failed("the target has not prepared the domain".to_string()))?;
+    let xml = prepared.migratable_xml().map_err(|e| failed(format!("cannot read the target's domain: {}", e.message)))?;
+    let migration = Migration {
+        dest_uri: req.dest_uri.clone(),
+        migrate_uri: req.migrate_uri.clone(),
+        dest_xml: xml,
+        bandwidth_mib: req.bandwidth_mib,
+        // The scratch disks live in each node's own VMI dir: copied, as KubeVirt copies
+        // local volumes.
+        copy_disks: local_disks.to_vec(),
+        unsafe_storage: req.shared_storage,
+        auto_converge: req.allow_auto_converge,
+    };
+    if req.max_downtime_ms > 0
+        && let Err(e) = dom.set_max_downtime(req.max_downtime_ms)
+    {
+        log(&format!("cannot set the downtime limit to {} ms: {}", req.max_downtime_ms, e.message));
+    }
+    log(&format!("migrating to {} over {}", req.dest_uri, req.migrate_uri));
+    dom.migrate(&migration).map_err(|e| failed(e.message.trim().to_string()))?;
+    let stats = dest.guest_by_uuid(uuid).and_then(|d| d.completed_job()).ok();
+    Ok(Completed { time_elapsed_ms: stats.and_then(|s| s.time_elapsed_ms), downtime_ms: stats.and_then(|s| s.downtime_ms) })
 }
 
 /// How a receiving launcher's wait ended.
@@ -235,9 +206,9 @@ pub(super) enum Arrival {
 
 /// The target side: define the domain here from the VMI (this node's paths and ports)
 /// and wait until the guest runs in it.
-pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid: &str) -> Result<Arrival, String> {
-    let c = conn.get().ok_or("libvirtd went away")?;
-    if let Ok(dom) = Domain::lookup_by_uuid_string(c, &plan.uuid) {
+pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid: &str) -> Result<Arrival, Error> {
+    let c = conn.get().ok_or_else(|| Error::Launcher("libvirtd went away".into()))?;
+    if let Ok(dom) = c.guest_by_uuid(&plan.uuid) {
         if dom.is_active().unwrap_or(false) {
             // A receiving launcher started again after its guest arrived.
             return Ok(Arrival::Arrived);
@@ -249,18 +220,18 @@ pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid:
     if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
         log(&format!("cannot write {}: {e}", xml_path.display()));
     }
-    Domain::define_xml(c, &plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message()))?;
+    c.define(&plan.xml).map_err(|e| Error::Launcher(format!("libvirt refused the domain: {}", e.message)))?;
     l.status.ports = plan.ports.clone();
     l.status.migration = Some(MigrationReport { uid: uid.to_string(), role: Role::Target, ..Default::default() });
-    l.set(Phase::Receiving, "the domain is prepared: waiting for the guest to arrive");
+    l.set(LauncherPhase::Receiving, "the domain is prepared: waiting for the guest to arrive");
     loop {
         let Some(c) = conn.get() else {
             std::thread::sleep(POLL);
             continue;
         };
-        match Domain::lookup_by_uuid_string(c, &plan.uuid) {
+        match c.guest_by_uuid(&plan.uuid) {
             Ok(dom) => {
-                let running = matches!(dom.get_state(), Ok((sys::VIR_DOMAIN_RUNNING, _)));
+                let running = matches!(dom.state(), Ok(DomainState::Running));
                 if running {
                     if let Some(m) = &mut l.status.migration {
                         m.state = MigrationProgress::Completed;
@@ -278,11 +249,11 @@ pub(super) fn receive(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan, uid:
                     return Ok(Arrival::Cancelled);
                 }
             }
-            Err(e) if e.code() == ErrorNumber::NoDomain => {
+            Err(e) if e.no_domain => {
                 if l.term.load(std::sync::atomic::Ordering::SeqCst) {
                     return Ok(Arrival::Cancelled);
                 }
-                return Err("the prepared domain was undefined outside the launcher".into());
+                return Err(Error::Launcher("the prepared domain was undefined outside the launcher".into()));
             }
             Err(e) => {
                 conn.check(&e);

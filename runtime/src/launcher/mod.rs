@@ -3,16 +3,14 @@
 //! it until it stops, and reports through `status.json` and its exit code
 //! (specs/runtime-contract.md).
 //!
-//! [`domain`] (VMI → domain XML) and [`seed`] (the cloud-init disk) are plain code; only
-//! [`run`]'s body links libvirt (feature `libvirt`).
+//! [`domain`] (VMI → domain XML) and [`seed`] (the cloud-init disk) are plain code;
+//! [`supervise`] and [`migrate`] reach libvirt through [`crate::libvirt`] only. Layers:
+//! `supervise` → `migrate` → `session` → `mod` (files and types).
 
 pub mod domain;
-#[cfg(feature = "libvirt")]
 mod migrate;
-#[cfg(feature = "libvirt")]
-pub use migrate::abort_job;
 pub mod seed;
-#[cfg(feature = "libvirt")]
+mod session;
 mod supervise;
 
 use std::io;
@@ -21,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::accel::Accel;
+use crate::Error;
 use domain::{ForwardedPort, Prepare};
 
 /// What `vmform runtime launcher` is given.
@@ -43,26 +42,27 @@ pub struct LauncherArgs {
 impl LauncherArgs {
     /// `--vmi-dir DIR --libvirt-uri URI --volumes-dir DIR [--accel kvm|tcg] [--emulator PATH] [--incoming UID]`,
     /// as the handler passes them (the small `vmform-launcher` binary has no CLI library).
-    pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<LauncherArgs, String> {
+    pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<LauncherArgs, Error> {
+        let usage = |message: String| Error::Usage(message);
         let (mut vmi_dir, mut libvirt_uri, mut volumes_dir, mut accel, mut emulator, mut incoming) = (None, None, None, Accel::Tcg, None, None);
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let flag = flag.to_string_lossy().into_owned();
-            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let value = args.next().ok_or_else(|| usage(format!("{flag} needs a value")))?;
             match flag.as_str() {
                 "--vmi-dir" => vmi_dir = Some(PathBuf::from(value)),
                 "--volumes-dir" => volumes_dir = Some(PathBuf::from(value)),
                 "--libvirt-uri" => libvirt_uri = Some(value.to_string_lossy().into_owned()),
-                "--accel" => accel = value.to_string_lossy().parse().map_err(|e| format!("--accel: {e}"))?,
+                "--accel" => accel = value.to_string_lossy().parse().map_err(|e| usage(format!("--accel: {e}")))?,
                 "--emulator" => emulator = Some(PathBuf::from(value)),
                 "--incoming" => incoming = Some(value.to_string_lossy().into_owned()),
-                other => return Err(format!("unknown flag {other}")),
+                other => return Err(usage(format!("unknown flag {other}"))),
             }
         }
         Ok(LauncherArgs {
-            vmi_dir: vmi_dir.ok_or("--vmi-dir is required")?,
-            libvirt_uri: libvirt_uri.ok_or("--libvirt-uri is required")?,
-            volumes_dir: volumes_dir.ok_or("--volumes-dir is required")?,
+            vmi_dir: vmi_dir.ok_or_else(|| usage("--vmi-dir is required".into()))?,
+            libvirt_uri: libvirt_uri.ok_or_else(|| usage("--libvirt-uri is required".into()))?,
+            volumes_dir: volumes_dir.ok_or_else(|| usage("--volumes-dir is required".into()))?,
             accel,
             emulator,
             incoming,
@@ -139,7 +139,7 @@ impl LauncherExit {
 
 /// `status.json`'s phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
+pub enum LauncherPhase {
     Starting,
     /// A receiving launcher (`--incoming`): the target domain is defined and waits for
     /// the guest to arrive.
@@ -152,7 +152,7 @@ pub enum Phase {
 /// `status.json`, rewritten atomically on every change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    pub phase: Phase,
+    pub phase: LauncherPhase,
     pub domain: String,
     pub accel: String,
     pub message: String,
@@ -253,37 +253,19 @@ pub fn write_status(vmi_dir: &Path, status: &mut Status) -> io::Result<()> {
     crate::files::write_atomically(&vmi_dir.join(STATUS_FILE), &bytes, 0o644)
 }
 
-/// Make the files of a plan ready, in order. The message names the volume and the path.
-/// Why [`prepare`] failed: an image that could not be pulled is told apart, as KubeVirt
-/// tells `ErrImagePull` from other failures.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrepareError {
-    pub image_pull: bool,
-    pub message: String,
-}
-
-impl From<String> for PrepareError {
-    fn from(message: String) -> PrepareError {
-        PrepareError { image_pull: false, message }
-    }
-}
-
-impl From<PrepareError> for String {
-    fn from(e: PrepareError) -> String {
-        e.message
-    }
-}
-
-pub fn prepare(items: &[Prepare]) -> Result<(), PrepareError> {
+/// Make the files of a plan ready, in order. The message names the volume and the path;
+/// an image that could not be pulled is told apart ([`Error::Prepare`]'s `image_pull`), as
+/// KubeVirt tells `ErrImagePull` from other failures.
+pub fn prepare(items: &[Prepare]) -> Result<(), Error> {
     for item in items {
         match item {
             Prepare::Existing { volume, path } => match std::fs::metadata(path) {
                 Ok(m) if m.is_file() || is_block_device(&m) => {}
-                Ok(_) => return Err(format!("volume \"{volume}\": {} is not a file", path.display()).into()),
+                Ok(_) => return Err(Error::prepare(format!("volume \"{volume}\": {} is not a file", path.display()))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(format!("volume \"{volume}\": disk image {} does not exist", path.display()).into());
+                    return Err(Error::prepare(format!("volume \"{volume}\": disk image {} does not exist", path.display())));
                 }
-                Err(e) => return Err(format!("volume \"{volume}\": cannot read {}: {e}", path.display()).into()),
+                Err(e) => return Err(Error::prepare(format!("volume \"{volume}\": cannot read {}: {e}", path.display()))),
             },
             Prepare::Sparse { volume, path, size } => {
                 if path.exists() {
@@ -296,7 +278,7 @@ pub fn prepare(items: &[Prepare]) -> Result<(), PrepareError> {
                     let f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
                     f.set_len(*size)
                 })();
-                made.map_err(|e| format!("volume \"{volume}\": cannot create {}: {e}", path.display()))?;
+                made.map_err(|e| Error::prepare(format!("volume \"{volume}\": cannot create {}: {e}", path.display())))?;
             }
             Prepare::CloudInitSeed { volume, path, user_data, meta_data, network_data } => {
                 let made = (|| {
@@ -305,11 +287,11 @@ pub fn prepare(items: &[Prepare]) -> Result<(), PrepareError> {
                     }
                     seed::write_seed(path, user_data, meta_data, network_data.as_deref())
                 })();
-                made.map_err(|e| format!("volume \"{volume}\": cannot write the cloud-init seed {}: {e}", path.display()))?;
+                made.map_err(|e| Error::prepare(format!("volume \"{volume}\": cannot write the cloud-init seed {}: {e}", path.display())))?;
             }
             Prepare::ContainerDisk { volume, image, disk_path, policy, cache_dir, overlay } => {
                 container_disk(image, disk_path.as_deref(), policy.as_deref(), cache_dir, overlay)
-                    .map_err(|e| PrepareError { message: format!("volume \"{volume}\": {}", e.message), ..e })?;
+                    .map_err(|e| Error::Prepare { image_pull: e.is_image_pull(), message: format!("volume \"{volume}\": {e}") })?;
             }
         }
     }
@@ -319,13 +301,13 @@ pub fn prepare(items: &[Prepare]) -> Result<(), PrepareError> {
 /// Pull a containerDisk's image into the node's cache (or find it there, by its pull
 /// policy), then put a fresh qcow2 overlay on its disk: the guest writes there, and loses
 /// it at the next start, as KubeVirt's containerDisk promises.
-fn container_disk(image: &str, disk_path: Option<&str>, policy: Option<&str>, cache_dir: &Path, overlay: &Path) -> Result<(), PrepareError> {
+fn container_disk(image: &str, disk_path: Option<&str>, policy: Option<&str>, cache_dir: &Path, overlay: &Path) -> Result<(), Error> {
     let mut request = crate::images::PullRequest::new(image, cache_dir);
     request.policy = policy.and_then(crate::images::PullPolicy::parse);
     request.disk_path = disk_path.map(str::to_string);
-    let pulled = crate::images::pull_blocking(&request).map_err(|e| PrepareError { image_pull: true, message: e.to_string() })?;
+    let pulled = crate::images::pull_blocking(&request).map_err(|e| Error::Prepare { image_pull: true, message: e.to_string() })?;
     if let Some(dir) = overlay.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::prepare(format!("cannot create {}: {e}", dir.display())))?;
     }
     let _ = std::fs::remove_file(overlay);
     let out = std::process::Command::new("qemu-img")
@@ -333,9 +315,9 @@ fn container_disk(image: &str, disk_path: Option<&str>, policy: Option<&str>, ca
         .arg(&pulled.disk)
         .arg(overlay)
         .output()
-        .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;
+        .map_err(|e| Error::prepare(format!("cannot run qemu-img (install qemu-utils): {e}")))?;
     if !out.status.success() {
-        return Err(format!("cannot make the overlay {} on {}: {}", overlay.display(), pulled.disk.display(), String::from_utf8_lossy(&out.stderr).trim()).into());
+        return Err(Error::prepare(format!("cannot make the overlay {} on {}: {}", overlay.display(), pulled.disk.display(), String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(())
 }
@@ -382,15 +364,10 @@ pub fn free_host_port(protocol: &str) -> io::Result<u16> {
 /// dir; SIGTERM asks the guest to shut down. Returns how it ended; the process should
 /// exit with [`LauncherExit::code`].
 pub fn run(args: LauncherArgs) -> LauncherExit {
-    #[cfg(feature = "libvirt")]
-    {
-        supervise::run(args)
+    if !crate::libvirt::LINKED {
+        return LauncherExit::new(ExitKind::Failed, format!("{} (feature `libvirt` of vmform-runtime)", crate::libvirt::NOT_LINKED));
     }
-    #[cfg(not(feature = "libvirt"))]
-    {
-        let _ = args;
-        LauncherExit::new(ExitKind::Failed, "this vmform was built without libvirt (feature `libvirt` of vmform-runtime)")
-    }
+    supervise::run(args)
 }
 
 #[cfg(test)]
@@ -406,9 +383,9 @@ mod tests {
         assert_eq!((plain.accel, plain.incoming), (Accel::Tcg, None));
         let receiving = args(&["--vmi-dir", "/d", "--libvirt-uri", "u", "--volumes-dir", "/v", "--incoming", "m-1"]).unwrap();
         assert_eq!(receiving.incoming.as_deref(), Some("m-1"));
-        assert!(args(&["--vmi-dir", "/d"]).unwrap_err().contains("--libvirt-uri"));
-        assert!(args(&["--vmi-dir"]).unwrap_err().contains("needs a value"));
-        assert!(args(&["--bogus", "1"]).unwrap_err().contains("unknown flag"));
+        assert!(args(&["--vmi-dir", "/d"]).unwrap_err().to_string().contains("--libvirt-uri"));
+        assert!(args(&["--vmi-dir"]).unwrap_err().to_string().contains("needs a value"));
+        assert!(args(&["--bogus", "1"]).unwrap_err().to_string().contains("unknown flag"));
     }
 
     #[test]
@@ -427,7 +404,7 @@ mod tests {
     fn status_json_has_the_contract_shape() {
         let dir = tempfile::tempdir().unwrap();
         let mut status = Status {
-            phase: Phase::Stopped,
+            phase: LauncherPhase::Stopped,
             domain: "default_vm".into(),
             accel: "tcg".into(),
             message: "done".into(),
@@ -457,7 +434,7 @@ mod tests {
     fn prepare_reports_missing_files_and_makes_sparse_ones() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.img");
-        let err = prepare(&[Prepare::Existing { volume: "root".into(), path: missing.clone() }]).unwrap_err().message;
+        let err = prepare(&[Prepare::Existing { volume: "root".into(), path: missing.clone() }]).unwrap_err().to_string();
         assert!(err.contains("volume \"root\"") && err.contains(&missing.display().to_string()), "{err}");
         let sparse = dir.path().join("sub/empty.img");
         prepare(&[Prepare::Sparse { volume: "scratch".into(), path: sparse.clone(), size: 1 << 30 }]).unwrap();

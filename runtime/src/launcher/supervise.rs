@@ -1,113 +1,29 @@
 //! The launcher's libvirt side: define, start, watch, shut down, clean up.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use virt::connect::Connect;
-use virt::domain::Domain;
-use virt::error::ErrorNumber;
-use virt::sys;
 
 use super::domain::{self, BuildOptions, DomainPlan, HostFirmware};
-use super::{ExitKind, LauncherArgs, LauncherExit, Phase, Status};
+use crate::libvirt::{DomainState, Guest, LibvirtError, ShutoffReason};
+use crate::Error;
+use super::session::{connect_patiently, log, Conn, Launcher, QemuLog, CONNECT_PATIENCE, POLL};
+use super::{ExitKind, LauncherArgs, LauncherExit, LauncherPhase};
 
 /// Picks a free port for a protocol on the address forwarded ports bind.
 type PortPicker = dyn FnMut(&str) -> std::io::Result<u16>;
 
-/// How often the domain's state is read.
-pub(super) const POLL: Duration = Duration::from_millis(100);
-/// The longest wait between reconnection attempts while libvirtd is away.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How long the launcher waits for libvirtd when it starts, and to clean up at the end.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
-
-pub(super) fn log(msg: &str) {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{now} launcher: {msg}");
-}
-
-pub(super) struct Launcher {
-    pub args: LauncherArgs,
-    pub status: Status,
-    pub term: Arc<AtomicBool>,
-    /// The ports of an earlier launcher of this VMI (from its status.json), kept when
-    /// attaching to the guest it started.
-    earlier_ports: Vec<super::domain::ForwardedPort>,
-    /// What QEMU logs for this guest from its start on.
-    qemu_log: QemuLog,
-}
-
-/// The domain's QEMU log (libvirt appends to it at every start), read from where this
-/// launcher's run of the guest began: it says why QEMU stopped or died.
-#[derive(Default)]
-struct QemuLog {
-    path: std::path::PathBuf,
-    from: u64,
-}
-
-impl QemuLog {
-    fn at_end(path: std::path::PathBuf) -> QemuLog {
-        let from = std::fs::metadata(&path).map_or(0, |m| m.len());
-        QemuLog { path, from }
-    }
-
-    /// The line in which QEMU says KVM failed the guest, if it did.
-    fn kvm_failure(&self) -> Option<String> {
-        use std::io::{Read, Seek};
-        let mut file = std::fs::File::open(&self.path).ok()?;
-        file.seek(std::io::SeekFrom::Start(self.from)).ok()?;
-        let mut text = String::new();
-        file.take(1 << 20).read_to_string(&mut text).ok()?;
-        crate::accel::kvm_failure(&text).map(str::to_string)
-    }
-}
-
-impl Launcher {
-    pub fn set(&mut self, phase: Phase, message: impl Into<String>) {
-        self.status.phase = phase;
-        self.status.message = message.into();
-        log(&format!("{:?}: {}", phase, self.status.message));
-        if let Err(e) = super::write_status(&self.args.vmi_dir, &mut self.status) {
-            log(&format!("cannot write status.json: {e}"));
-        }
-    }
-
-    fn finish(&mut self, exit: LauncherExit) -> LauncherExit {
-        self.status.exit = Some(exit.clone());
-        self.set(Phase::Stopped, exit.message.clone());
-        log(&format!("exit {} ({})", exit.kind.as_str(), exit.code()));
-        exit
-    }
-}
-
 pub(super) fn run(args: LauncherArgs) -> LauncherExit {
-    virt::error::clear_error_callback();
+    crate::libvirt::silence_errors();
     let term = Arc::new(AtomicBool::new(false));
     let sig_ids: Vec<_> = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
         .into_iter()
         .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&term)).ok())
         .collect();
-    let mut l = Launcher {
-        status: Status {
-            phase: Phase::Starting,
-            domain: String::new(),
-            accel: args.accel.as_str().into(),
-            message: String::new(),
-            ports: Vec::new(),
-            exit: None,
-            migration: None,
-            updated: String::new(),
-        },
-        earlier_ports: Vec::new(),
-        qemu_log: QemuLog::default(),
-        args,
-        term,
-    };
+    let mut l = Launcher::new(args, term);
     let exit = run_inner(&mut l);
     for id in sig_ids {
         signal_hook::low_level::unregister(id);
@@ -126,7 +42,7 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
         Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, format!("cannot read {}: {e}", dir.join(super::VMI_FILE).display()))),
     };
     l.status.domain = domain::domain_name(&vmi).unwrap_or_default();
-    l.set(Phase::Starting, "preparing the domain");
+    l.set(LauncherPhase::Starting, "preparing the domain");
 
     let firmware = HostFirmware::detect();
     // A node with a network namespace of its own (`vmform up --nodes N`): its QEMU runs
@@ -167,16 +83,15 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
     };
     l.qemu_log = QemuLog::at_end(qemu_log_dir.join(format!("{}.log", plan.name)));
 
-    let conn = match connect_patiently(&l.args.libvirt_uri, &l.term) {
+    let mut conn = match connect_patiently(&l.args.libvirt_uri, &l.term) {
         Ok(c) => c,
-        Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e)),
+        Err(e) => return l.finish(LauncherExit::new(ExitKind::Failed, e.to_string())),
     };
-    let mut conn = Conn { uri: l.args.libvirt_uri.clone(), conn: Some(conn), backoff: POLL, next_try: Instant::now() };
 
     if let Some(uid) = l.args.incoming.clone() {
         return match super::migrate::receive(l, &mut conn, &plan, &uid) {
             Ok(super::migrate::Arrival::Arrived) => {
-                l.set(Phase::Running, "the guest arrived (live migration)");
+                l.set(LauncherPhase::Running, "the guest arrived (live migration)");
                 let exit = supervise(l, &mut conn, &plan);
                 cleanup(&mut conn, &plan);
                 l.finish(exit)
@@ -211,7 +126,7 @@ fn run_inner(l: &mut Launcher) -> LauncherExit {
         }
     };
     let running = if attached { "attached to the running guest" } else { "the guest is running" };
-    l.set(Phase::Running, running);
+    l.set(LauncherPhase::Running, running);
 
     let exit = supervise(l, &mut conn, &plan);
     cleanup(&mut conn, &plan);
@@ -228,12 +143,12 @@ enum Start {
 
 /// Define and start the domain, or find it already running.
 fn start_or_attach(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, LauncherExit> {
-    start_or_attach_inner(l, conn, plan).map_err(|e| LauncherExit::new(if e.image_pull { ExitKind::ImagePull } else { ExitKind::Failed }, e.message))
+    start_or_attach_inner(l, conn, plan).map_err(|e| LauncherExit::new(if e.is_image_pull() { ExitKind::ImagePull } else { ExitKind::Failed }, e.to_string()))
 }
 
-fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, super::PrepareError> {
-    let c = conn.get().ok_or_else(|| "libvirtd went away".to_string())?;
-    if let Ok(dom) = Domain::lookup_by_uuid_string(c, &plan.uuid) {
+fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> Result<Start, Error> {
+    let c = conn.get().ok_or_else(|| Error::prepare("libvirtd went away"))?;
+    if let Ok(dom) = c.guest_by_uuid(&plan.uuid) {
         if dom.is_active().unwrap_or(false) {
             // The earlier launcher's forwarded ports still hold.
             l.status.ports = std::mem::take(&mut l.earlier_ports);
@@ -241,15 +156,15 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
             return Ok(Start::Attached);
         }
         log(&format!("undefining the leftover shut-off domain {}", plan.name));
-        undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
+        undefine(&dom).map_err(|e| Error::prepare(format!("cannot undefine the leftover domain {}: {e}", plan.name)))?;
     }
-    if let Ok(dom) = Domain::lookup_by_name(c, &plan.name) {
+    if let Ok(dom) = c.guest_by_name(&plan.name) {
         if dom.is_active().unwrap_or(false) {
-            let other = dom.get_uuid_string().unwrap_or_default();
-            return Err(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name).into());
+            let other = dom.uuid().unwrap_or_default();
+            return Err(Error::prepare(format!("a running domain {} (uuid {other}) of another VMI is in the way", plan.name)));
         }
         log(&format!("undefining the leftover shut-off domain {} of another uid", plan.name));
-        undefine(&dom).map_err(|e| format!("cannot undefine the leftover domain {}: {e}", plan.name))?;
+        undefine(&dom).map_err(|e| Error::prepare(format!("cannot undefine the leftover domain {}: {e}", plan.name)))?;
     }
 
     if l.term.load(Ordering::SeqCst) {
@@ -259,17 +174,17 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
         super::domain::Prepare::ContainerDisk { image, .. } => Some(image),
         _ => None,
     }) {
-        l.set(Phase::Starting, format!("pulling image {image}"));
+        l.set(LauncherPhase::Starting, format!("pulling image {image}"));
     }
     super::prepare(&plan.prepare)?;
     let xml_path = l.args.vmi_dir.join(super::DOMAIN_XML_FILE);
     if let Err(e) = crate::files::write_atomically(&xml_path, plan.xml.as_bytes(), 0o644) {
         log(&format!("cannot write {}: {e}", xml_path.display()));
     }
-    let dom = Domain::define_xml(c, &plan.xml).map_err(|e| format!("libvirt refused the domain: {}", e.message()))?;
+    let dom = c.define(&plan.xml).map_err(|e| Error::prepare(format!("libvirt refused the domain: {}", e.message)))?;
     l.status.ports = plan.ports.clone();
-    if let Err(e) = dom.create() {
-        return Err(format!("the domain did not start: {}", e.message()).into());
+    if let Err(e) = dom.start() {
+        return Err(Error::prepare(format!("the domain did not start: {}", e.message)));
     }
     Ok(Start::Started)
 }
@@ -278,73 +193,6 @@ fn start_or_attach_inner(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -
 fn source_ports(vmi: &Value) -> Vec<u16> {
     let ports = vmi.pointer("/metadata/annotations/vmform.io~1ports").and_then(Value::as_str).unwrap_or("[]");
     serde_json::from_str::<Vec<super::domain::ForwardedPort>>(ports).unwrap_or_default().into_iter().map(|p| p.host_port).collect()
-}
-
-/// The libvirt connection, reopened with back-off when libvirtd goes away (the guest's
-/// QEMU keeps running meanwhile; a restarted libvirtd finds it again).
-pub(super) struct Conn {
-    uri: String,
-    conn: Option<Connect>,
-    backoff: Duration,
-    next_try: Instant,
-}
-
-impl Conn {
-    /// The connection, reconnecting if it is time to try.
-    pub fn get(&mut self) -> Option<&Connect> {
-        if self.conn.is_none() && Instant::now() >= self.next_try {
-            match Connect::open(Some(&self.uri)) {
-                Ok(c) => {
-                    log("reconnected to libvirtd");
-                    self.conn = Some(c);
-                    self.backoff = POLL;
-                }
-                Err(_) => {
-                    self.next_try = Instant::now() + self.backoff;
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        self.conn.as_ref()
-    }
-
-    /// After an error: was it the connection? Then drop it, to reconnect.
-    pub fn check(&mut self, e: &virt::error::Error) -> bool {
-        let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
-        if !alive {
-            log(&format!("lost libvirtd ({}); reconnecting", e.message().trim()));
-            if let Some(mut c) = self.conn.take() {
-                let _ = c.close();
-            }
-            self.next_try = Instant::now() + self.backoff;
-        }
-        !alive
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            let _ = c.close();
-        }
-    }
-}
-
-fn connect_patiently(uri: &str, term: &AtomicBool) -> Result<Connect, String> {
-    let deadline = Instant::now() + CONNECT_PATIENCE;
-    let mut backoff = POLL;
-    loop {
-        match Connect::open(Some(uri)) {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() >= deadline || term.load(Ordering::SeqCst) => {
-                return Err(format!("cannot connect to libvirt at {uri}: {}", e.message()));
-            }
-            Err(_) => {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
 }
 
 /// Watch the domain until it is off (or has migrated away); act on SIGTERM and on the
@@ -361,7 +209,7 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
             && let Some(request) = super::migrate::new_request(&l.args.vmi_dir, l.status.migration.as_ref())
         {
             l.status.migration = Some(super::migrate::report(&request, super::Role::Source));
-            l.set(Phase::Running, format!("migrating: {} over {}", request.dest_uri, request.migrate_uri));
+            l.set(LauncherPhase::Running, format!("migrating: {} over {}", request.dest_uri, request.migrate_uri));
             outgoing = Some(super::migrate::Outgoing::start(&l.args.libvirt_uri, plan, request));
         }
         if let Some(m) = &mut outgoing {
@@ -382,36 +230,36 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
             if let Some(vmi) = std::fs::read(l.args.vmi_dir.join("vmi.json")).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
                 grace = domain::grace_period(&vmi);
             }
-            l.set(Phase::ShuttingDown, format!("SIGTERM: asking the guest to shut down (grace {} s)", grace.as_secs()));
+            l.set(LauncherPhase::ShuttingDown, format!("SIGTERM: asking the guest to shut down (grace {} s)", grace.as_secs()));
         }
         let Some(c) = conn.get() else {
             std::thread::sleep(POLL);
             continue;
         };
-        let dom = match Domain::lookup_by_uuid_string(c, &plan.uuid) {
+        let dom = match c.guest_by_uuid(&plan.uuid) {
             Ok(d) => d,
             Err(e) => {
                 if conn.check(&e) {
                     continue;
                 }
-                if e.code() == ErrorNumber::NoDomain {
+                if e.no_domain {
                     return LauncherExit::new(ExitKind::Crashed, "the domain disappeared (undefined outside the launcher)");
                 }
-                log(&format!("cannot look the domain up: {}", e.message()));
+                log(&format!("cannot look the domain up: {}", e.message));
                 std::thread::sleep(POLL);
                 continue;
             }
         };
         if let Some(asked) = shutdown_asked {
             if !acpi_sent {
-                match dom.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) {
+                match dom.shutdown_acpi() {
                     Ok(_) => acpi_sent = true,
                     Err(e) => {
                         if conn.check(&e) {
                             continue;
                         }
                         // Not running any more: the state below says how it ended.
-                        log(&format!("the ACPI shutdown request failed: {}", e.message()));
+                        log(&format!("the ACPI shutdown request failed: {}", e.message));
                         acpi_sent = true;
                     }
                 }
@@ -428,23 +276,22 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
                         if conn.check(&e) {
                             continue;
                         }
-                        log(&format!("destroy failed: {}", e.message()));
+                        log(&format!("destroy failed: {}", e.message));
                     }
                 }
             }
         }
-        match dom.get_state() {
-            Ok((state, reason)) => {
+        match dom.state() {
+            Ok(state) => {
                 // QEMU stops (pauses) a guest whose vCPU KVM cannot run ("KVM internal
                 // error"); it would stay so. The handler turns such a node to TCG.
-                if state == sys::VIR_DOMAIN_PAUSED
-                    && reason == sys::VIR_DOMAIN_PAUSED_UNKNOWN as i32
+                if state == (DomainState::Paused { unknown_reason: true })
                     && let Some(line) = l.qemu_log.kvm_failure()
                 {
                     let _ = dom.destroy();
                     return LauncherExit::new(ExitKind::Crashed, format!("QEMU stopped the guest: {line}"));
                 }
-                if let Some(mut exit) = ended(state, reason, shutdown_asked.is_some(), destroyed, grace) {
+                if let Some(mut exit) = ended(state, shutdown_asked.is_some(), destroyed, grace) {
                     if exit.kind == ExitKind::Crashed
                         && let Some(line) = l.qemu_log.kvm_failure()
                     {
@@ -457,7 +304,7 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
                 if conn.check(&e) {
                     continue;
                 }
-                log(&format!("cannot read the domain's state: {}", e.message()));
+                log(&format!("cannot read the domain's state: {}", e.message));
             }
         }
         std::thread::sleep(POLL);
@@ -465,35 +312,30 @@ fn supervise(l: &mut Launcher, conn: &mut Conn, plan: &DomainPlan) -> LauncherEx
 }
 
 /// Whether a domain state means the guest has ended, and how.
-fn ended(state: sys::virDomainState, reason: i32, asked: bool, destroyed: bool, grace: Duration) -> Option<LauncherExit> {
-    match state {
-        sys::VIR_DOMAIN_SHUTOFF => {}
-        sys::VIR_DOMAIN_CRASHED => return Some(LauncherExit::new(ExitKind::Crashed, "the guest crashed")),
+fn ended(state: DomainState, asked: bool, destroyed: bool, grace: Duration) -> Option<LauncherExit> {
+    let reason = match state {
+        DomainState::Shutoff(reason) => reason,
+        DomainState::Crashed => return Some(LauncherExit::new(ExitKind::Crashed, "the guest crashed")),
         _ => return None,
-    }
-    let reason = reason as sys::virDomainShutoffReason;
+    };
     Some(match reason {
-        sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN if asked => {
-            LauncherExit::new(ExitKind::Shutdown, "the guest shut down after the ACPI shutdown request")
-        }
-        sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN => LauncherExit::new(ExitKind::Shutdown, "the guest powered off"),
+        ShutoffReason::Shutdown if asked => LauncherExit::new(ExitKind::Shutdown, "the guest shut down after the ACPI shutdown request"),
+        ShutoffReason::Shutdown => LauncherExit::new(ExitKind::Shutdown, "the guest powered off"),
         _ if destroyed => LauncherExit::new(
             ExitKind::ForcedOff,
             format!("the guest was still running {} s after the ACPI shutdown request: forced off", grace.as_secs()),
         ),
-        sys::VIR_DOMAIN_SHUTOFF_DESTROYED => LauncherExit::new(ExitKind::Crashed, "the domain was destroyed outside the launcher"),
-        sys::VIR_DOMAIN_SHUTOFF_CRASHED => LauncherExit::new(ExitKind::Crashed, "QEMU died (the domain crashed)"),
-        sys::VIR_DOMAIN_SHUTOFF_FAILED => LauncherExit::new(ExitKind::Crashed, "the domain failed"),
-        sys::VIR_DOMAIN_SHUTOFF_MIGRATED => LauncherExit::new(ExitKind::Shutdown, "the domain migrated to another node"),
-        sys::VIR_DOMAIN_SHUTOFF_SAVED => LauncherExit::new(ExitKind::Crashed, "the domain was saved outside the launcher"),
-        other => LauncherExit::new(ExitKind::Crashed, format!("the domain stopped (shutoff reason {other})")),
+        ShutoffReason::Destroyed => LauncherExit::new(ExitKind::Crashed, "the domain was destroyed outside the launcher"),
+        ShutoffReason::Crashed => LauncherExit::new(ExitKind::Crashed, "QEMU died (the domain crashed)"),
+        ShutoffReason::Failed => LauncherExit::new(ExitKind::Crashed, "the domain failed"),
+        ShutoffReason::Migrated => LauncherExit::new(ExitKind::Shutdown, "the domain migrated to another node"),
+        ShutoffReason::Saved => LauncherExit::new(ExitKind::Crashed, "the domain was saved outside the launcher"),
+        ShutoffReason::Other(other) => LauncherExit::new(ExitKind::Crashed, format!("the domain stopped (shutoff reason {other})")),
     })
 }
 
-fn undefine(dom: &Domain) -> Result<(), String> {
-    dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM)
-        .or_else(|_| dom.undefine())
-        .map_err(|e| e.message().to_string())
+fn undefine(dom: &Guest) -> Result<(), LibvirtError> {
+    dom.undefine_with_nvram()
 }
 
 /// Undefine the domain (if it is off) and remove the scratch disks. Keeps trying for a
@@ -502,7 +344,7 @@ fn cleanup(conn: &mut Conn, plan: &DomainPlan) {
     let deadline = Instant::now() + CONNECT_PATIENCE;
     loop {
         if let Some(c) = conn.get() {
-            match Domain::lookup_by_uuid_string(c, &plan.uuid) {
+            match c.guest_by_uuid(&plan.uuid) {
                 Ok(dom) => {
                     if dom.is_active().unwrap_or(false) {
                         log("the domain is still running at cleanup: destroying it");
@@ -513,10 +355,10 @@ fn cleanup(conn: &mut Conn, plan: &DomainPlan) {
                         Err(e) => log(&format!("cannot undefine {}: {e}", plan.name)),
                     }
                 }
-                Err(e) if e.code() == ErrorNumber::NoDomain => break,
+                Err(e) if e.no_domain => break,
                 Err(e) => {
                     if !conn.check(&e) {
-                        log(&format!("cannot look the domain up at cleanup: {}", e.message()));
+                        log(&format!("cannot look the domain up at cleanup: {}", e.message));
                     }
                 }
             }

@@ -20,6 +20,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::Error;
+
 /// One node's place in the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeNet {
@@ -39,11 +41,9 @@ pub struct Network {
     state: PathBuf,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {detail}")]
-pub struct NetError {
-    pub what: String,
-    pub detail: String,
+/// The network's errors are [`Error::Network`]: what was being done, and what went wrong.
+fn net_error(what: impl Into<String>, detail: impl Into<String>) -> Error {
+    Error::Network { what: what.into(), detail: detail.into() }
 }
 
 /// 8 hex digits naming a data dir's network objects.
@@ -78,16 +78,16 @@ impl Network {
     }
 
     /// Make (or complete, or reuse) the bridge, the namespaces and the veths.
-    pub fn ensure(&self) -> Result<(), NetError> {
+    pub fn ensure(&self) -> Result<(), Error> {
         if self.nodes.len() > 253 {
-            return Err(NetError { what: "too many nodes".into(), detail: format!("{} (at most 253)", self.nodes.len()) });
+            return Err(net_error("too many nodes", format!("{} (at most 253)", self.nodes.len())));
         }
         let k = self.bridge_address.octets()[2];
         if let Some(parent) = self.state.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         std::fs::write(&self.state, format!("{k}\n"))
-            .map_err(|e| NetError { what: format!("cannot write {}", self.state.display()), detail: e.to_string() })?;
+            .map_err(|e| net_error(format!("cannot write {}", self.state.display()), e.to_string()))?;
         if !link_exists(None, &self.bridge) {
             ip(&["link", "add", &self.bridge, "type", "bridge"])?;
         }
@@ -116,18 +116,18 @@ impl Network {
 
     /// Remove the namespaces (their veths go with them), any veth left on the host, and
     /// the bridge. Call once nothing runs in the namespaces any more.
-    pub fn teardown(&self) -> Vec<NetError> {
+    pub fn teardown(&self) -> Vec<Error> {
         teardown_tag(&self.bridge[3..])
     }
 }
 
 /// Remove every namespace, veth and bridge named after a data dir's tag, however many
 /// nodes it had.
-pub fn teardown_data_dir(data_dir: &Path) -> Vec<NetError> {
+pub fn teardown_data_dir(data_dir: &Path) -> Vec<Error> {
     teardown_tag(&tag(data_dir))
 }
 
-fn teardown_tag(tag: &str) -> Vec<NetError> {
+fn teardown_tag(tag: &str) -> Vec<Error> {
     let mut errors = Vec::new();
     let prefix = format!("vmform-{tag}-");
     for ns in netns_list().into_iter().filter(|n| n.starts_with(&prefix)) {
@@ -150,7 +150,7 @@ fn teardown_tag(tag: &str) -> Vec<NetError> {
 }
 
 /// Whether network namespaces can be made here: `ip netns add` of a throwaway name.
-pub fn probe() -> Result<(), NetError> {
+pub fn probe() -> Result<(), Error> {
     let name = format!("vmform-probe-{}", std::process::id());
     ip(&["netns", "add", &name])?;
     let _ = ip(&["netns", "del", &name]);
@@ -188,22 +188,22 @@ fn link_exists(ns: Option<&str>, name: &str) -> bool {
     Command::new("ip").args(&args).output().is_ok_and(|o| o.status.success())
 }
 
-fn ip(args: &[&str]) -> Result<(), NetError> {
+fn ip(args: &[&str]) -> Result<(), Error> {
     ip_in(None, args)
 }
 
-fn ip_in(ns: Option<&str>, args: &[&str]) -> Result<(), NetError> {
+fn ip_in(ns: Option<&str>, args: &[&str]) -> Result<(), Error> {
     let mut all = vec![];
     if let Some(ns) = ns {
         all.extend(["-n", ns]);
     }
     all.extend(args);
     let what = format!("ip {}", all.join(" "));
-    let out = Command::new("ip").args(&all).output().map_err(|e| NetError { what: what.clone(), detail: format!("cannot run ip (install iproute2): {e}") })?;
+    let out = Command::new("ip").args(&all).output().map_err(|e| net_error(what.clone(), format!("cannot run ip (install iproute2): {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NetError { what, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+        Err(net_error(what, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 

@@ -22,11 +22,11 @@ fn ovmf() -> HostFirmware {
     }
 }
 
-fn build_with(vmi: &Value, accel: Accel, fw: &HostFirmware) -> Result<DomainPlan, DomainError> {
+fn build_with(vmi: &Value, accel: Accel, fw: &HostFirmware) -> Result<DomainPlan, Error> {
     build_in(vmi, accel, fw, None)
 }
 
-fn build_in(vmi: &Value, accel: Accel, fw: &HostFirmware, emulator: Option<&Path>) -> Result<DomainPlan, DomainError> {
+fn build_in(vmi: &Value, accel: Accel, fw: &HostFirmware, emulator: Option<&Path>) -> Result<DomainPlan, Error> {
     let mut next = 40000u16;
     let mut ports = |_: &str| {
         next += 1;
@@ -636,9 +636,9 @@ spec:
 fn metadata_is_checked() {
     let mut vmi = vmi_from_yaml(HOST_DISK);
     vmi["metadata"]["uid"] = json!("not-a-uuid");
-    assert!(matches!(build_with(&vmi, Accel::Tcg, &no_firmware()), Err(DomainError::Invalid(m)) if m.contains("not-a-uuid")));
+    assert!(matches!(build_with(&vmi, Accel::Tcg, &no_firmware()), Err(Error::InvalidVmi(m)) if m.contains("not-a-uuid")));
     vmi["metadata"].as_object_mut().unwrap().remove("uid");
-    assert!(matches!(build_with(&vmi, Accel::Tcg, &no_firmware()), Err(DomainError::Invalid(m)) if m.contains("metadata.uid")));
+    assert!(matches!(build_with(&vmi, Accel::Tcg, &no_firmware()), Err(Error::InvalidVmi(m)) if m.contains("metadata.uid")));
 }
 
 #[test]
