@@ -191,7 +191,7 @@ target error (no cluster, refused credentials, no KubeVirt, consoles that are no
         #[command(flatten)]
         data_dir: DataDirArg,
         /// Address to listen on (loopback by default; port 0 picks a free port)
-        #[arg(long, value_name = "ADDR", default_value = vmform_runtime::local::DEFAULT_LISTEN)]
+        #[arg(long, value_name = "ADDR", default_value = vmform_apiserver::local::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
         /// Run in the background, with a pid file and a log file in the data dir
         #[arg(long)]
@@ -491,7 +491,7 @@ pub struct DataDirArg {
 
 impl DataDirArg {
     pub fn resolve(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(vmform_runtime::local::default_data_dir)
+        self.data_dir.clone().unwrap_or_else(vmform_cluster::local::default_data_dir)
     }
 }
 

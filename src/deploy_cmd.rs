@@ -173,7 +173,7 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
         if let Some(path) = out {
             let json = serde_json::to_vec_pretty(&plan).expect("plans serialise");
             // Plans hold whole objects, cloud-init user data included: readable by the owner only.
-            if let Err(e) = vmform_runtime::files::write_atomically(path, &json, 0o600) {
+            if let Err(e) = vmform_cluster::files::write_atomically(path, &json, 0o600) {
                 eprintln!("error: cannot write the plan to {}: {e}", path.display());
                 return EXIT_SPEC_ERRORS;
             }

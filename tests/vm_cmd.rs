@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use vmform_runtime::local::{self, LocalServer, UpConfig};
+use vmform_apiserver::local::{self, LocalServer, UpConfig};
 
 struct Cluster {
     server: LocalServer,

@@ -5,7 +5,7 @@
 use crate::error::DeployError;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::{Path, PathBuf};
-use vmform_runtime::local::{DataDir, CONTEXT};
+use vmform_cluster::local::{DataDir, CONTEXT};
 
 /// A connected cluster.
 #[derive(Clone)]
@@ -42,7 +42,7 @@ fn choose(args: &TargetArgs) -> Result<(Kubeconfig, Option<String>), DeployError
         return Ok((read(path)?, args.context.clone()));
     }
     if args.context.is_none() {
-        let local = DataDir(args.data_dir.clone().unwrap_or_else(vmform_runtime::local::default_data_dir));
+        let local = DataDir(args.data_dir.clone().unwrap_or_else(vmform_cluster::local::default_data_dir));
         if local.in_use() && local.kubeconfig().exists() {
             return Ok((read(&local.kubeconfig())?, Some(CONTEXT.to_string())));
         }

@@ -5,7 +5,7 @@
 //! `vmform down`.
 
 use crate::controller::{self, ControllerConfig};
-use crate::local::DataDir;
+use vmform_cluster::local::DataDir;
 use crate::libvirt::netns::Network;
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -121,15 +121,6 @@ pub struct LocalNode {
     /// Its network namespace and address (`--nodes N`, N ≥ 2); `None`: the host's network.
     pub netns: Option<String>,
     pub address: Option<Ipv4Addr>,
-}
-
-impl DataDir {
-    pub fn nodes(&self) -> PathBuf {
-        self.0.join("nodes")
-    }
-    pub fn volumes(&self) -> PathBuf {
-        self.0.join("volumes")
-    }
 }
 
 /// A kube client for the local control plane, from the kubeconfig it wrote.
