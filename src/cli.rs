@@ -412,6 +412,13 @@ pub struct TargetArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+impl TargetArgs {
+    /// What vmform-cluster chooses the cluster from: the one conversion.
+    pub fn wanted(&self) -> vmform_cluster::TargetArgs {
+        vmform_cluster::TargetArgs { kubeconfig: self.kubeconfig.clone(), context: self.context.clone(), data_dir: self.data_dir.clone() }
+    }
+}
+
 /// A project: its specs, its name, its cluster.
 #[derive(Debug, Args)]
 pub struct ProjectArgs {

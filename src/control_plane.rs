@@ -316,9 +316,8 @@ pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> u8 {
 /// any client would.
 async fn counts(kubeconfig: &Path) -> Result<(Vec<(String, usize)>, Vec<NodeAccel>), Box<dyn std::error::Error>> {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await?;
-    let client = kube::Client::try_from(config)?;
+    let wanted = vmform_cluster::TargetArgs { kubeconfig: Some(kubeconfig.to_path_buf()), ..Default::default() };
+    let client = vmform_cluster::client(&wanted).await?.client;
     let mut out = vec![];
     for r in vmform_apiserver::resources::ALL {
         let gvk = GroupVersionKind::gvk(r.group, r.version, r.kind);

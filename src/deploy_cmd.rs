@@ -27,10 +27,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
 }
 
-pub(crate) fn target_args(t: &TargetArgs) -> target::TargetArgs {
-    target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() }
-}
-
 fn fail(e: DeployError) -> u8 {
     eprintln!("error: {e}");
     if let DeployError::Conflict { fields, .. } = &e {
@@ -146,7 +142,7 @@ async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, Ap
         return Err(EXIT_USAGE);
     };
     let set = ApplySet::new(&project);
-    let target = target::connect(&target_args(&args.target)).await.map_err(fail)?;
+    let target = target::connect(&args.target.wanted()).await.map_err(fail)?;
     let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only, vm_actions: args.vm_actions };
     for name in args.targets.iter().filter(|t| !compiled.iter().any(|vm| vm.object.metadata.name == **t || format!("{}/{}", vm.object.metadata.namespace.as_deref().unwrap_or(""), vm.object.metadata.name) == **t)) {
         eprintln!("warning: --target {name} names no VM in the specs");
@@ -303,7 +299,7 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            let target = match target::connect(&target_args(&args.target)).await {
+            let target = match target::connect(&args.target.wanted()).await {
                 Ok(t) => t,
                 Err(e) => return fail(e),
             };
@@ -346,7 +342,7 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> u8 {
             return EXIT_USAGE;
         };
         let set = ApplySet::new(&project);
-        let target = match target::connect(&target_args(&args.target)).await {
+        let target = match target::connect(&args.target.wanted()).await {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
@@ -393,7 +389,7 @@ pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, forma
     };
     let project = project.as_str();
     runtime().block_on(async {
-        let target = match target::connect(&target_args(target_args_)).await {
+        let target = match target::connect(&target_args_.wanted()).await {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
@@ -401,7 +397,7 @@ pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, forma
         let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(target.client.clone(), &plan::vm_resource());
         let members = match api.list(&kube::api::ListParams::default().labels(&set.selector())).await {
             Ok(m) => m,
-            Err(e) => return fail(target.error(e)),
+            Err(e) => return fail(target.error(e).into()),
         };
         match format {
             PlanFormat::Json => {

@@ -37,9 +37,7 @@ where
     F: FnOnce(Target, String) -> Fut,
     Fut: std::future::Future<Output = u8>,
 {
-    let t = &args.target;
-    let wanted = target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() };
-    match target::connect(&wanted).await {
+    match target::connect(&args.target.wanted()).await {
         Ok(target) => action(target, args.name.clone()).await,
         Err(e) => {
             eprintln!("error: {e}");

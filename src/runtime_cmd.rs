@@ -3,7 +3,6 @@
 //! `vmform up` runs the same code for the local cluster.
 
 use crate::cli::RuntimeCommand;
-use crate::deploy_cmd::target_args;
 use crate::{EXIT_OK, EXIT_SPEC_ERRORS, EXIT_USAGE};
 use vmform_runtime::{controller, handler};
 
@@ -58,8 +57,8 @@ pub fn run(command: RuntimeCommand) -> u8 {
 }
 
 /// The cluster a runtime part works for; `None` after saying why it cannot be reached.
-async fn connect(target: &crate::cli::TargetArgs) -> Option<vmform_deploy::target::Target> {
-    match vmform_deploy::target::connect(&target_args(target)).await {
+async fn connect(target: &crate::cli::TargetArgs) -> Option<vmform_cluster::Target> {
+    match vmform_cluster::connect(&target.wanted()).await {
         Ok(t) => Some(t),
         Err(e) => {
             eprintln!("error: {e}");

@@ -14,7 +14,7 @@
 
 use crate::cli::{VmArgs, VmCommand};
 use crate::{print_stdout, EXIT_OK, EXIT_USAGE};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{json, Value};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -24,9 +24,8 @@ use vmform_deploy::target::{self, Target};
 /// The cluster refused, or the VM is missing or not running.
 pub(crate) const EXIT_FAILED: u8 = 1;
 
-/// The VMI annotations the local runtime's handler writes.
-const CONSOLE_ANNOTATION: &str = "vmform.io/console";
-const PORTS_ANNOTATION: &str = "vmform.io/ports";
+// The VMI annotations the local runtime's handler writes.
+use vmform_cluster::kubevirt::{vm_resource, vmi_resource, CONSOLE_ANNOTATION, PORTS_ANNOTATION};
 
 /// How often `console` looks for new output, and for a new VMI.
 const POLL: Duration = Duration::from_millis(200);
@@ -70,9 +69,7 @@ pub fn run(command: VmCommand) -> u8 {
 
 /// The cluster, and the VM's namespace (`-n`, else the context's, else `default`).
 pub(crate) async fn connect(args: &VmArgs) -> Result<(Target, String), u8> {
-    let t = &args.target;
-    let wanted = target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() };
-    match target::connect(&wanted).await {
+    match target::connect(&args.target.wanted()).await {
         Ok(t) => {
             let namespace = args.namespace.clone().unwrap_or_else(|| t.client.default_namespace().to_string());
             Ok((t, namespace))
@@ -110,7 +107,7 @@ async fn act_and_wait(args: &VmArgs, action: &str, body: Value, dry_run: bool, w
 
 async fn wait_running(target: &Target, namespace: &str, name: &str, before: Option<&str>, timeout: std::time::Duration) -> u8 {
     use vmform_deploy::vm_state;
-    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
+    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &vm_resource());
     let started = std::time::Instant::now();
     let mut said = String::new();
     loop {
@@ -196,10 +193,6 @@ async fn act(args: &VmArgs, action: &str, mut body: Value, dry_run: bool) -> u8 
     }
 }
 
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", kind), plural)
-}
-
 /// The cluster, the VM's namespace and its running VirtualMachineInstance.
 pub(crate) async fn connect_to_instance(args: &VmArgs) -> Result<(Target, String, DynamicObject), u8> {
     let (target, namespace) = connect(args).await?;
@@ -209,7 +202,7 @@ pub(crate) async fn connect_to_instance(args: &VmArgs) -> Result<(Target, String
 
 /// The VM's VirtualMachineInstance, after checking the VM exists.
 pub(crate) async fn running_instance(target: &Target, namespace: &str, name: &str) -> Result<DynamicObject, u8> {
-    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"));
+    let vms: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &vm_resource());
     match vms.get_opt(name).await {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -229,7 +222,7 @@ pub(crate) async fn running_instance(target: &Target, namespace: &str, name: &st
 }
 
 async fn instance(target: &Target, namespace: &str, name: &str) -> Result<Option<DynamicObject>, kube::Error> {
-    let vmis: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachineInstance", "virtualmachineinstances"));
+    let vmis: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &vmi_resource());
     vmis.get_opt(name).await
 }
 

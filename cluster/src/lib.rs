@@ -8,3 +8,9 @@
 
 pub mod files;
 pub mod local;
+pub mod error;
+pub mod kubevirt;
+pub mod target;
+
+pub use error::Error;
+pub use target::{client, connect, Target, TargetArgs};

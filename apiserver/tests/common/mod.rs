@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use kube::api::{ApiResource, GroupVersionKind};
-use kube::{Client, Config};
+use kube::Client;
 pub use vmform_apiserver::local::{self, LocalServer, UpConfig};
 
 pub struct Harness {
@@ -14,10 +14,10 @@ pub struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// A client through the kubeconfig at `kubeconfig`, from vmform-cluster's one builder.
 pub async fn client_for(kubeconfig: &std::path::Path) -> Client {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await.unwrap();
-    Client::try_from(config).unwrap()
+    let wanted = vmform_cluster::TargetArgs { kubeconfig: Some(kubeconfig.to_path_buf()), ..Default::default() };
+    vmform_cluster::client(&wanted).await.unwrap().client
 }
 
 /// A server on a free port in a fresh data dir, and a client of it.
