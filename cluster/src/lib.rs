@@ -8,6 +8,7 @@
 
 pub mod files;
 pub mod local;
+pub mod quantity;
 pub mod error;
 pub mod kubevirt;
 pub mod target;

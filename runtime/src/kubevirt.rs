@@ -259,36 +259,17 @@ pub fn demand(spec: &Value) -> Demand {
     Demand { cpu_millis, memory_bytes: guest_memory(spec).unwrap_or(0) }
 }
 
-/// A Kubernetes quantity (`"512Mi"`, `"1.5"`, `"500m"`, or a number) as a float.
+/// A Kubernetes quantity (`"512Mi"`, `"1.5"`, `"500m"`, `"1.5Gi"`, or a number) as a
+/// float, read by the one quantity parser.
 pub fn quantity(v: &Value) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
         Value::String(s) => parse_quantity(s),
-        _ => None,
+        other => vmform_cluster::quantity::of_json(other).map(|a| a.as_f64()),
     }
 }
 
 fn parse_quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    Some(number * factor)
+    vmform_cluster::quantity::parse_amount(s.trim()).ok().map(|a| a.as_f64())
 }
 
 /// The condition of the given type in `status.conditions`, if any.
@@ -396,5 +377,7 @@ mod tests {
         assert_eq!(parse_quantity("100m"), Some(0.1));
         assert_eq!(parse_quantity("3"), Some(3.0));
         assert_eq!(parse_quantity("3x"), None);
+        assert_eq!(parse_quantity("1.5Gi"), Some(1610612736.0));
+        assert_eq!(parse_quantity("129e6"), Some(129e6));
     }
 }
