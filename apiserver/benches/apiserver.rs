@@ -5,7 +5,7 @@
 //! - watch delivery latency with 100 watchers (`BENCH_WATCHERS`): the time from sending a
 //!   write to each watcher receiving its event, p50 and p99 over every delivery.
 //!
-//! Run: `cargo bench -p vmform-runtime --bench apiserver`; figures are in
+//! Run: `cargo bench -p vmform-apiserver --bench apiserver`; figures are in
 //! book/src/benchmarks.md.
 
 use futures_util::StreamExt;

@@ -11,7 +11,7 @@
 //!    at most 256 KiB; labels and annotations are maps of strings.
 //! 2. **The structural schema**: the type of every field in a hand-written table (`VM_SPEC`
 //!    and friends below, listed by [`schema_table`]) and which fields are required, as in
-//!    KubeVirt's OpenAPI (`runtime/tests/validation_schema.rs` holds the table to it).
+//!    KubeVirt's OpenAPI (`apiserver/tests/validation_schema.rs` holds the table to it).
 //!    Quantities (`memory.guest`, `resources.requests.*`, …) are an integer or a string that
 //!    must also match the quantity pattern, as KubeVirt's CRDs declare them. Fields not in the
 //!    table pass unchecked: KubeVirt's examples use many fields vmform does not model, and
