@@ -193,7 +193,7 @@ cannot be reached or refuses the credentials, no KubeVirt, consoles that are not
         #[command(flatten)]
         data_dir: DataDirArg,
         /// Address to listen on (loopback by default; port 0 picks a free port)
-        #[arg(long, value_name = "ADDR", default_value = vmform_runtime::local::DEFAULT_LISTEN)]
+        #[arg(long, value_name = "ADDR", default_value = vmform_apiserver::local::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
         /// Run in the background, with a pid file and a log file in the data dir
         #[arg(long)]
@@ -414,6 +414,13 @@ pub struct TargetArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+impl TargetArgs {
+    /// What vmform-cluster chooses the cluster from: the one conversion.
+    pub fn wanted(&self) -> vmform_cluster::TargetArgs {
+        vmform_cluster::TargetArgs { kubeconfig: self.kubeconfig.clone(), context: self.context.clone(), data_dir: self.data_dir.clone() }
+    }
+}
+
 /// A project: its specs, its name, its cluster.
 #[derive(Debug, Args)]
 pub struct ProjectArgs {
@@ -493,7 +500,7 @@ pub struct DataDirArg {
 
 impl DataDirArg {
     pub fn resolve(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(vmform_runtime::local::default_data_dir)
+        self.data_dir.clone().unwrap_or_else(vmform_cluster::local::default_data_dir)
     }
 }
 

@@ -7,7 +7,8 @@ use crate::say;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vmform_runtime::local::{self, DataDir, UpConfig, CONTEXT};
+use vmform_apiserver::local::{self, UpConfig};
+use vmform_cluster::local::{DataDir, CONTEXT};
 use vmform_runtime::accel::AccelChoice;
 use vmform_runtime::handler::AccelConfig;
 use vmform_runtime::supervisor::{LocalRuntime, NodeAccel, NodeOptions};
@@ -128,7 +129,7 @@ fn write_runtime_report(dir: &DataDir, report: &Result<Vec<NodeAccel>, String>) 
         Err(e) => (Vec::new(), Some(e.clone())),
     };
     let report = RuntimeReport { pid: std::process::id(), nodes, error };
-    vmform_runtime::files::write_atomically(&runtime_report_path(dir), &serde_json::to_vec_pretty(&report).expect("JSON serialises"), 0o644)
+    vmform_cluster::files::write_atomically(&runtime_report_path(dir), &serde_json::to_vec_pretty(&report).expect("JSON serialises"), 0o644)
 }
 
 fn read_runtime_report(dir: &DataDir, pid: u32) -> Option<RuntimeReport> {
@@ -290,11 +291,10 @@ pub fn status(data_dir: PathBuf, kubeconfig_only: bool) -> Outcome {
 /// any client would.
 async fn counts(kubeconfig: &Path) -> Result<(Vec<(String, usize)>, Vec<NodeAccel>), Box<dyn std::error::Error>> {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await?;
-    let client = kube::Client::try_from(config)?;
+    let wanted = vmform_cluster::TargetArgs { kubeconfig: Some(kubeconfig.to_path_buf()), ..Default::default() };
+    let client = vmform_cluster::client(&wanted).await?.client;
     let mut out = vec![];
-    for r in vmform_runtime::apiserver::resources::ALL {
+    for r in vmform_apiserver::resources::ALL {
         let gvk = GroupVersionKind::gvk(r.group, r.version, r.kind);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk_with_plural(&gvk, r.plural));
         out.push((r.qualified(), api.list_metadata(&ListParams::default()).await?.items.len()));

@@ -20,10 +20,6 @@ fn say(line: &str) {
     print_stdout(&format!("{line}\n"));
 }
 
-pub(crate) fn target_args(t: &TargetArgs) -> target::TargetArgs {
-    target::TargetArgs { kubeconfig: t.kubeconfig.clone(), context: t.context.clone(), data_dir: t.data_dir.clone() }
-}
-
 /// A failure of plan, apply or destroy, with the fields of a conflict under it.
 fn deploy_error(e: DeployError) -> Error {
     let mut message = e.to_string();
@@ -138,7 +134,7 @@ async fn make_plan(args: &ProjectArgs, refresh_only: bool) -> Result<(Target, Ap
         return Err(Error::usage("cannot name the project: give --project"));
     };
     let set = ApplySet::new(&project);
-    let target = target::connect(&target_args(&args.target)).await.map_err(deploy_error)?;
+    let target = target::connect(&args.target.wanted()).await.map_err(deploy_error)?;
     let options = PlanOptions { targets: args.targets.clone(), excludes: args.excludes.clone(), refresh_only, vm_actions: args.vm_actions };
     for name in args.targets.iter().filter(|t| !compiled.iter().any(|vm| vm.object.metadata.name == **t || format!("{}/{}", vm.object.metadata.namespace.as_deref().unwrap_or(""), vm.object.metadata.name) == **t)) {
         eprintln!("warning: --target {name} names no VM in the specs");
@@ -162,7 +158,7 @@ pub fn plan(args: &ProjectArgs, out: Option<&Path>, detailed_exitcode: bool, ref
         if let Some(path) = out {
             let json = serde_json::to_vec_pretty(&plan).expect("plans serialise");
             // Plans hold whole objects, cloud-init user data included: readable by the owner only.
-            if let Err(e) = vmform_runtime::files::write_atomically(path, &json, 0o600) {
+            if let Err(e) = vmform_cluster::files::write_atomically(path, &json, 0o600) {
                 return Err(Error::failed(format!("cannot write the plan to {}: {e}", path.display())));
             }
             eprintln!("Saved the plan to {}; apply exactly it with `vmform apply {}`.", path.display(), path.display());
@@ -291,7 +287,7 @@ pub fn apply(args: &ProjectArgs, guards: &ApplyArgs, wait: Option<std::time::Dur
                 Ok(p) => p,
                 Err(e) => return Err(deploy_error(e)),
             };
-            let target = match target::connect(&target_args(&args.target)).await {
+            let target = match target::connect(&args.target.wanted()).await {
                 Ok(t) => t,
                 Err(e) => return Err(deploy_error(e)),
             };
@@ -330,7 +326,7 @@ pub fn destroy(args: &ProjectArgs, guards: &ApplyArgs) -> Outcome {
             return Err(Error::usage("cannot name the project: give its paths or --project"));
         };
         let set = ApplySet::new(&project);
-        let target = match target::connect(&target_args(&args.target)).await {
+        let target = match target::connect(&args.target.wanted()).await {
             Ok(t) => t,
             Err(e) => return Err(deploy_error(e)),
         };
@@ -376,7 +372,7 @@ pub fn show(path: &Path, project: Option<&str>, target_args_: &TargetArgs, forma
     };
     let project = project.as_str();
     crate::process::runtime().block_on(async {
-        let target = match target::connect(&target_args(target_args_)).await {
+        let target = match target::connect(&target_args_.wanted()).await {
             Ok(t) => t,
             Err(e) => return Err(deploy_error(e)),
         };

@@ -313,19 +313,13 @@ pub(crate) fn print_stdout(s: &str) {
     let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }
 
-/// Write through a temporary file and rename, so a reader never sees half a file.
+/// Write through a temporary file and rename, so a reader never sees half a file; the
+/// directories are made as needed, and a file rewritten (`fmt`) keeps its permissions.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.vmform-tmp-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+    vmform_cluster::files::write_atomically(path, bytes, mode)
 }

@@ -8,7 +8,6 @@
 
 use crate::cli::{NodeArgs, NodeCommand};
 use crate::migration_cmd::{self, Ended};
-use crate::deploy_cmd::target_args;
 use crate::error::{Done, Error, Outcome};
 use crate::print_stdout;
 use k8s_openapi::api::core::v1::Node;
@@ -37,7 +36,7 @@ where
     F: FnOnce(Target, String) -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    let target = target::connect(&target_args(&args.target)).await.map_err(Error::cluster)?;
+    let target = target::connect(&args.target.wanted()).await.map_err(Error::cluster)?;
     action(target, args.name.clone()).await
 }
 

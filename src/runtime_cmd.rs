@@ -3,7 +3,6 @@
 //! `vmform up` runs the same code for the local cluster.
 
 use crate::cli::RuntimeCommand;
-use crate::deploy_cmd::target_args;
 use crate::error::{Done, Error, Outcome};
 use crate::process::{init_logging, runtime, wait_for_signal};
 use std::process::ExitCode;
@@ -52,8 +51,8 @@ pub fn run(command: RuntimeCommand) -> Outcome {
 }
 
 /// The cluster a runtime part works for.
-async fn connect(target: &crate::cli::TargetArgs) -> Result<vmform_deploy::target::Target, Error> {
-    vmform_deploy::target::connect(&target_args(target)).await.map_err(Error::cluster)
+async fn connect(target: &crate::cli::TargetArgs) -> Result<vmform_cluster::Target, Error> {
+    vmform_cluster::connect(&target.wanted()).await.map_err(Error::cluster)
 }
 
 /// The launcher's command: the small `vmform-launcher` next to this binary when it is

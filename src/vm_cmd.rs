@@ -21,11 +21,8 @@ use serde_json::{json, Value};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vmform_deploy::target::Target;
-
-/// The VMI annotations the local runtime's handler writes.
-const CONSOLE_ANNOTATION: &str = "vmform.io/console";
-const PORTS_ANNOTATION: &str = "vmform.io/ports";
+use vmform_cluster::kubevirt::{CONSOLE_ANNOTATION, PORTS_ANNOTATION};
+use vmform_cluster::Target;
 
 /// How often `console` looks for new output, and for a new VMI.
 const POLL: Duration = Duration::from_millis(200);

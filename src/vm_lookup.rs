@@ -2,14 +2,14 @@
 //! as every `vmform vm` and `vmform node` command needs them, with the same errors.
 
 use crate::cli::VmArgs;
-use crate::deploy_cmd::target_args;
 use crate::error::Error;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use vmform_deploy::target::{self, Target};
+use kube::api::{Api, DynamicObject};
+use vmform_cluster::kubevirt::{vm_resource, vmi_resource};
+use vmform_cluster::{target, Target};
 
 /// The cluster, and the VM's namespace (`-n`, else the context's, else `default`).
 pub(crate) async fn connect(args: &VmArgs) -> Result<(Target, String), Error> {
-    let target = target::connect(&target_args(&args.target)).await.map_err(Error::cluster)?;
+    let target = target::connect(&args.target.wanted()).await.map_err(Error::cluster)?;
     let namespace = args.namespace.clone().unwrap_or_else(|| target.client.default_namespace().to_string());
     Ok((target, namespace))
 }
@@ -19,12 +19,8 @@ pub(crate) fn cluster_error(target: &Target, e: kube::Error) -> Error {
     Error::cluster(target.error(e))
 }
 
-pub(crate) fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", kind), plural)
-}
-
 pub(crate) fn vms(target: &Target, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachine", "virtualmachines"))
+    Api::namespaced_with(target.client.clone(), namespace, &vm_resource())
 }
 
 /// The cluster, the VM's namespace and its running VirtualMachineInstance.
@@ -55,6 +51,6 @@ pub(crate) fn not_found(namespace: &str, name: &str) -> Error {
 }
 
 pub(crate) async fn instance(target: &Target, namespace: &str, name: &str) -> Result<Option<DynamicObject>, kube::Error> {
-    let vmis: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource("VirtualMachineInstance", "virtualmachineinstances"));
+    let vmis: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &vmi_resource());
     vmis.get_opt(name).await
 }

@@ -305,9 +305,8 @@ fn lease_resource() -> kube::api::ApiResource {
 }
 
 async fn client(kubeconfig: &Path) -> kube::Client {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
-    kube::Client::try_from(config).unwrap()
+    let wanted = vmform_cluster::TargetArgs { kubeconfig: Some(kubeconfig.to_path_buf()), ..Default::default() };
+    vmform_cluster::client(&wanted).await.unwrap().client
 }
 
 #[test]

@@ -9,13 +9,13 @@ mod common;
 
 use common::{code, stderr, stdout};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::{Client, Config};
+use kube::Client;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use vmform_runtime::local::{self, LocalServer, UpConfig};
+use vmform_apiserver::local::{self, LocalServer, UpConfig};
 
 struct Cluster {
     server: LocalServer,
@@ -27,9 +27,7 @@ impl Cluster {
     async fn up() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let server = local::up(UpConfig { data_dir: dir.path().join("data"), listen: "127.0.0.1:0".parse().unwrap() }).await.unwrap();
-        let config = kube::config::Kubeconfig::read_from(server.data_dir.kubeconfig()).unwrap();
-        let config = Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
+        let client = vmform_cluster::client(&vmform_cluster::TargetArgs::local(&server.data_dir)).await.unwrap().client;
         Cluster { server, client, dir }
     }
 

@@ -27,7 +27,7 @@ use vmform_deploy::apply::{self, ApplyOptions};
 use vmform_deploy::inventory::ApplySet;
 use vmform_deploy::plan::{self, desired_object, namespace_resource, vm_resource, PlanOptions};
 use vmform_deploy::target::{self, Target, TargetArgs};
-use vmform_runtime::local::{self, LocalServer, UpConfig};
+use vmform_apiserver::local::{self, LocalServer, UpConfig};
 
 /// The project's namespaces; VMs are spread over them.
 const NAMESPACES: usize = 4;

@@ -119,7 +119,7 @@ fn conflict(step: &Step, e: kube::Error, target: &Target) -> DeployError {
                 fields,
             }
         }
-        other => target.error(other),
+        other => target.error(other).into(),
     }
 }
 
@@ -226,7 +226,7 @@ async fn apply_locked(target: &Target, set: &ApplySet, plan: &Plan, options: &Ap
         match parents.delete(&set.parent, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(target.error(e)),
+            Err(e) => return Err(target.error(e).into()),
         }
     } else {
         server_side_apply(&parents, &set.parent, &set.parent_object(&after, &kinds, &created), true).await.map_err(|e| target.error(e))?;
@@ -347,7 +347,7 @@ async fn remove_namespace_if_empty(target: &Target, set: &ApplySet, ns: &str) ->
                 Ok(list) => list,
                 // A kind this cluster does not serve holds nothing.
                 Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                Err(e) => return Err(target.error(e)),
+                Err(e) => return Err(target.error(e).into()),
             };
             for o in list.items.iter().filter(|o| !ignored.contains(&o.metadata.name.as_deref().unwrap_or(""))) {
                 if o.metadata.deletion_timestamp.is_none() {
@@ -367,7 +367,7 @@ async fn remove_namespace_if_empty(target: &Target, set: &ApplySet, ns: &str) ->
     match namespaces.delete(ns, &DeleteParams::default()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
-        Err(e) => Err(target.error(e)),
+        Err(e) => Err(target.error(e).into()),
     }
 }
 
@@ -390,7 +390,7 @@ async fn delete_member(target: &Target, set: &ApplySet, api: &Api<DynamicObject>
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(target.error(e)),
+            Err(e) => return Err(target.error(e).into()),
         }
     }
     Err(stale())
@@ -403,7 +403,7 @@ async fn restart(target: &Target, namespace: &str, name: &str) -> Result<(), Dep
     match target.client.request_text(request).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Err(DeployError::Api("the cluster does not serve KubeVirt's restart subresource".into())),
-        Err(e) => Err(target.error(e)),
+        Err(e) => Err(target.error(e).into()),
     }
 }
 

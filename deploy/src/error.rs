@@ -18,16 +18,9 @@ pub struct Refused {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("cannot read the kubeconfig: {0}")]
-    Kubeconfig(String),
-    #[error("the cluster at {server} cannot be reached: {reason}")]
-    Unreachable { server: String, reason: String },
-    #[error("the cluster at {server} refused the credentials of context {context} ({code}): {message}")]
-    Credentials { server: String, context: String, code: u16, message: String },
-    #[error(
-        "the cluster at {server} does not serve kubevirt.io/v1 VirtualMachines: KubeVirt is not installed there (or its CRDs are missing); install KubeVirt, or run `vmform up` for a local cluster"
-    )]
-    NoKubeVirt { server: String },
+    /// Which cluster, reaching it, and what it refused: vmform-cluster's.
+    #[error(transparent)]
+    Cluster(#[from] vmform_cluster::Error),
     #[error("{kind} {namespace}/{name} exists and is not managed by project {project}: vmform never changes objects it does not own; rename the VM in the specs, or delete the object with kubectl first")]
     NotOwned { kind: &'static str, namespace: String, name: String, project: String },
     #[error("{namespace}/{name}: {message}")]
@@ -50,19 +43,4 @@ pub enum DeployError {
     WaitTimeout { seconds: u64, waiting: Vec<String> },
     #[error("{vm} is {state}, which it will not leave by itself soon: {reason}")]
     Stuck { vm: String, state: String, reason: String },
-}
-
-impl DeployError {
-    /// Wrap a kube-rs error from a request to `server`.
-    pub fn from_kube(e: kube::Error, server: &str, context: &str) -> DeployError {
-        match e {
-            kube::Error::Api(s) if s.code == 401 || s.code == 403 => {
-                DeployError::Credentials { server: server.into(), context: context.into(), code: s.code, message: s.message.clone() }
-            }
-            kube::Error::Api(s) => DeployError::Api(format!("{} ({})", s.message, s.code)),
-            kube::Error::HyperError(e) => DeployError::Unreachable { server: server.into(), reason: e.to_string() },
-            kube::Error::Service(e) => DeployError::Unreachable { server: server.into(), reason: e.to_string() },
-            other => DeployError::Api(other.to_string()),
-        }
-    }
 }

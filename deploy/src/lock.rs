@@ -86,7 +86,7 @@ pub async fn acquire(target: &Target, set: &ApplySet, timeout: Duration) -> Resu
             Ok(_) => break,
             // Another apply got there first: look again.
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(target.error(e)),
+            Err(e) => return Err(target.error(e).into()),
         }
     }
     let renewer = {

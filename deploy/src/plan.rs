@@ -19,10 +19,7 @@ use vmform_compiler::diff::{self, Action, ObjectChange};
 use vmform_compiler::kubevirt::VirtualMachine;
 use vmform_compiler::model::{Lifecycle, VmActions};
 use vmform_compiler::{CompiledVm, FileId, Span};
-
-pub fn vm_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"), "virtualmachines")
-}
+pub use vmform_cluster::kubevirt::vm_resource;
 
 pub fn namespace_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces")

@@ -1,60 +1,16 @@
 //! The KubeVirt API objects as the runtime reads and writes them: dynamic objects (so a
 //! field the runtime does not know is never lost on the way), the names KubeVirt uses for
-//! labels, annotations and finalizers, and the few typed readings the runtime needs.
+//! labels, annotations and finalizers (vmform-cluster's, re-exported), and the few typed
+//! readings the runtime needs.
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::core::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The Ready reason of a VMI whose containerDisk image could not be pulled (KubeVirt's, and
-/// the kubelet's, `ErrImagePull`); the VM shows it, then `ImagePullBackOff`.
-pub const IMAGE_PULL_FAILED: &str = "ErrImagePull";
-
-pub fn vm_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"), "virtualmachines")
-}
-
-pub fn vmi_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"), "virtualmachineinstances")
-}
-
-pub fn migration_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstanceMigration"), "virtualmachineinstancemigrations")
-}
-
-pub fn migration_policy_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("migrations.kubevirt.io", "v1alpha1", "MigrationPolicy"), "migrationpolicies")
-}
-
-/// Set by the controller when it schedules a VMI, so `kubectl get vmi -l` finds a node's VMIs.
-pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
-/// The VM generation a VMI was created from (KubeVirt's annotation).
-pub const VM_GENERATION_ANNOTATION: &str = "kubevirt.io/vm-generation";
-/// The VM controller's: on a VM until its VMI and data volumes are gone, and on the VMIs it
-/// creates until their outcome is recorded on the VM.
-pub const VM_CONTROLLER_FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
-/// On every VMI from scheduling until its handler saw the guest gone (KubeVirt's VMI
-/// controller keeps it until the launcher pod is gone).
-pub const HANDLER_FINALIZER: &str = "foregroundDeleteVirtualMachine";
-/// The forwarded ports of a VMI, as JSON (see specs/runtime-contract.md).
-pub const PORTS_ANNOTATION: &str = "vmform.io/ports";
-/// The serial console log of a VMI on its node.
-pub const CONSOLE_ANNOTATION: &str = "vmform.io/console";
-/// On a VMI while it migrates: the node it is moving to (KubeVirt's label).
-pub const MIGRATION_TARGET_NODE_LABEL: &str = "kubevirt.io/migrationTargetNodeName";
-/// The migration controller's, on every VirtualMachineInstanceMigration until its outcome
-/// is final: deleting a running migration aborts it first.
-pub const MIGRATION_FINALIZER: &str = "kubevirt.io/migrationJobFinalize";
-/// What a completed migration took (libvirt's job statistics), as JSON: on the VMI (the
-/// source handler's) and on its VirtualMachineInstanceMigration (the controller's copy).
-pub const MIGRATION_STATS_ANNOTATION: &str = "vmform.io/migration-stats";
-/// On a Node: the libvirt URI other nodes migrate guests to (`qemu+tcp://ADDR/system`).
-pub const MIGRATION_URI_ANNOTATION: &str = "vmform.io/libvirt-migration-uri";
-/// On a Node: which machine and storage it runs on; nodes that agree see the same files.
-pub const STORAGE_ANNOTATION: &str = "vmform.io/storage";
-/// Nodes' heartbeat leases live here, as on Kubernetes.
-pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+// The names (resources, labels, annotations, finalizers) live in vmform-cluster, for
+// plan and apply and the CLI too; `crate::kubevirt::…` keeps reaching them.
+pub use vmform_cluster::kubevirt::*;
 
 /// A VMI's `status.phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,36 +259,17 @@ pub fn demand(spec: &Value) -> Demand {
     Demand { cpu_millis, memory_bytes: guest_memory(spec).unwrap_or(0) }
 }
 
-/// A Kubernetes quantity (`"512Mi"`, `"1.5"`, `"500m"`, or a number) as a float.
+/// A Kubernetes quantity (`"512Mi"`, `"1.5"`, `"500m"`, `"1.5Gi"`, or a number) as a
+/// float, read by the one quantity parser.
 pub fn quantity(v: &Value) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
         Value::String(s) => parse_quantity(s),
-        _ => None,
+        other => vmform_cluster::quantity::of_json(other).map(|a| a.as_f64()),
     }
 }
 
 fn parse_quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    Some(number * factor)
+    vmform_cluster::quantity::parse_amount(s.trim()).ok().map(|a| a.as_f64())
 }
 
 /// The condition of the given type in `status.conditions`, if any.
@@ -440,5 +377,7 @@ mod tests {
         assert_eq!(parse_quantity("100m"), Some(0.1));
         assert_eq!(parse_quantity("3"), Some(3.0));
         assert_eq!(parse_quantity("3x"), None);
+        assert_eq!(parse_quantity("1.5Gi"), Some(1610612736.0));
+        assert_eq!(parse_quantity("129e6"), Some(129e6));
     }
 }

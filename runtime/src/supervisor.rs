@@ -5,7 +5,7 @@
 //! `vmform down`.
 
 use crate::controller::{self, ControllerConfig};
-use crate::local::DataDir;
+use vmform_cluster::local::DataDir;
 use crate::libvirt::netns::Network;
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -123,22 +123,6 @@ pub struct LocalNode {
     pub address: Option<Ipv4Addr>,
 }
 
-impl DataDir {
-    pub fn nodes(&self) -> PathBuf {
-        self.0.join("nodes")
-    }
-    pub fn volumes(&self) -> PathBuf {
-        self.0.join("volumes")
-    }
-}
-
-/// A kube client for the local control plane, from the kubeconfig it wrote.
-pub async fn local_client(dir: &DataDir) -> Result<kube::Client, String> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(dir.kubeconfig()).map_err(|e| e.to_string())?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| e.to_string())?;
-    kube::Client::try_from(config).map_err(|e| e.to_string())
-}
-
 impl LocalRuntime {
     /// Start the controller and the handlers of `nodes` nodes (1: node `local` in the
     /// host's network; N ≥ 2: `local-0` … in network namespaces of their own, or node
@@ -146,7 +130,8 @@ impl LocalRuntime {
     /// made). `vmform` is the command that runs vmform (a handler is `vmform runtime
     /// handler …`).
     pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize, options: &NodeOptions) -> Result<LocalRuntime, String> {
-        let client = local_client(dir).await?;
+        // vmform-cluster's one builder, through the kubeconfig the server wrote.
+        let client = vmform_cluster::client(&vmform_cluster::TargetArgs::local(dir)).await.map_err(|e| e.to_string())?.client;
         let (network, notice) = if nodes >= 2 {
             let data_dir = dir.0.clone();
             let state = dir.nodes().join("network");

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vmform_compiler::values::{check_dns_label, parse_quantity};
 
-use crate::files::{free_space, SparseWriter};
+use crate::disk_files::{free_space, SparseWriter};
 
 /// Longest claim name accepted: `.<claim>.img.download` must fit a file name (255 bytes).
 /// Kubernetes allows 253 characters; names that long are refused with a clear message.

@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::{DiskFormat, ImageError, io_error};
-use crate::files::SparseWriter;
+use crate::disk_files::SparseWriter;
 
 /// Entries (over all layers) tracked before a layer is called a tar bomb.
 const MAX_ENTRIES: usize = 500_000;

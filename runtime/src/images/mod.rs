@@ -228,7 +228,7 @@ pub enum ImageError {
 pub(crate) fn io_error(action: &'static str, path: &std::path::Path, e: std::io::Error) -> ImageError {
     if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
         let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
-        return ImageError::DiskFull { dir: dir.to_path_buf(), free: crate::files::free_space(dir) };
+        return ImageError::DiskFull { dir: dir.to_path_buf(), free: crate::disk_files::free_space(dir) };
     }
     ImageError::Io { action, path: path.to_path_buf(), source: e }
 }

@@ -66,7 +66,7 @@ pub async fn pull(request: &PullRequest) -> Result<PulledImage, ImageError> {
 
     let total: u64 = resolved.layers.iter().map(|l| l.size).sum();
     let missing: u64 = resolved.layers.iter().filter(|l| !cache.blob_path(&l.hex).exists()).map(|l| l.size).sum();
-    if let Some(free) = crate::files::free_space(cache.root())
+    if let Some(free) = crate::disk_files::free_space(cache.root())
         && missing > free
     {
         return Err(ImageError::DiskFull { dir: cache.root().to_path_buf(), free: Some(free) });

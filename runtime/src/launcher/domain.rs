@@ -210,10 +210,15 @@ fn quantity(v: &Value, what: &str, problems: &mut Vec<String>) -> Option<u64> {
             return None;
         }
     };
-    match vmform_compiler::values::parse_quantity(&text) {
-        Ok(q) => match u64::try_from(q.bytes) {
-            Ok(b) => Some(b),
-            Err(_) => {
+    // The one quantity parser: `1.5Gi` is KubeVirt's too; a fraction of a byte rounds up.
+    match vmform_cluster::quantity::parse_amount(&text) {
+        Ok(q) => match q.ceil().and_then(|b| u64::try_from(b).ok()) {
+            Some(b) => Some(b),
+            None if q.is_negative() => {
+                problems.push(format!("{what}: `{text}` is negative"));
+                None
+            }
+            None => {
                 problems.push(format!("{what}: `{text}` is too large"));
                 None
             }
@@ -232,12 +237,8 @@ fn cpu_count(v: &Value) -> Option<u64> {
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    if let Some(milli) = text.strip_suffix('m') {
-        let m: u64 = milli.parse().ok()?;
-        return Some(m.div_ceil(1000).max(1));
-    }
-    let f: f64 = text.parse().ok()?;
-    (f > 0.0 && f < 4096.0).then(|| (f.ceil() as u64).max(1))
+    let cores = vmform_cluster::quantity::parse_amount(&text).ok()?.as_f64();
+    (cores > 0.0 && cores < 4096.0).then(|| (cores.ceil() as u64).max(1))
 }
 
 fn positive(v: &Value, ptr: &str, what: &str, problems: &mut Vec<String>) -> Option<u64> {

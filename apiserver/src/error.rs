@@ -1,4 +1,7 @@
-//! The API server's one error type: a Kubernetes `Status` with its HTTP code.
+//! The API server's errors: [`Error`], the crate's one error type (a server that could not
+//! start: its data dir, store, TLS, listener), and [`ApiError`], a request refused, which
+//! travels as a Kubernetes `Status` with its HTTP code (and is [`Error::Bootstrap`] when the
+//! server refuses its own first writes).
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -129,3 +132,26 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// Why the API server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the data dir {path} cannot be used: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("the data dir {path} is in use by another vmform server{pid}; stop it with `vmform down`")]
+    Locked { path: String, pid: String },
+    #[error("cannot open the database {path}: {source}")]
+    Database { path: String, source: rusqlite::Error },
+    #[error("the database {path} holds an object that is not valid JSON ({key}): {source}")]
+    Corrupt { path: String, key: String, source: serde_json::Error },
+    #[error("cannot read or write {path}: {source}")]
+    TlsFile { path: String, source: std::io::Error },
+    #[error("cannot make a certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("the TLS configuration is refused: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot create the system namespaces: {0}")]
+    Bootstrap(ApiError),
+}

@@ -10,30 +10,9 @@ use kube::{Client, Config};
 use serde_json::{json, Value};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use vmform_runtime::local::{self, LocalServer, UpConfig};
 
-struct Harness {
-    server: LocalServer,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn client_for(kubeconfig: &std::path::Path) -> Client {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await.unwrap();
-    Client::try_from(config).unwrap()
-}
-
-async fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let server = local::up(UpConfig { data_dir: dir.path().to_path_buf(), listen: "127.0.0.1:0".parse().unwrap() }).await.unwrap();
-    let client = client_for(&server.data_dir.kubeconfig()).await;
-    Harness { server, client, _dir: dir }
-}
-
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", kind), plural)
-}
+mod common;
+use common::*;
 
 fn vms(client: &Client) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), "default", &resource("VirtualMachine", "virtualmachines"))

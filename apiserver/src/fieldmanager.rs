@@ -87,8 +87,8 @@ use std::fmt;
 
 use serde_json::{Map, Value, json};
 
-use crate::apiserver::error::{ApiError, Cause};
-use crate::apiserver::validation::go_quote;
+use crate::error::{ApiError, Cause};
+use crate::validation::go_quote;
 
 /// Which operation wrote the fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

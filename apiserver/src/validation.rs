@@ -11,7 +11,7 @@
 //!    at most 256 KiB; labels and annotations are maps of strings.
 //! 2. **The structural schema**: the type of every field in a hand-written table (`VM_SPEC`
 //!    and friends below, listed by [`schema_table`]) and which fields are required, as in
-//!    KubeVirt's OpenAPI (`runtime/tests/validation_schema.rs` holds the table to it).
+//!    KubeVirt's OpenAPI (`apiserver/tests/validation_schema.rs` holds the table to it).
 //!    Quantities (`memory.guest`, `resources.requests.*`, …) are an integer or a string that
 //!    must also match the quantity pattern, as KubeVirt's CRDs declare them. Fields not in the
 //!    table pass unchecked: KubeVirt's examples use many fields vmform does not model, and
@@ -63,17 +63,9 @@ pub fn validate(resource: &Resource, object: &Value) -> Vec<Cause> {
     causes
 }
 
-/// DNS-1123 subdomain (≤253, lowercase alphanumerics, '-' and '.', starting and ending
-/// alphanumeric) — the object names of most kinds.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && matches_dns1123_subdomain(s)
-}
-
-/// DNS-1123 label (≤63, lowercase alphanumerics and '-', starting and ending alphanumeric)
-/// — namespace names.
-pub fn is_dns1123_label(s: &str) -> bool {
-    s.len() <= 63 && matches_dns1123_label(s)
-}
+// The DNS-1123 patterns are the compiler's, the one definition the specs' checks share.
+pub use vmform_compiler::values::{is_dns1123_label, is_dns1123_subdomain};
+use vmform_compiler::values::{matches_dns1123_label, matches_dns1123_subdomain};
 
 /// One field of the schema table, for tools and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -680,16 +672,6 @@ fn regex_error(message: &str, pattern: &str, examples: &[&str]) -> String {
 
 fn max_len_error(length: usize) -> String {
     format!("must be no more than {length} characters")
-}
-
-fn matches_dns1123_label(s: &str) -> bool {
-    let lower_alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let b = s.as_bytes();
-    !b.is_empty() && lower_alnum(b[0]) && lower_alnum(b[b.len() - 1]) && b.iter().all(|&c| lower_alnum(c) || c == b'-')
-}
-
-fn matches_dns1123_subdomain(s: &str) -> bool {
-    s.split('.').all(matches_dns1123_label)
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::resources::{Resource, NAMESPACE};
-use super::subresources;
+use super::resources::kubevirt_actions;
 use std::collections::HashMap;
 
 /// What a request path names.
@@ -28,7 +28,25 @@ pub enum Route {
     Object { resource: &'static Resource, namespace: Option<String>, name: String, subresource: Option<String> },
     /// `/apis/subresources.kubevirt.io/<version>/namespaces/<ns>/<plural>/<name>/<action>`:
     /// KubeVirt's VM and VMI actions.
-    KubeVirtAction(subresources::Request),
+    KubeVirtAction(ActionRequest),
+}
+
+/// One request to KubeVirt's subresource group (`subresources.kubevirt.io`), routed.
+#[derive(Debug, PartialEq)]
+pub struct ActionRequest {
+    /// `virtualmachines` or `virtualmachineinstances`.
+    pub plural: String,
+    pub namespace: String,
+    pub name: String,
+    /// `start`, `stop`, …; `vnc/screenshot` for the nested ones.
+    pub action: String,
+}
+
+impl ActionRequest {
+    /// The resource name RBAC and errors use: `virtualmachines/start`.
+    pub fn resource(&self) -> String {
+        format!("{}/{}", self.plural, self.action)
+    }
 }
 
 impl Route {
@@ -45,10 +63,10 @@ impl Route {
             ["apis", group] => Ok(Route::Group(group.to_string())),
             ["api", version] => Ok(Route::ResourceList { group: String::new(), version: version.to_string() }),
             ["apis", group, version] => Ok(Route::ResourceList { group: group.to_string(), version: version.to_string() }),
-            ["apis", subresources::GROUP, version, rest @ ..] => {
+            ["apis", kubevirt_actions::GROUP, version, rest @ ..] => {
                 match rest {
-                    ["namespaces", ns, plural, name, action @ ..] if subresources::VERSIONS.contains(version) && !action.is_empty() => {
-                        Ok(Route::KubeVirtAction(subresources::Request {
+                    ["namespaces", ns, plural, name, action @ ..] if kubevirt_actions::VERSIONS.contains(version) && !action.is_empty() => {
+                        Ok(Route::KubeVirtAction(ActionRequest {
                             plural: plural.to_string(),
                             namespace: ns.to_string(),
                             name: name.to_string(),
@@ -172,7 +190,7 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::{LEASE, NODE, VIRTUAL_MACHINE};
+    use crate::resources::{LEASE, NODE, VIRTUAL_MACHINE};
 
     #[test]
     fn paths_name_collections_objects_and_subresources() {
@@ -217,7 +235,7 @@ mod tests {
     fn kubevirt_actions_have_their_own_route() {
         assert_eq!(
             Route::parse("/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/web/start").unwrap(),
-            Route::KubeVirtAction(subresources::Request {
+            Route::KubeVirtAction(ActionRequest {
                 plural: "virtualmachines".into(),
                 namespace: "default".into(),
                 name: "web".into(),

@@ -16,7 +16,7 @@
 //! same transaction as the writes it numbers, and events reach watchers in revision order
 //! because they are published under the state lock in commit order.
 
-use super::error::ApiError;
+use super::error::{ApiError, Error};
 use super::resources::{self, Resource};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -174,19 +174,10 @@ pub struct Store {
     commits: Arc<AtomicU64>,
 }
 
-/// Errors opening the store, reported at startup.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("cannot open the database {path}: {source}")]
-    Database { path: String, source: rusqlite::Error },
-    #[error("the database {path} holds an object that is not valid JSON ({key}): {source}")]
-    Corrupt { path: String, key: String, source: serde_json::Error },
-}
-
 impl Store {
     /// Open (or create) the database at `path`, load every object, and start the writer.
-    pub fn open(path: &Path) -> Result<Store, OpenError> {
-        let db_error = |source| OpenError::Database { path: path.display().to_string(), source };
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        let db_error = |source| Error::Database { path: path.display().to_string(), source };
         let db = Connection::open(path).map_err(db_error)?;
         db.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -214,7 +205,7 @@ impl Store {
                 let body: Vec<u8> = row.get(3).map_err(db_error)?;
                 // A resource this version no longer serves stays in the database untouched.
                 let Some(index) = resources::ALL.iter().position(|r| r.qualified() == resource) else { continue };
-                let object: Value = serde_json::from_slice(&body).map_err(|source| OpenError::Corrupt {
+                let object: Value = serde_json::from_slice(&body).map_err(|source| Error::Corrupt {
                     path: path.display().to_string(),
                     key: format!("{resource} {namespace}/{name}"),
                     source,

@@ -1,114 +1,23 @@
-//! The local control plane on this machine: its data dir, the startup that turns a data
-//! dir into a running API server, and the files it leaves for clients (kubeconfig, pid
-//! file, `server.json`).
-//!
-//! Data dir layout:
-//!
-//! | file | what |
-//! |---|---|
-//! | `vmform.db` (+ `-wal`, `-shm`) | the store (SQLite, WAL) |
-//! | `ca.crt`, `ca.key` | the certificate authority clients trust (key mode 0600) |
-//! | `tokens.json` | digests of the bearer tokens, with their roles (0600) |
-//! | `kubeconfig` | context `vmform-local` with the admin token (0600) |
-//! | `lock` | held (flock) while a server runs on this data dir |
-//! | `vmform.pid`, `server.json` | the running server's pid, address and version |
-//! | `vmform.log` | the server's output with `vmform up --detach` |
+//! The local control plane's API server on this machine: the startup that turns a data
+//! dir (`vmform_cluster::local::DataDir`, whose layout lives there) into a running server
+//! — lock, store, CA and serving certificate, admin token — and the files it leaves for
+//! clients (kubeconfig, pid file, `server.json`).
 
-use crate::apiserver::auth::{self, Role, Tokens};
-use crate::apiserver::server::{self, Api, RunningServer};
-use crate::apiserver::store::{OpenError, Store};
-use crate::apiserver::tls::{self, TlsError};
-use crate::files::{write_atomically, write_private};
-use serde::{Deserialize, Serialize};
+use crate::auth::{self, Role, Tokens};
+use crate::error::Error;
+use crate::server::{self, Api, RunningServer};
+use crate::store::Store;
+use crate::tls;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use vmform_cluster::files::{write_atomically, write_private};
+pub use vmform_cluster::local::{default_data_dir, DataDir, ServerInfo, CONTEXT};
 
-/// The kubeconfig context (and cluster) name of the local control plane.
-pub const CONTEXT: &str = "vmform-local";
 const ADMIN_USER: &str = "vmform-local-admin";
 /// The default address: loopback only, next to (not on) the 6443 a local Kubernetes uses.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
-
-/// `$VMFORM_HOME`, else the platform's data dir (`$XDG_DATA_HOME/vmform`,
-/// `~/.local/share/vmform`).
-pub fn default_data_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("VMFORM_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home);
-    }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join("vmform");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/vmform")
-}
-
-/// The files of one data dir.
-#[derive(Debug, Clone)]
-pub struct DataDir(pub PathBuf);
-
-impl DataDir {
-    pub fn database(&self) -> PathBuf {
-        self.0.join("vmform.db")
-    }
-    pub fn kubeconfig(&self) -> PathBuf {
-        self.0.join("kubeconfig")
-    }
-    pub fn tokens(&self) -> PathBuf {
-        self.0.join("tokens.json")
-    }
-    pub fn pid_file(&self) -> PathBuf {
-        self.0.join("vmform.pid")
-    }
-    pub fn log_file(&self) -> PathBuf {
-        self.0.join("vmform.log")
-    }
-    pub fn server_info(&self) -> PathBuf {
-        self.0.join("server.json")
-    }
-    fn lock(&self) -> PathBuf {
-        self.0.join("lock")
-    }
-    /// What `server.json` says, if a server wrote it.
-    pub fn read_server_info(&self) -> Option<ServerInfo> {
-        serde_json::from_slice(&std::fs::read(self.server_info()).ok()?).ok()
-    }
-    /// Whether a server holds this data dir now (its lock is taken).
-    pub fn in_use(&self) -> bool {
-        match File::open(self.lock()) {
-            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-            Err(_) => false,
-        }
-    }
-}
-
-/// What a running server publishes about itself in `server.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServerInfo {
-    pub pid: u32,
-    /// `https://127.0.0.1:7443`
-    pub address: String,
-    pub version: String,
-    pub started: String,
-}
-
-/// Why the control plane did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum UpError {
-    #[error("the data dir {path} cannot be used: {source}")]
-    DataDir { path: String, source: std::io::Error },
-    #[error("the data dir {path} is in use by another vmform server{pid}; stop it with `vmform down`")]
-    Locked { path: String, pid: String },
-    #[error(transparent)]
-    Store(#[from] OpenError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
-    #[error("cannot create the system namespaces: {0}")]
-    Bootstrap(crate::apiserver::error::ApiError),
-}
 
 /// How to start the control plane.
 pub struct UpConfig {
@@ -143,10 +52,10 @@ fn remove_run_files(dir: &DataDir) {
 
 /// Start the local control plane on `config.data_dir`: lock it, open the store, make
 /// the CA and the admin token on first start, listen, and write the kubeconfig.
-pub async fn up(config: UpConfig) -> Result<LocalServer, UpError> {
+pub async fn up(config: UpConfig) -> Result<LocalServer, Error> {
     let dir = DataDir(config.data_dir.clone());
     let path = dir.0.display().to_string();
-    let dir_error = |source| UpError::DataDir { path: path.clone(), source };
+    let dir_error = |source| Error::DataDir { path: path.clone(), source };
     std::fs::create_dir_all(&dir.0).map_err(dir_error)?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -157,7 +66,7 @@ pub async fn up(config: UpConfig) -> Result<LocalServer, UpError> {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let pid = dir.read_server_info().map(|i| format!(" (pid {})", i.pid)).unwrap_or_default();
-            return Err(UpError::Locked { path, pid });
+            return Err(Error::Locked { path, pid });
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(dir_error(e)),
     }
@@ -169,8 +78,8 @@ pub async fn up(config: UpConfig) -> Result<LocalServer, UpError> {
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| UpError::Listen { addr: config.listen.to_string(), source })?;
-    let local = listener.local_addr().map_err(|source| UpError::Listen { addr: config.listen.to_string(), source })?;
+        .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
     // Clients of an unspecified address (0.0.0.0) reach it on loopback from here.
     let client_ip = if local.ip().is_unspecified() { "127.0.0.1".parse().expect("an IP") } else { local.ip() };
     let address = format!("https://{}", SocketAddr::new(client_ip, local.port()));
@@ -180,14 +89,14 @@ pub async fn up(config: UpConfig) -> Result<LocalServer, UpError> {
     }
     let certificates = tls::load_or_create(&dir.0, &hosts)?;
     let api = Arc::new(Api { store: Arc::clone(&store), tokens, address: address.clone() });
-    server::bootstrap(&store).await.map_err(UpError::Bootstrap)?;
-    let server = server::serve(api, listener, &certificates).map_err(|source| UpError::Listen { addr: local.to_string(), source })?;
+    server::bootstrap(&store).await.map_err(Error::Bootstrap)?;
+    let server = server::serve(api, listener, &certificates).map_err(|source| Error::Listen { addr: local.to_string(), source })?;
     write_private(&dir.kubeconfig(), kubeconfig(&address, &certificates.ca_pem, &token).as_bytes()).map_err(dir_error)?;
     let info = ServerInfo {
         pid: std::process::id(),
         address: address.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        started: crate::apiserver::handlers::now(),
+        started: crate::handlers::now(),
     };
     write_atomically(&dir.server_info(), &serde_json::to_vec_pretty(&info).expect("serialises"), 0o644).map_err(dir_error)?;
     write_atomically(&dir.pid_file(), format!("{}\n", info.pid).as_bytes(), 0o644).map_err(dir_error)?;

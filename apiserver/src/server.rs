@@ -130,7 +130,7 @@ fn table_response(value: &Value) -> Result<Response, ApiError> {
 async fn kubevirt_action(api: &Api, user: &User, method: &Method, request: &subresources::Request, body: Body) -> Result<Response, ApiError> {
     let put = method == Method::PUT;
     if put && user.role == Role::ReadOnly {
-        let group = subresources::GROUP;
+        let group = resources::kubevirt_actions::GROUP;
         return Err(ApiError::new(
             403,
             "Forbidden",

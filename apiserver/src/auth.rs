@@ -85,7 +85,7 @@ pub fn create_token(path: &Path, name: &str, role: Role) -> std::io::Result<Stri
     let mut entries = read_entries(path)?;
     entries.push(TokenEntry { name: name.to_string(), sha256: digest(&token), role });
     let json = serde_json::to_vec_pretty(&entries).expect("token entries serialise");
-    crate::files::write_private(path, &json)?;
+    vmform_cluster::files::write_private(path, &json)?;
     Ok(token)
 }
 

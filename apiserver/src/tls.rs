@@ -5,6 +5,7 @@
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use crate::error::Error;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,16 +14,6 @@ pub struct Certificates {
     /// The CA certificate, PEM: goes into the kubeconfig.
     pub ca_pem: String,
     pub server_config: Arc<rustls::ServerConfig>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read or write {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("cannot make a certificate: {0}")]
-    Certificate(#[from] rcgen::Error),
-    #[error("the TLS configuration is refused: {0}")]
-    Rustls(#[from] rustls::Error),
 }
 
 /// The CA's parameters. They are rebuilt identically at every start: with the stored key
@@ -42,10 +33,10 @@ fn ca_params() -> CertificateParams {
 
 /// Load the CA from `dir` (making it on first start) and sign a serving certificate for
 /// `hosts` (names and IP addresses).
-pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsError> {
+pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Certificates, Error> {
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| TlsError::Io { path, source }
+        move |source| Error::TlsFile { path, source }
     };
     let cert_path = dir.join("ca.crt");
     let key_path = dir.join("ca.key");
@@ -56,8 +47,8 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsE
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&key)?;
-        crate::files::write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-        crate::files::write_atomically(&cert_path, cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
+        vmform_cluster::files::write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
+        vmform_cluster::files::write_atomically(&cert_path, cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
         (cert.pem(), key)
     };
     let issuer = Issuer::new(ca_params(), ca_key);

@@ -10,8 +10,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use vmform_runtime::apiserver::resources::Resource;
-use vmform_runtime::apiserver::validation::{schema_table, validate};
+use vmform_apiserver::resources::Resource;
+use vmform_apiserver::validation::{schema_table, validate};
 
 fn kubevirt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/kubevirt")

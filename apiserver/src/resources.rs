@@ -165,8 +165,8 @@ impl Resource {
 
 /// `APIResourceList` for one group version.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    if group == super::subresources::GROUP {
-        return super::subresources::resource_list(version);
+    if group == kubevirt_actions::GROUP {
+        return kubevirt_actions::resource_list(version);
     }
     let served: Vec<&Resource> = ALL.into_iter().filter(|r| r.group == group && r.version == version).collect();
     if served.is_empty() {
@@ -204,8 +204,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 
 /// `APIGroup` for one named group.
 pub fn group(name: &str) -> Option<Value> {
-    if name == super::subresources::GROUP {
-        return Some(super::subresources::group());
+    if name == kubevirt_actions::GROUP {
+        return Some(kubevirt_actions::group());
     }
     let (_, version) = GROUPS.iter().find(|(g, _)| *g == name)?;
     let gv = json!({ "groupVersion": format!("{name}/{version}"), "version": version });
@@ -216,8 +216,39 @@ pub fn group(name: &str) -> Option<Value> {
 /// an aggregated API server).
 pub fn group_list() -> Value {
     let mut groups: Vec<Value> = GROUPS.iter().filter_map(|(g, _)| group(g)).collect();
-    groups.push(super::subresources::group());
+    groups.push(kubevirt_actions::group());
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
+}
+
+/// KubeVirt's subresource API group (`subresources.kubevirt.io`, as virt-api serves it):
+/// what discovery and routing know of it. The actions themselves are `subresources.rs`'s,
+/// which sits above the handlers; discovery and routing sit below them.
+pub mod kubevirt_actions {
+    use serde_json::{json, Value};
+
+    pub const GROUP: &str = "subresources.kubevirt.io";
+    /// The versions virt-api serves; `v1` is preferred, `v1alpha3` answers the same.
+    pub const VERSIONS: [&str; 2] = ["v1", "v1alpha3"];
+    /// The VM actions served, in discovery order.
+    pub const VM_ACTIONS: [&str; 4] = ["start", "stop", "restart", "migrate"];
+    /// `APIResourceList` of `subresources.kubevirt.io/<version>`: like virt-api's, entries
+    /// with only a name (every one a subresource, so `kubectl api-resources` lists none).
+    pub fn resource_list(version: &str) -> Option<Value> {
+        if !VERSIONS.contains(&version) {
+            return None;
+        }
+        let resources: Vec<Value> = VM_ACTIONS
+            .iter()
+            .map(|a| json!({ "name": format!("virtualmachines/{a}"), "singularName": "", "namespaced": true, "kind": "", "verbs": ["update"] }))
+            .collect();
+        Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{version}"), "resources": resources }))
+    }
+
+    /// `APIGroup` of `subresources.kubevirt.io`.
+    pub fn group() -> Value {
+        let versions: Vec<Value> = VERSIONS.iter().map(|v| json!({ "groupVersion": format!("{GROUP}/{v}"), "version": v })).collect();
+        json!({ "kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": versions, "preferredVersion": versions[0] })
+    }
 }
 
 /// `APIVersions` of the core group, with the address clients should use.

@@ -14,65 +14,25 @@
 use super::error::{ApiError, Cause};
 use super::handlers::{self, Edit, Target, Writer};
 use super::resources::{MIGRATION, VIRTUAL_MACHINE, VIRTUAL_MACHINE_INSTANCE};
+use super::resources::kubevirt_actions::{GROUP, VM_ACTIONS};
+pub use super::route::ActionRequest as Request;
 use super::store::{Key, Store};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-pub const GROUP: &str = "subresources.kubevirt.io";
-/// The versions virt-api serves; `v1` is preferred, `v1alpha3` answers the same.
-pub const VERSIONS: [&str; 2] = ["v1", "v1alpha3"];
 /// The field manager of the writes, as virt-api's own client is named.
 const MANAGER: &str = "virt-api";
 
 const VM_NOT_RUNNING: &str = "VM is not running";
 const VOLUME_MIGRATION_RECOVERY: &str = "VM recovery required: Volume migration failed, leaving some volumes pointing to non-consistent targets; manual intervention is needed to reassign them to their original volumes.";
 
-/// The VM actions served, in discovery order.
-const VM_ACTIONS: [&str; 4] = ["start", "stop", "restart", "migrate"];
 /// KubeVirt's other subresources: answered with 501 rather than a bare 404, so a client
 /// learns what is missing.
 const NOT_IMPLEMENTED: [&str; 17] = [
     "console", "vnc", "vnc/screenshot", "portforward", "pause", "unpause", "freeze", "unfreeze", "softreboot", "reset", "guestosinfo",
     "userlist", "filesystemlist", "addvolume", "removevolume", "memorydump", "expand-spec",
 ];
-
-/// `APIResourceList` of `subresources.kubevirt.io/<version>`: like virt-api's, entries
-/// with only a name (every one a subresource, so `kubectl api-resources` lists none).
-pub fn resource_list(version: &str) -> Option<Value> {
-    if !VERSIONS.contains(&version) {
-        return None;
-    }
-    let resources: Vec<Value> = VM_ACTIONS
-        .iter()
-        .map(|a| json!({ "name": format!("virtualmachines/{a}"), "singularName": "", "namespaced": true, "kind": "", "verbs": ["update"] }))
-        .collect();
-    Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{version}"), "resources": resources }))
-}
-
-/// `APIGroup` of `subresources.kubevirt.io`.
-pub fn group() -> Value {
-    let versions: Vec<Value> = VERSIONS.iter().map(|v| json!({ "groupVersion": format!("{GROUP}/{v}"), "version": v })).collect();
-    json!({ "kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": versions, "preferredVersion": versions[0] })
-}
-
-/// One request to the group, routed.
-#[derive(Debug, PartialEq)]
-pub struct Request {
-    /// `virtualmachines` or `virtualmachineinstances`.
-    pub plural: String,
-    pub namespace: String,
-    pub name: String,
-    /// `start`, `stop`, …; `vnc/screenshot` for the nested ones.
-    pub action: String,
-}
-
-impl Request {
-    /// The resource name RBAC and errors use: `virtualmachines/start`.
-    pub fn resource(&self) -> String {
-        format!("{}/{}", self.plural, self.action)
-    }
-}
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -501,6 +461,7 @@ mod tests {
 
     #[test]
     fn discovery_lists_the_vm_actions() {
+        use crate::resources::kubevirt_actions::{group, resource_list};
         let list = resource_list("v1").unwrap();
         assert_eq!(list["groupVersion"], "subresources.kubevirt.io/v1");
         let names: Vec<&str> = list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();

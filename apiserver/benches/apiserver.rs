@@ -5,7 +5,7 @@
 //! - watch delivery latency with 100 watchers (`BENCH_WATCHERS`): the time from sending a
 //!   write to each watcher receiving its event, p50 and p99 over every delivery.
 //!
-//! Run: `cargo bench -p vmform-runtime --bench apiserver`; figures are in
+//! Run: `cargo bench -p vmform-apiserver --bench apiserver`; figures are in
 //! book/src/benchmarks.md.
 
 use futures_util::StreamExt;
@@ -14,7 +14,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vmform_runtime::local::{self, UpConfig};
+use vmform_apiserver::local::{self, UpConfig};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -44,18 +44,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let server = local::up(UpConfig { data_dir: dir.path().to_path_buf(), listen: "127.0.0.1:0".parse().unwrap() }).await.unwrap();
-    let config = kube::config::Kubeconfig::read_from(server.data_dir.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"), "virtualmachines");
+    // vmform-cluster's one builder; each call makes a client with its own connections.
+    let wanted = vmform_cluster::TargetArgs::local(&server.data_dir);
+    let resource = vmform_cluster::kubevirt::vm_resource();
 
     // Creates: 8 clients, each with its own connection, each creating in a loop.
     let creates = env("BENCH_CREATES", 4_000);
     let clients = 8;
+    let mut apis = Vec::new();
+    for _ in 0..clients {
+        let client = vmform_cluster::client(&wanted).await.unwrap().client;
+        apis.push(Api::<DynamicObject>::namespaced_with(client, "default", &resource));
+    }
     let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let client = kube::Client::try_from(config.clone()).unwrap();
-            let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource);
+    let tasks: Vec<_> = apis
+        .into_iter()
+        .enumerate()
+        .map(|(c, api)| {
             tokio::spawn(async move {
                 for i in (c..creates).step_by(clients) {
                     api.create(&PostParams::default(), &vm(&format!("vm-{i}"))).await.unwrap();
@@ -78,7 +83,7 @@ async fn main() {
     // Watch latency: 100 watchers on the namespace, one writer.
     let watchers = env("BENCH_WATCHERS", 100);
     let writes = env("BENCH_WATCH_WRITES", 200);
-    let client = kube::Client::try_from(config.clone()).unwrap();
+    let client = vmform_cluster::client(&wanted).await.unwrap().client;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "watched", &resource);
     let namespaces: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces"));
     namespaces
