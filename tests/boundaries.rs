@@ -1,5 +1,5 @@
-//! The crate boundaries of DESIGN.md's workspace table, read from `cargo metadata`: what
-//! each crate may never link, directly or through any dependency. Only normal
+//! The crate boundaries of ARCHITECTURE.md's table, read from `cargo metadata`: what each
+//! crate may never link, directly or through any dependency. Only normal
 //! dependencies count (not dev-dependencies, which tests and benchmarks use, nor build
 //! dependencies, which are not linked); features are the workspace's defaults.
 
