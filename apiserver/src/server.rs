@@ -277,49 +277,7 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
                 None => ok(&list),
             }
         }
-        ("watch", name) => {
-            let mut selection = Selection::parse(&query)?;
-            if let Some(name) = name {
-                // The legacy `/…/name?watch=true` form watches one object.
-                selection.fields = Some(super::selectors::FieldSelector::parse(&format!("metadata.name={name}"))?);
-            }
-            let resource_version = match query.get("resourceVersion") {
-                None => None,
-                Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
-            };
-            let send_initial_events = query.flag("sendInitialEvents");
-            if send_initial_events && !query.flag("allowWatchBookmarks") {
-                return Err(ApiError::new(
-                    422,
-                    "Invalid",
-                    "sendInitialEvents requires setting allowWatchBookmarks to true",
-                ));
-            }
-            let lines = watch::start(
-                store,
-                WatchRequest {
-                    resource,
-                    namespace: namespace.clone(),
-                    selection,
-                    resource_version,
-                    send_initial_events,
-                    bookmarks: query.flag("allowWatchBookmarks"),
-                    timeout: WatchRequest::timeout_from(query.number("timeoutSeconds")?),
-                },
-            );
-            let stream = ReceiverStream::new(lines).map(move |line| {
-                Ok::<_, std::convert::Infallible>(match as_table {
-                    Some(include) => table::watch_line(resource, line, include),
-                    None => line,
-                })
-            });
-            Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::TRANSFER_ENCODING, "chunked")
-                .body(Body::from_stream(stream))
-                .expect("a valid response"))
-        }
+        ("watch", name) => watch_response(store, resource, namespace, name, &query, as_table),
         ("create", None) => {
             let object = handlers::parse_body(&read_body(body).await?, &content_type)?;
             let created = handlers::create(store, &target, &writer, object).await?;
@@ -331,29 +289,7 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
             ok(&object)
         }
         ("patch", Some(name)) => {
-            let bytes = read_body(body).await?;
-            let media = content_type.split(';').next().unwrap_or("").trim();
-            let edit = match media {
-                "application/apply-patch+yaml" => {
-                    if query.get("fieldManager").is_none() {
-                        return Err(ApiError::bad_request("PATCH requests for server-side apply require fieldManager to be set"));
-                    }
-                    Edit::Apply { body: handlers::parse_body(&bytes, "yaml")?, force: query.flag("force") }
-                }
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    Edit::MergePatch(handlers::parse_body(&bytes, "json")?)
-                }
-                "application/json-patch+json" => Edit::JsonPatch(
-                    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the JSON patch could not be decoded: {e}")))?,
-                ),
-                other => {
-                    return Err(ApiError::new(
-                        415,
-                        "UnsupportedMediaType",
-                        format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {other:?}"),
-                    ));
-                }
-            };
+            let edit = patch_edit(&read_body(body).await?, &content_type, &query)?;
             let (object, created) = handlers::modify(store, &target, &name, subresource.as_deref(), &writer, edit).await?;
             Ok(json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &object))
         }
@@ -364,6 +300,76 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
         }
         ("deletecollection", None) => ok(&handlers::delete_collection(store, &target, &query, &writer).await?),
         _ => Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+    }
+}
+
+/// A watch stream, as JSON lines (or table rows for `kubectl get -w`).
+fn watch_response(
+    store: &Arc<Store>,
+    resource: &'static Resource,
+    namespace: Option<String>,
+    name: Option<String>,
+    query: &Query,
+    as_table: Option<table::Include>,
+) -> Result<Response, ApiError> {
+    let mut selection = Selection::parse(query)?;
+    if let Some(name) = name {
+        // The legacy `/…/name?watch=true` form watches one object.
+        selection.fields = Some(super::selectors::FieldSelector::parse(&format!("metadata.name={name}"))?);
+    }
+    let resource_version = match query.get("resourceVersion") {
+        None => None,
+        Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
+    };
+    let send_initial_events = query.flag("sendInitialEvents");
+    if send_initial_events && !query.flag("allowWatchBookmarks") {
+        return Err(ApiError::new(422, "Invalid", "sendInitialEvents requires setting allowWatchBookmarks to true"));
+    }
+    let lines = watch::start(
+        store,
+        WatchRequest {
+            resource,
+            namespace,
+            selection,
+            resource_version,
+            send_initial_events,
+            bookmarks: query.flag("allowWatchBookmarks"),
+            timeout: WatchRequest::timeout_from(query.number("timeoutSeconds")?),
+        },
+    );
+    let stream = ReceiverStream::new(lines).map(move |line| {
+        Ok::<_, std::convert::Infallible>(match as_table {
+            Some(include) => table::watch_line(resource, line, include),
+            None => line,
+        })
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(Body::from_stream(stream))
+        .expect("a valid response"))
+}
+
+/// A PATCH body as the edit its media type names.
+fn patch_edit(bytes: &[u8], content_type: &str, query: &Query) -> Result<Edit, ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/apply-patch+yaml" => {
+            if query.get("fieldManager").is_none() {
+                return Err(ApiError::bad_request("PATCH requests for server-side apply require fieldManager to be set"));
+            }
+            Ok(Edit::Apply { body: handlers::parse_body(bytes, "yaml")?, force: query.flag("force") })
+        }
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => Ok(Edit::MergePatch(handlers::parse_body(bytes, "json")?)),
+        "application/json-patch+json" => Ok(Edit::JsonPatch(
+            serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the JSON patch could not be decoded: {e}")))?,
+        )),
+        other => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {other:?}"),
+        )),
     }
 }
 
