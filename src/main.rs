@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             EXIT_OK
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
-        Command::Lsp => match lsp::run() {
+        Command::Lsp { policy } => match lsp::run(policy) {
             Ok(()) => EXIT_OK,
             Err(e) => {
                 eprintln!("error: vmform lsp: {e}");
