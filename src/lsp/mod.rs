@@ -129,8 +129,11 @@ impl Server<'_> {
                     if self.connection.handle_shutdown(&r)? {
                         return Ok(());
                     }
-                    // Answer from the latest text: compile what edits left pending first.
-                    self.refresh()?;
+                    // Answer from the latest text: compile what edits left pending first,
+                    // unless the request reads only the document's own text.
+                    if !self.answers_at_once(&r) {
+                        self.refresh()?;
+                    }
                     let id = r.id.clone();
                     let method = r.method.clone();
                     let response = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.request(r))) {
@@ -222,6 +225,19 @@ impl Server<'_> {
             }
             _ => return Err(Failure::Invalid(Error(format!("vmform lsp does not handle {}", r.method)))),
         })
+    }
+
+    /// Completion and hover read the open document's text (always the latest) and only
+    /// names and places from its project, so once the project is compiled they answer at
+    /// once, from its last compile, and the compile that edits left pending runs after.
+    fn answers_at_once(&self, r: &Request) -> bool {
+        let quick = r.method == req::Completion::METHOD || r.method == req::HoverRequest::METHOD;
+        let uri = r.params.get("textDocument").and_then(|t| t.get("uri")).and_then(|u| u.as_str()).and_then(|u| u.parse::<Uri>().ok());
+        quick
+            && uri.and_then(|u| uri_to_path(&u)).is_some_and(|path| {
+                let root = root_for(&path, self.projects.values().map(|(p, _)| p));
+                self.projects.contains_key(&root)
+            })
     }
 
     /// Run `f` on an open document, its path and its project.
