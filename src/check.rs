@@ -43,36 +43,9 @@ fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Evaluation, Error> {
     if c.has_errors() {
         return Err(compiled(&c).err().unwrap_or(Error::FAILED));
     }
-    let mut policy_files = vec![];
-    for p in &args.policies {
-        match policy_paths(p) {
-            Ok(files) => {
-                for f in files {
-                    match std::fs::read_to_string(&f) {
-                        Ok(text) => policy_files.push(c.sources.add(f, text.into())),
-                        Err(e) => {
-                            return Err(Error::usage(format!("cannot read policy {}: {e}", f.display())));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                return Err(Error::usage(format!("cannot read policy {}: {e}", p.display())));
-            }
-        }
-    }
-    let builtin: FileId = c.sources.add(policy::BUILTIN_PATH.into(), policy::BUILTIN.into());
-    let mut diags = Diagnostics::default();
-    let pol: Policy = policy::parse(&c.sources, &policy_files, Some(builtin), &mut diags);
     // Unknown ids in --rules are a usage error, with the ids that exist.
     let selected: Option<Vec<String>> = args.rules.as_ref().map(|r| r.iter().filter(|x| *x != "none").cloned().collect());
-    if let Some(sel) = &selected {
-        let known: BTreeSet<&str> = pol.rules.iter().filter(|r| r.builtin).map(|r| r.id.as_str()).collect();
-        if let Some(bad) = sel.iter().find(|s| !known.contains(s.as_str())) {
-            return Err(Error::usage(format!("--rules names no built-in rule `{bad}`; built-in rules: {}", known.into_iter().collect::<Vec<_>>().join(", "))));
-        }
-    }
-    let findings = policy::check(&pol, &c.objects, selected.as_deref(), today(), &mut diags);
+    let (pol, findings, diags) = run_policies(&mut c.sources, &c.objects, &args.policies, selected.as_deref())?;
     if !diags.is_empty() {
         report::print(&diags, &c.sources, DiagnosticFormat::Human);
         if diags.has_errors() {
@@ -87,6 +60,38 @@ fn evaluate(paths: &[PathBuf], args: &Args) -> Result<Evaluation, Error> {
         .chain([("exception-expired".to_string(), Level::Error, "An exception past its expiry date: fix what it waived, or renew it.".to_string())])
         .collect();
     Ok(Evaluation { sources: std::mem::take(&mut c.sources), objects: std::mem::take(&mut c.objects), findings, rules })
+}
+
+/// Load the policy files of `policies` (files, or directories of `*.kdl` files) into
+/// `sources` with the built-in rules, and evaluate them on `objects`: the policy, the
+/// findings and the policy's own diagnostics. `Err` is a usage error (an unreadable policy,
+/// an unknown rule id).
+/// `vmform check` and `vmform lsp --policy` both run policies through this.
+pub(crate) fn run_policies(
+    sources: &mut Sources,
+    objects: &[CompiledVm],
+    policies: &[PathBuf],
+    selected: Option<&[String]>,
+) -> Result<(Policy, Vec<Finding>, Diagnostics), Error> {
+    let mut policy_files = vec![];
+    for p in policies {
+        let files = policy_paths(p).map_err(|e| Error::usage(format!("cannot read policy {}: {e}", p.display())))?;
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| Error::usage(format!("cannot read policy {}: {e}", f.display())))?;
+            policy_files.push(sources.add(f, text.into()));
+        }
+    }
+    let builtin: FileId = sources.add(policy::BUILTIN_PATH.into(), policy::BUILTIN.into());
+    let mut diags = Diagnostics::default();
+    let pol: Policy = policy::parse(sources, &policy_files, Some(builtin), &mut diags);
+    if let Some(sel) = selected {
+        let known: BTreeSet<&str> = pol.rules.iter().filter(|r| r.builtin).map(|r| r.id.as_str()).collect();
+        if let Some(bad) = sel.iter().find(|s| !known.contains(s.as_str())) {
+            return Err(Error::usage(format!("--rules names no built-in rule `{bad}`; built-in rules: {}", known.into_iter().collect::<Vec<_>>().join(", "))));
+        }
+    }
+    let findings = policy::check(&pol, objects, selected, today(), &mut diags);
+    Ok((pol, findings, diags))
 }
 
 fn policy_paths(p: &Path) -> std::io::Result<Vec<PathBuf>> {

@@ -107,8 +107,12 @@ pub enum Command {
         format: DiagnosticFormat,
     },
     /// Run a language server over standard input and output (LSP), for editors
-    #[command(after_help = "Diagnostics as `vmform validate` reports them, completion, hover, go to definition, the outline and formatting. Editors start it themselves; see the book's chapter \"Editor support\".")]
-    Lsp,
+    #[command(after_help = "Diagnostics as `vmform validate` reports them (and, with --policy, the findings of `vmform check`), completion, hover, go to definition and references, the outline and workspace symbols, rename, quick fixes and formatting. Editors start it themselves; see the book's chapter \"Editor support\".")]
+    Lsp {
+        /// A policy file, or a directory of them (repeatable): `vmform check` findings become diagnostics too
+        #[arg(long, value_name = "PATH")]
+        policy: Vec<PathBuf>,
+    },
     /// Show what applying the specs would change on the cluster, and what each change does
     /// to a running VM
     #[command(after_help = "Exit codes: 0 success (no changes, with --detailed-exitcode), 1 error, 2 usage error or (with --detailed-exitcode) changes present.\n\nExamples:\n  vmform plan examples/shop\n  vmform plan examples/shop --out shop.plan && vmform apply shop.plan")]

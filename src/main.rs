@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             Ok(Done::Ok)
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
-        Command::Lsp => lsp::run().map(|()| Done::Ok).map_err(|e| Error::usage(format!("vmform lsp: {e}"))),
+        Command::Lsp { policy } => lsp::run(policy).map(|()| Done::Ok).map_err(|e| Error::usage(format!("vmform lsp: {e}"))),
         Command::Plan { project, out, detailed_exitcode, refresh_only, format } => {
             deploy_cmd::plan(&project, out.as_deref(), detailed_exitcode, refresh_only, format)
         }

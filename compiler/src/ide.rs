@@ -233,6 +233,207 @@ pub fn outline(file: &ast::File) -> Vec<Symbol> {
     out
 }
 
+/// A place in a file that declares or names a template, an instancetype or a param, for
+/// find references and rename. Read lexically, like [`at`], so a file that does not parse
+/// still has its references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub kind: SymbolKind,
+    pub name: String,
+    /// The name alone: inside the quotes of a string, inside the braces of `${name}`.
+    pub span: Range<usize>,
+    /// The `template`, `instancetype` or `param` node that defines the name.
+    pub declaration: bool,
+    /// The name is written inside quotes (else a bare identifier, `template=linux`).
+    pub quoted: bool,
+}
+
+/// Every declaration of and reference to a template, instancetype or param in `text`, in
+/// text order. `${index}` is not a param; a string written with escapes is skipped where
+/// the written name would differ from its value.
+pub fn references(text: &str) -> Vec<Reference> {
+    let mut out = vec![];
+    let mut depth = 0usize;
+    let mut line = Line::default();
+    let mut i = 0;
+    // A declaration's or reference's name, by where the token stands on its node line.
+    let named = |depth: usize, line: &Line| -> Option<(SymbolKind, bool)> {
+        if depth != 0 {
+            return None;
+        }
+        match (line.name.as_deref()?, line.prop.as_deref()) {
+            ("template", None) if line.args == 0 => Some((SymbolKind::Template, true)),
+            ("instancetype", None) if line.args == 0 => Some((SymbolKind::Instancetype, true)),
+            ("param", None) if line.args == 0 => Some((SymbolKind::Param, true)),
+            ("vm", Some("template")) => Some((SymbolKind::Template, false)),
+            ("vm", Some("instancetype")) => Some((SymbolKind::Instancetype, false)),
+            _ => None,
+        }
+    };
+    while i < text.len() {
+        let rest = &text[i..];
+        let Some(c) = rest.chars().next() else { break };
+        if rest.starts_with("//") {
+            i += line_end(rest);
+        } else if rest.starts_with("/*") {
+            i += block_comment_len(rest).max(2);
+        } else if rest.starts_with("/-") {
+            i += 2;
+        } else if c == '\n' || c == ';' || c == '\r' {
+            line = Line::default();
+            i += 1;
+        } else if c == '\\' {
+            let len = line_end(rest);
+            i += len + rest[len..].chars().next().map_or(0, char::len_utf8);
+        } else if c.is_whitespace() || c == '\u{feff}' {
+            i += c.len_utf8();
+        } else if c == '{' {
+            depth += 1;
+            line = Line::default();
+            i += 1;
+        } else if c == '}' {
+            depth = depth.saturating_sub(1);
+            line = Line::default();
+            i += 1;
+        } else if c == '(' {
+            i += rest.find(')').map_or(rest.len(), |e| e + 1);
+        } else if let Some(mut len) = string_len(rest) {
+            let hashes = rest.len() - rest.trim_start_matches('#').len();
+            let quotes = if rest[hashes..].starts_with("\"\"\"") { 3 } else { 1 };
+            if quotes == 1 {
+                len = len.min(line_end(rest));
+            }
+            let open = hashes + quotes;
+            let closed = len >= 2 * open && rest[..len].ends_with(&format!("{}{}", &rest[hashes..open], "#".repeat(hashes)));
+            let start = (i + open).min(i + len);
+            let end = if closed { i + len - open } else { i + len };
+            let content = &text[start..end.max(start)];
+            let plain = hashes > 0 || !content.contains('\\');
+            if line.name.is_none() {
+                line.name = Some(content.to_string());
+            } else {
+                if let (Some((kind, declaration)), true, 1) = (named(depth, &line), plain, quotes) {
+                    out.push(Reference { kind, name: content.to_string(), span: start..end.max(start), declaration, quoted: true });
+                } else if quotes == 3 || plain {
+                    interpolations(content, start, &mut out);
+                }
+                if line.prop.take().is_none() {
+                    line.args += 1;
+                }
+            }
+            i += len.max(1);
+        } else {
+            let len = rest
+                .find(|c: char| c.is_whitespace() || "{}();=\"\\".contains(c) || c == '\u{feff}')
+                .unwrap_or(rest.len())
+                .max(c.len_utf8());
+            let word = &rest[..len];
+            let is_prop = rest[len..].starts_with('=');
+            if line.name.is_none() {
+                line.name = Some(word.to_string());
+            } else if is_prop {
+                line.prop = Some(word.to_string());
+                i += 1;
+            } else {
+                // A bare identifier string, `template=linux`; not `#true` or a number.
+                let identifier = !word.starts_with(['#', '-', '+', '.']) && !word.starts_with(|c: char| c.is_ascii_digit());
+                if let (Some((kind, declaration)), true) = (named(depth, &line), identifier) {
+                    out.push(Reference { kind, name: word.to_string(), span: i..i + len, declaration, quoted: false });
+                }
+                if line.prop.take().is_none() {
+                    line.args += 1;
+                }
+            }
+            i += len;
+        }
+    }
+    out
+}
+
+/// The `${name}` param references in a string's content (which starts at `base`), read as
+/// the compiler reads them: `$${` is a literal `${`.
+fn interpolations(content: &str, base: usize, out: &mut Vec<Reference>) {
+    let mut i = 0;
+    while let Some(rel) = content[i..].find('$') {
+        let at = i + rel;
+        let rest = &content[at..];
+        if rest.starts_with("$${") {
+            i = at + 3;
+        } else if rest.starts_with("${") {
+            let Some(close) = rest.find('}') else { return };
+            let name = &rest[2..close];
+            if !name.is_empty() && name != "index" && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                let start = base + at + 2;
+                out.push(Reference { kind: SymbolKind::Param, name: name.to_string(), span: start..start + name.len(), declaration: false, quoted: true });
+            }
+            i = at + close + 1;
+        } else {
+            i = at + 1;
+        }
+    }
+}
+
+/// The byte ranges of the top-level nodes of `text`, read lexically: a node runs to the
+/// newline or `;` that ends it outside any block, string or comment (its children
+/// included). Comments and blank lines between nodes belong to no range. For an editor
+/// to set aside the one node of a file that does not parse and read the rest.
+pub fn top_level_nodes(text: &str) -> Vec<Range<usize>> {
+    let mut out = vec![];
+    let (mut depth, mut start, mut i) = (0usize, None::<usize>, 0);
+    while i < text.len() {
+        let rest = &text[i..];
+        let Some(c) = rest.chars().next() else { break };
+        let len = if rest.starts_with("//") {
+            line_end(rest)
+        } else if rest.starts_with("/*") {
+            block_comment_len(rest).max(2)
+        } else if let Some(len) = string_len(rest) {
+            start.get_or_insert(i);
+            len.max(1)
+        } else {
+            match c {
+                '\n' | '\r' | ';' if depth == 0 => {
+                    if let Some(s) = start.take() {
+                        out.push(s..i);
+                    }
+                }
+                '{' => {
+                    start.get_or_insert(i);
+                    depth += 1;
+                }
+                '}' => depth = depth.saturating_sub(1),
+                c if c.is_whitespace() || c == '\u{feff}' => {}
+                _ => {
+                    start.get_or_insert(i);
+                }
+            }
+            c.len_utf8()
+        };
+        i += len;
+    }
+    if let Some(s) = start {
+        out.push(s..text.len());
+    }
+    out
+}
+
+/// Why `name` cannot be the new name of a `kind`, if it cannot: a param's name must be a
+/// word that `${name}` can reference; a template's or instancetype's any string that can
+/// be written without escapes.
+pub fn invalid_name(kind: SymbolKind, name: &str) -> Option<String> {
+    match kind {
+        _ if name.is_empty() => Some("a name cannot be empty".into()),
+        SymbolKind::Param if name == "index" => Some("`${index}` always means the machine's index, so a param named `index` could never be used".into()),
+        SymbolKind::Param if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+            Some(format!("`{name}` is not a param name: use letters, digits, `-` and `_`, so `${{{name}}}` can reference it"))
+        }
+        _ if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\') => {
+            Some(format!("{name:?} holds a space, quote, backslash or control character; vmform names are single words"))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +526,60 @@ mod tests {
                 let _ = at(t, o);
             }
         }
+    }
+
+    #[test]
+    fn references_are_found_lexically() {
+        let text = "param \"env\" default=\"a\"\ntemplate \"linux\" {\n    namespace \"x-${env}-$${env}-${index}\"\n}\nvm \"w-${env}\" template=\"linux\" instancetype=small {\n    disk \"d\" { image #\"r/${env}\"# }\n}\n// vm \"c\" template=\"linux\"\n";
+        let refs: Vec<(SymbolKind, &str, bool, bool)> = references(text).iter().map(|r| (r.kind, &text[r.span.clone()], r.declaration, r.quoted)).collect();
+        use SymbolKind::*;
+        assert_eq!(
+            refs,
+            [
+                (Param, "env", true, true),
+                (Template, "linux", true, true),
+                (Param, "env", false, true),
+                (Param, "env", false, true),
+                (Template, "linux", false, true),
+                (Instancetype, "small", false, false),
+                (Param, "env", false, true),
+            ]
+        );
+        // Templates inside blocks and escaped strings are not references.
+        assert!(references("vm \"a\" {\n  template \"x\"\n}\nvm \"b\" template=\"a\\u{62}\"\n").is_empty());
+    }
+
+    #[test]
+    fn invalid_new_names() {
+        assert!(invalid_name(SymbolKind::Param, "index").is_some());
+        assert!(invalid_name(SymbolKind::Param, "a.b").is_some());
+        assert!(invalid_name(SymbolKind::Param, "zone_1").is_none());
+        assert!(invalid_name(SymbolKind::Template, "").is_some());
+        assert!(invalid_name(SymbolKind::Template, "a b").is_some());
+        assert!(invalid_name(SymbolKind::Template, "linux.v2").is_none());
+    }
+
+    #[test]
+    fn references_in_random_texts_lie_inside_them() {
+        let pieces = ["vm", "template", "param", " ", "\"", "#\"", "\"#", "{", "}", "${", "$${", "=", "é", "😀", "\r\n", "\n", "/*", "*/", "//", "\\", ";", "(", ")", "x", "\"\"\""];
+        let mut seed: u64 = 7;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..2000 {
+            let text: String = (0..next(30)).map(|_| pieces[next(pieces.len())]).collect();
+            for r in references(&text) {
+                assert!(r.span.start <= r.span.end && r.span.end <= text.len(), "{text:?}");
+                assert_eq!(&text[r.span.clone()], r.name, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn top_level_nodes_split_a_file() {
+        let text = "// c\nparam \"a\"; vm \"w\" {\n  cpu 1 // }\n  labels x=\"}\"\n}\nvm \"b\"";
+        let nodes: Vec<&str> = top_level_nodes(text).into_iter().map(|r| &text[r]).collect();
+        assert_eq!(nodes, ["param \"a\"", "vm \"w\" {\n  cpu 1 // }\n  labels x=\"}\"\n}", "vm \"b\""]);
     }
 }

@@ -112,6 +112,56 @@ impl Document {
     }
 }
 
+/// One edit of a document as a client might send it, for the fuzz target
+/// (`fuzz/fuzz_targets/lsp_edits.rs`) and the property test: a range (in any order, inside
+/// or outside the text) replaced by `text`.
+#[allow(dead_code)] // Used by the tests and by fuzz/, which includes this file.
+pub struct Edit<'a> {
+    pub start: (u32, u32),
+    pub end: (u32, u32),
+    pub text: &'a str,
+    /// Where to ask what is at the cursor after the edit.
+    pub probe: (u32, u32),
+}
+
+/// Apply each edit, then read the document at its probe as the server's features do
+/// (what is at the cursor, the references of the text) and map every answer to a
+/// position. Panics when an answer lies outside the document (or anything else panics).
+#[allow(dead_code)]
+pub fn check_edits(text: &str, edits: &[Edit]) {
+    use vmform_compiler::ide;
+    let mut doc = Document::new(text.to_string(), 1);
+    for e in edits {
+        let range = Range::new(Position::new(e.start.0, e.start.1), Position::new(e.end.0, e.end.1));
+        doc.apply(TextDocumentContentChangeEvent { range: Some(range), range_length: None, text: e.text.to_string() });
+        assert_eq!(doc.lines.starts, LineIndex::new(&doc.text).starts, "the line index follows the text");
+        let inside = |p: Position| {
+            let line = p.line as usize;
+            assert!(line < doc.lines.starts.len(), "{p:?} is past the last line of {:?}", doc.text);
+            let (start, end) = doc.lines.line(&doc.text, line);
+            let units: usize = doc.text[start..end].chars().map(char::len_utf16).sum();
+            assert!(p.character as usize <= units, "{p:?} is past the end of its line in {:?}", doc.text);
+        };
+        let check_range = |r: std::ops::Range<usize>| {
+            assert!(r.start <= r.end && r.end <= doc.text.len(), "{r:?} is outside {:?}", doc.text);
+            let range = doc.lines.range(&doc.text, r);
+            inside(range.start);
+            inside(range.end);
+        };
+        let offset = doc.offset(Position::new(e.probe.0, e.probe.1));
+        assert!(offset <= doc.text.len() && doc.text.is_char_boundary(offset));
+        inside(doc.lines.position(&doc.text, offset));
+        let cursor = ide::at(&doc.text, offset);
+        if let Some(t) = cursor.token {
+            check_range(t);
+        }
+        for r in ide::references(&doc.text) {
+            check_range(r.span);
+        }
+        inside(doc.full_range().end);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +224,18 @@ mod tests {
         d.apply(change(None, "x"));
         assert_eq!(d.text, "x");
         assert_eq!(d.full_range(), Range::new(Position::new(0, 0), Position::new(0, 1)));
+    }
+
+    proptest::proptest! {
+        // PROPTEST_RNG_SEED (fixed by .ci/run) makes CI's cases the same on every run.
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+        #[test]
+        fn random_edits_never_answer_outside_the_document(
+            text in "(vm|template|param|\"|#\"|\"#|\\{|\\}|\\$\\{|=|é|😀|\r\n|\r|\n| |x|/\\*|//|;){0,40}",
+            edits in proptest::collection::vec(((0u32..8, 0u32..40), (0u32..8, 0u32..40), "(\\{|\\}|\"|é|😀|\r\n|\r|\n|\\$\\{|=|disk|x|;| ){0,3}", (0u32..9, 0u32..45)), 1..12),
+        ) {
+            let edits: Vec<Edit> = edits.iter().map(|(start, end, text, probe)| Edit { start: *start, end: *end, text, probe: *probe }).collect();
+            check_edits(&text, &edits);
+        }
     }
 }

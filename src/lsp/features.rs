@@ -9,6 +9,7 @@ use std::path::Path;
 use vmform_compiler::grammar::{self, Value};
 use vmform_compiler::ide::{self, At, Cursor, SymbolKind as Kind};
 use vmform_compiler::values;
+use vmform_compiler::Code;
 
 /// Snippets for the two things most often written from scratch. `\$` is a literal `$`
 /// in LSP snippets; these have none.
@@ -230,4 +231,195 @@ pub fn format(doc: &Document, path: &Path) -> Option<Vec<TextEdit>> {
         return Some(vec![]);
     }
     Some(vec![TextEdit::new(doc.full_range(), formatted)])
+}
+
+/// The declaration or reference under the cursor: its kind and name.
+fn reference_at(doc: &Document, pos: Position) -> Option<ide::Reference> {
+    let offset = doc.offset(pos);
+    // The end of a name counts as on it, so a cursor just after `linux` finds it.
+    ide::references(&doc.text).into_iter().find(|r| r.span.start <= offset && offset <= r.span.end)
+}
+
+fn location(file: &File, span: std::ops::Range<usize>) -> Option<Location> {
+    Some(Location::new(path_to_uri(&file.path)?, file.lines.range(&file.text, span)))
+}
+
+/// Every place in the project that declares or names the template, instancetype or param
+/// under the cursor; declarations only with `declaration`.
+pub fn references(doc: &Document, project: Option<&Project>, pos: Position, declaration: bool) -> Option<Vec<Location>> {
+    let target = reference_at(doc, pos)?;
+    Some(
+        project?
+            .references()
+            .filter(|(_, r)| r.kind == target.kind && r.name == target.name && (declaration || !r.declaration))
+            .filter_map(|(f, r)| location(f, r.span.clone()))
+            .collect(),
+    )
+}
+
+/// Case-insensitive: each character of the query appears in the name, in order.
+fn fuzzy(query: &str, name: &str) -> bool {
+    let mut chars = name.chars().flat_map(char::to_lowercase);
+    query.chars().flat_map(char::to_lowercase).all(|q| chars.any(|c| c == q))
+}
+
+#[allow(deprecated)] // SymbolInformation::deprecated must be written; tags replace it.
+pub fn workspace_symbols<'p>(projects: impl Iterator<Item = &'p Project>, query: &str) -> Vec<SymbolInformation> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = vec![];
+    for project in projects {
+        for (file, s) in project.symbols() {
+            // A shared file read by two projects is listed once.
+            if !fuzzy(query, &s.name) || !seen.insert((file.path.clone(), s.name_span.start)) {
+                continue;
+            }
+            let (kind, what) = symbol_kind(s.kind);
+            let Some(location) = location(file, s.name_span.range()) else { continue };
+            out.push(SymbolInformation { name: s.name.clone(), kind, tags: None, deprecated: None, location, container_name: Some(what.into()) });
+        }
+    }
+    out
+}
+
+fn symbol_kind(kind: Kind) -> (SymbolKind, &'static str) {
+    match kind {
+        Kind::Vm => (SymbolKind::OBJECT, "vm"),
+        Kind::Template => (SymbolKind::CLASS, "template"),
+        Kind::Instancetype => (SymbolKind::STRUCT, "instancetype"),
+        Kind::Param => (SymbolKind::VARIABLE, "param"),
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    symbol_kind(kind).1
+}
+
+/// The name under the cursor that rename would change, with its range.
+pub fn prepare_rename(doc: &Document, pos: Position) -> Option<PrepareRenameResponse> {
+    let r = reference_at(doc, pos)?;
+    Some(PrepareRenameResponse::RangeWithPlaceholder { range: doc.lines.range(&doc.text, r.span.clone()), placeholder: r.name })
+}
+
+/// Rename a template, instancetype or param in every file of the project: its
+/// declarations and every reference. `Err` says why not: the cursor is on no such name,
+/// the new name is not one, or the project already has something of that name.
+pub fn rename(doc: &Document, project: Option<&Project>, pos: Position, new_name: &str) -> Result<WorkspaceEdit, String> {
+    let target = reference_at(doc, pos).ok_or("rename works on the name of a template, instancetype or param, where it is defined or used")?;
+    let what = kind_name(target.kind);
+    if let Some(why) = ide::invalid_name(target.kind, new_name) {
+        return Err(format!("cannot rename {what} `{}` to {new_name:?}: {why}", target.name));
+    }
+    let project = project.ok_or("the document belongs to no project yet")?;
+    if new_name != target.name {
+        if let Some((file, s)) = find(project, target.kind, new_name) {
+            return Err(format!("cannot rename {what} `{}` to `{new_name}`: a {what} of that name is defined at {}", target.name, place(file, s.name_span.range())));
+        }
+    }
+    let mut changes: std::collections::HashMap<Uri, Vec<TextEdit>> = Default::default();
+    for (file, r) in project.references().filter(|(_, r)| r.kind == target.kind && r.name == target.name) {
+        // A bare identifier stays bare when the new name can be one.
+        let bare_ok = new_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && !new_name.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.');
+        let text = if r.quoted || bare_ok { new_name.to_string() } else { format!("\"{new_name}\"") };
+        let Some(loc) = location(file, r.span.clone()) else { continue };
+        changes.entry(loc.uri).or_default().push(TextEdit::new(loc.range, text));
+    }
+    Ok(WorkspaceEdit { changes: Some(changes), ..Default::default() })
+}
+
+/// Lay out the lines of `range` as `vmform fmt` lays them out in the whole document: the
+/// edits of the formatted document that touch those lines, and no others.
+pub fn format_range(doc: &Document, path: &Path, range: Range) -> Option<Vec<TextEdit>> {
+    let (_, formatted) = vmform_compiler::fmt::format_file(path, doc.text.clone().into_bytes()).ok()?;
+    let old_lines: Vec<&str> = doc.text.split_inclusive('\n').collect();
+    let new_lines: Vec<&str> = formatted.split_inclusive('\n').collect();
+    let starts: Vec<usize> = std::iter::once(0).chain(old_lines.iter().scan(0, |at, l| { *at += l.len(); Some(*at) })).collect();
+    let (first, last) = (doc.offset(range.start), doc.offset(range.end));
+    let mut edits = vec![];
+    for op in similar::capture_diff_slices(similar::Algorithm::Myers, &old_lines, &new_lines) {
+        if op.tag() == similar::DiffTag::Equal {
+            continue;
+        }
+        let (old, new) = (op.old_range(), op.new_range());
+        let (start, end) = (starts[old.start], starts[old.end]);
+        // Lines the range touches; an insertion counts where it goes.
+        if end < first || start > last || (end == first && old.start != old.end) {
+            continue;
+        }
+        edits.push(TextEdit::new(doc.lines.range(&doc.text, start..end), new_lines[new].concat()));
+    }
+    Some(edits)
+}
+
+/// Quick fixes for the diagnostics in `range` that have exactly one fix: the "did you
+/// mean" of an unknown name, property or value; a masquerade network for a port that needs
+/// one; a fresh name for the second of two things of one name.
+pub fn code_actions(doc: &Document, path: &Path, project: Option<&Project>, range: Range) -> Vec<CodeActionOrCommand> {
+    let Some(project) = project else { return vec![] };
+    // The diagnostics' spans are into the text the project was compiled from.
+    let Some(file) = project.file(path).filter(|f| *f.text == *doc.text) else { return vec![] };
+    let (from, to) = (doc.offset(range.start), doc.offset(range.end));
+    let mut out = vec![];
+    for d in project.diagnostics.sorted() {
+        let Some(primary) = &d.primary else { continue };
+        let span = primary.span.range();
+        if project.sources.get(primary.span.file).path != path || span.end < from || span.start > to {
+            continue;
+        }
+        let Some(written) = file.text.get(span.clone()) else { continue };
+        let fix = match d.code {
+            Code::PortWithoutMasquerade => {
+                let line_start = file.text[..span.start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
+                let before = &file.text[line_start..span.start];
+                let network = "network \"default\" masquerade=#true";
+                // On a line of its own before the port, or before it on its line (`;` ends a node).
+                let (at, text) = if before.trim().is_empty() { (line_start, format!("{before}{network}\n")) } else { (span.start, format!("{network}; ")) };
+                Some(("Add a masquerade network (`network \"default\" masquerade=#true`)".to_string(), at..at, text))
+            }
+            Code::DuplicateDefinition | Code::DuplicateChild | Code::DuplicateMachine => {
+                let name = written.strip_prefix('"').and_then(|w| w.strip_suffix('"')).filter(|n| !n.contains(['\\', '"']));
+                name.and_then(|name| {
+                    let kind = d.message.split(' ').next().unwrap_or_default();
+                    let taken = |n: &str| {
+                        let sym = |k: Kind| kind_name(k) == kind && find(project, k, n).is_some();
+                        [Kind::Param, Kind::Template, Kind::Instancetype].into_iter().any(sym) || file.text.contains(&format!("\"{n}\""))
+                    };
+                    let fresh = (2..1000).map(|i| format!("{name}-{i}")).find(|n| !taken(n))?;
+                    Some((format!("Rename to `{fresh}`"), span.clone(), format!("\"{fresh}\"")))
+                })
+            }
+            _ => d.help.as_deref().and_then(did_you_mean).and_then(|x| {
+                let text = if written.starts_with("${") {
+                    format!("${{{x}}}")
+                } else if written.starts_with(['"', '#']) {
+                    format!("\"{x}\"")
+                } else {
+                    x.to_string()
+                };
+                // An unknown param in a string with escapes is located at the whole string.
+                (d.code != Code::UnknownParam || written.starts_with("${")).then(|| (format!("Replace with `{x}`"), span.clone(), text))
+            }),
+        };
+        let Some((title, at, text)) = fix else { continue };
+        let Some(uri) = path_to_uri(path) else { continue };
+        let edit = TextEdit::new(file.lines.range(&file.text, at), text);
+        out.push(CodeActionOrCommand::CodeAction(CodeAction {
+            title,
+            kind: Some(CodeActionKind::QUICKFIX),
+            diagnostics: Some(vec![super::lsp_diagnostic(project, d).1]),
+            edit: Some(WorkspaceEdit { changes: Some([(uri, vec![edit])].into_iter().collect()), ..Default::default() }),
+            is_preferred: Some(true),
+            ..Default::default()
+        }));
+    }
+    out
+}
+
+/// The name a "did you mean `x`?" (or `"x"`) help suggests.
+fn did_you_mean(help: &str) -> Option<&str> {
+    let rest = help.strip_prefix("did you mean ")?;
+    let quote = rest.chars().next().filter(|c| *c == '`' || *c == '"')?;
+    let rest = &rest[1..];
+    let end = rest.find(quote)?;
+    (rest[end + 1..] == *"?").then(|| &rest[..end])
 }
