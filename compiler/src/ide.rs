@@ -5,7 +5,7 @@
 //! parses, and completion is asked for exactly then.
 
 use crate::ast;
-use crate::lex::{block_comment_len, line_end, string_len};
+use crate::lex::{block_comment_len, line_end, string_len, string_token, StringToken};
 use crate::grammar::{self, Context};
 use crate::source::Span;
 use std::ops::Range;
@@ -109,15 +109,7 @@ pub fn at(text: &str, offset: usize) -> Cursor {
         } else if c == '(' {
             // A type annotation, `(u8)`.
             i += rest.find(')').map_or(rest.len(), |e| e + 1);
-        } else if let Some(mut len) = string_len(rest) {
-            let hashes = rest.len() - rest.trim_start_matches('#').len();
-            let quotes = if rest[hashes..].starts_with("\"\"\"") { 3 } else { 1 };
-            // A single-line string left open ends with its line, as it does for the parser.
-            if quotes == 1 {
-                len = len.min(line_end(rest));
-            }
-            let open = hashes + quotes;
-            let closed = len >= 2 * open && rest[..len].ends_with(&format!("{}{}", &rest[hashes..open], "#".repeat(hashes)));
+        } else if let Some(StringToken { len, open, closed, .. }) = string_token(rest) {
             let inner_end = if closed { i + len - open } else { i + len };
             if offset > inner_end && offset < i + len {
                 // Inside the closing quote: nothing is written there.
@@ -297,24 +289,17 @@ pub fn references(text: &str) -> Vec<Reference> {
             i += 1;
         } else if c == '(' {
             i += rest.find(')').map_or(rest.len(), |e| e + 1);
-        } else if let Some(mut len) = string_len(rest) {
-            let hashes = rest.len() - rest.trim_start_matches('#').len();
-            let quotes = if rest[hashes..].starts_with("\"\"\"") { 3 } else { 1 };
-            if quotes == 1 {
-                len = len.min(line_end(rest));
-            }
-            let open = hashes + quotes;
-            let closed = len >= 2 * open && rest[..len].ends_with(&format!("{}{}", &rest[hashes..open], "#".repeat(hashes)));
+        } else if let Some(StringToken { len, open, closed, raw, multi_line }) = string_token(rest) {
             let start = (i + open).min(i + len);
             let end = if closed { i + len - open } else { i + len };
             let content = &text[start..end.max(start)];
-            let plain = hashes > 0 || !content.contains('\\');
+            let plain = raw || !content.contains('\\');
             if line.name.is_none() {
                 line.name = Some(content.to_string());
             } else {
-                if let (Some((kind, declaration)), true, 1) = (named(depth, &line), plain, quotes) {
+                if let (Some((kind, declaration)), true, false) = (named(depth, &line), plain, multi_line) {
                     out.push(Reference { kind, name: content.to_string(), span: start..end.max(start), declaration, quoted: true });
-                } else if quotes == 3 || plain {
+                } else if multi_line || plain {
                     interpolations(content, start, &mut out);
                 }
                 if line.prop.take().is_none() {

@@ -47,3 +47,29 @@ pub(crate) fn string_len(s: &str) -> Option<usize> {
     }
     Some(s.len())
 }
+
+/// A string token at the start of `s`, as the editor support reads it.
+pub(crate) struct StringToken {
+    /// Its length; a single-line string left open ends with its line, as it does for the
+    /// parser.
+    pub len: usize,
+    /// The length of its opening delimiter (`#`s and quotes).
+    pub open: usize,
+    pub closed: bool,
+    /// A raw string (`#"…"#`): backslashes are not escapes.
+    pub raw: bool,
+    /// A multi-line string (`"""…"""`).
+    pub multi_line: bool,
+}
+
+pub(crate) fn string_token(s: &str) -> Option<StringToken> {
+    let mut len = string_len(s)?;
+    let hashes = s.len() - s.trim_start_matches('#').len();
+    let quotes = if s[hashes..].starts_with("\"\"\"") { 3 } else { 1 };
+    if quotes == 1 {
+        len = len.min(line_end(s));
+    }
+    let open = hashes + quotes;
+    let closed = len >= 2 * open && s[..len].ends_with(&format!("{}{}", &s[hashes..open], "#".repeat(hashes)));
+    Some(StringToken { len, open, closed, raw: hashes > 0, multi_line: quotes == 3 })
+}
