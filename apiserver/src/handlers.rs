@@ -12,8 +12,8 @@ use super::validation;
 use base64::Engine;
 use serde_json::{json, Value};
 
-/// Where a request is aimed, after routing.
-pub struct Target<'a> {
+/// Where a request is aimed, after routing: a resource, in a namespace or cluster-wide.
+pub struct RequestScope<'a> {
     pub resource: &'static Resource,
     pub namespace: Option<&'a str>,
 }
@@ -71,7 +71,7 @@ pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
     }
 }
 
-pub fn get(store: &Store, target: &Target, name: &str) -> Result<Value, ApiError> {
+pub fn get(store: &Store, target: &RequestScope, name: &str) -> Result<Value, ApiError> {
     let key = Key::new(target.resource, target.namespace.unwrap_or(""), name);
     store.read().get(&key).map(|o| (**o).clone()).ok_or_else(|| not_found(target.resource, name))
 }
@@ -103,7 +103,7 @@ struct Continue {
     name: String,
 }
 
-pub fn list(store: &Store, target: &Target, query: &Query) -> Result<Value, ApiError> {
+pub fn list(store: &Store, target: &RequestScope, query: &Query) -> Result<Value, ApiError> {
     let selection = Selection::parse(query)?;
     let limit = query.number("limit")?.filter(|l| *l > 0).map(|l| l as usize);
     let token = match query.get("continue") {
@@ -159,7 +159,7 @@ pub fn list(store: &Store, target: &Target, query: &Query) -> Result<Value, ApiE
 }
 
 /// Refuse a body whose apiVersion, kind or namespace disagrees with the URL.
-fn check_body_matches(target: &Target, object: &mut Value) -> Result<(), ApiError> {
+fn check_body_matches(target: &RequestScope, object: &mut Value) -> Result<(), ApiError> {
     let r = target.resource;
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -259,7 +259,7 @@ fn initialize(resource: &Resource, object: &mut Value) {
     }
 }
 
-pub async fn create(store: &Store, target: &Target<'_>, writer: &Writer<'_>, mut object: Value) -> Result<Value, ApiError> {
+pub async fn create(store: &Store, target: &RequestScope<'_>, writer: &Writer<'_>, mut object: Value) -> Result<Value, ApiError> {
     check_body_matches(target, &mut object)?;
     if name_of(&object).is_empty()
         && let Some(prefix) = object.pointer("/metadata/generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
@@ -316,7 +316,7 @@ pub enum Edit {
 pub type Computation = Box<dyn FnOnce(&Value) -> Result<Value, ApiError> + Send>;
 
 /// Update, patch or apply one object (or its status).
-pub async fn modify(store: &Store, target: &Target<'_>, name: &str, subresource: Option<&str>, writer: &Writer<'_>, edit: Edit) -> Result<(Value, bool), ApiError> {
+pub async fn modify(store: &Store, target: &RequestScope<'_>, name: &str, subresource: Option<&str>, writer: &Writer<'_>, edit: Edit) -> Result<(Value, bool), ApiError> {
     let resource = target.resource;
     let namespace = target.namespace.map(str::to_string);
     if let Edit::Replace(body) | Edit::Apply { body, .. } = &edit
@@ -535,7 +535,7 @@ impl DeleteOptions {
 
 /// Delete one object: at once, or — while it has finalizers — mark it with a
 /// deletionTimestamp and leave it for whoever owns the finalizers.
-pub async fn delete(store: &Store, target: &Target<'_>, name: &str, writer: &Writer<'_>, options: DeleteOptions) -> Result<Value, ApiError> {
+pub async fn delete(store: &Store, target: &RequestScope<'_>, name: &str, writer: &Writer<'_>, options: DeleteOptions) -> Result<Value, ApiError> {
     let resource = target.resource;
     let key = Key::new(resource, target.namespace.unwrap_or(""), name);
     let owned_name = name.to_string();
@@ -607,7 +607,7 @@ async fn empty_namespace(store: &Store, namespace: &str, writer: &Writer<'_>) {
             .collect()
     };
     for key in keys {
-        let target = Target { resource: key.resource(), namespace: Some(namespace) };
+        let target = RequestScope { resource: key.resource(), namespace: Some(namespace) };
         // An object already gone, or one waiting on its finalizers, is fine here.
         let _ = Box::pin(delete(store, &target, &key.name, writer, DeleteOptions::default())).await;
     }
@@ -637,7 +637,7 @@ async fn finish_namespace(store: &Store, namespace: &str) {
 }
 
 /// Delete every object of a collection that the selectors match.
-pub async fn delete_collection(store: &Store, target: &Target<'_>, query: &Query, writer: &Writer<'_>) -> Result<Value, ApiError> {
+pub async fn delete_collection(store: &Store, target: &RequestScope<'_>, query: &Query, writer: &Writer<'_>) -> Result<Value, ApiError> {
     let selection = Selection::parse(query)?;
     let names: Vec<(String, String)> = {
         let state = store.read();
@@ -649,7 +649,7 @@ pub async fn delete_collection(store: &Store, target: &Target<'_>, query: &Query
     };
     let mut items = vec![];
     for (ns, name) in names {
-        let t = Target { resource: target.resource, namespace: if ns.is_empty() { None } else { Some(ns.as_str()) } };
+        let t = RequestScope { resource: target.resource, namespace: if ns.is_empty() { None } else { Some(ns.as_str()) } };
         match delete(store, &t, &name, writer, DeleteOptions::default()).await {
             Ok(o) => items.push(o),
             Err(e) if e.code == 404 => {}

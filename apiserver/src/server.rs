@@ -3,7 +3,7 @@
 
 use super::auth::{Role, Tokens, User};
 use super::error::ApiError;
-use super::handlers::{self, DeleteOptions, Edit, Selection, Target, Writer};
+use super::handlers::{self, DeleteOptions, Edit, Selection, RequestScope, Writer};
 use super::resources::{self, Resource};
 use super::route::{Query, Route};
 use super::store::{Change, Key, Store};
@@ -250,7 +250,7 @@ async fn dispatch(api: &Arc<Api>, request: Request) -> Result<Response, ApiError
     if user.role == Role::ReadOnly && !matches!(verb, "get" | "list" | "watch") {
         return Err(forbidden(&user, verb, resource, namespace.as_deref(), name.as_deref()));
     }
-    let target = Target { resource, namespace: namespace.as_deref() };
+    let target = RequestScope { resource, namespace: namespace.as_deref() };
     // `kubectl get` asks for a Table; anything else gets the objects.
     let as_table = match table::wanted(parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) {
         true if matches!(verb, "get" | "list" | "watch") => Some(table::Include::from_query(&query)?),

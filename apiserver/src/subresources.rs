@@ -12,7 +12,7 @@
 //! in between is a 409, as there.
 
 use super::error::{ApiError, Cause};
-use super::handlers::{self, Edit, Target, Writer};
+use super::handlers::{self, Edit, RequestScope, Writer};
 use super::resources::{MIGRATION, VIRTUAL_MACHINE, VIRTUAL_MACHINE_INSTANCE};
 use super::resources::kubevirt_actions::{GROUP, VM_ACTIONS};
 pub use super::route::ActionRequest as Request;
@@ -252,7 +252,7 @@ async fn write_vm(
     dry_run: bool,
     compute: impl FnOnce(&Value) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<(), ApiError> {
-    let target = Target { resource: &VIRTUAL_MACHINE, namespace: Some(namespace) };
+    let target = RequestScope { resource: &VIRTUAL_MACHINE, namespace: Some(namespace) };
     let writer = Writer { manager: MANAGER, dry_run };
     match handlers::modify(store, &target, name, subresource, &writer, Edit::Compute(Box::new(compute))).await {
         Ok(_) => Ok(()),
@@ -271,7 +271,7 @@ async fn set_grace_period(store: &Store, namespace: &str, vmi: &Value, grace: i6
     let seen = vmi.pointer("/spec/terminationGracePeriodSeconds").cloned();
     let old = seen.as_ref().and_then(Value::as_i64).unwrap_or(0);
     let name = vmi.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let target = Target { resource: &VIRTUAL_MACHINE_INSTANCE, namespace: Some(namespace) };
+    let target = RequestScope { resource: &VIRTUAL_MACHINE_INSTANCE, namespace: Some(namespace) };
     let writer = Writer { manager: MANAGER, dry_run };
     let compute = move |current: &Value| -> Result<Value, ApiError> {
         if current.pointer("/spec/terminationGracePeriodSeconds").cloned() != seen {
@@ -406,7 +406,7 @@ async fn migrate(store: &Store, namespace: &str, name: &str, options: MigrateOpt
         "metadata": { "generateName": "kubevirt-migrate-vm-", "namespace": namespace },
         "spec": spec,
     });
-    let target = Target { resource: &MIGRATION, namespace: Some(namespace) };
+    let target = RequestScope { resource: &MIGRATION, namespace: Some(namespace) };
     let writer = Writer { manager: MANAGER, dry_run };
     handlers::create(store, &target, &writer, migration).await.map(|_| ()).map_err(|e| internal(&e.message))
 }
