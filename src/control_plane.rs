@@ -98,7 +98,7 @@ const NODE_START: Duration = Duration::from_secs(60);
 /// Each node's accelerator, printed; an error when a node runs no guests although
 /// `--accel kvm` asked for KVM, or a node never started.
 async fn node_report(runtime: &LocalRuntime, accel: &AccelConfig) -> Result<Vec<NodeAccel>, String> {
-    let nodes = runtime.node_accelerators(accel.probe_timeout + NODE_START).await?;
+    let nodes = runtime.node_accelerators(accel.probe_timeout + NODE_START).await.map_err(|e| e.to_string())?;
     for node in &nodes {
         say!("{node}");
     }

@@ -33,6 +33,11 @@ pub enum Error {
     #[error("volume: {0}")]
     VolumeProvisioning(String),
 
+    /// The local runtime of `vmform up` could not start its nodes, or a node did not come
+    /// up: the message says which and why.
+    #[error("{0}")]
+    Start(String),
+
     // --- libvirt calls --------------------------------------------------------------------
     /// A libvirt call failed (libvirt's message).
     #[error(transparent)]

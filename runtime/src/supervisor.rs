@@ -5,6 +5,7 @@
 //! `vmform down`.
 
 use crate::controller::{self, ControllerConfig};
+use crate::Error;
 use vmform_cluster::local::DataDir;
 use crate::libvirt::netns::Network;
 use std::ffi::OsString;
@@ -32,23 +33,23 @@ pub struct LocalRuntime {
 
 /// A Node kept from an earlier run says how that run's handler ran guests: until the
 /// new handler has decided, it says nothing (and takes no guests).
-async fn forget_verdict(client: &kube::Client, name: &str) -> Result<(), String> {
+async fn forget_verdict(client: &kube::Client, name: &str) -> Result<(), Error> {
     use kube::api::{Patch, PatchParams};
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     match nodes.get_opt(name).await {
         Ok(Some(_)) => {}
         Ok(None) => return Ok(()),
-        Err(e) => return Err(format!("cannot read node {name}: {e}")),
+        Err(e) => return Err(Error::Start(format!("cannot read node {name}: {e}"))),
     }
     let annotations = serde_json::json!({ "metadata": { "annotations": {
         crate::accel::ACCEL_ANNOTATION: null, crate::accel::ACCEL_REASON_ANNOTATION: null, crate::accel::ACCEL_CHOICE_ANNOTATION: null,
     } } });
-    nodes.patch(name, &PatchParams::default(), &Patch::Merge(&annotations)).await.map_err(|e| format!("cannot update node {name}: {e}"))?;
+    nodes.patch(name, &PatchParams::default(), &Patch::Merge(&annotations)).await.map_err(|e| Error::Start(format!("cannot update node {name}: {e}")))?;
     let starting = serde_json::json!({ "status": { "conditions": [{
         "type": "Ready", "status": "Unknown", "reason": "HandlerStarting", "message": "the vmform handler is starting",
         "lastHeartbeatTime": crate::kubevirt::now(), "lastTransitionTime": crate::kubevirt::now(),
     }] } });
-    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&starting)).await.map_err(|e| format!("cannot update node {name}: {e}"))?;
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&starting)).await.map_err(|e| Error::Start(format!("cannot update node {name}: {e}")))?;
     Ok(())
 }
 
@@ -129,13 +130,13 @@ impl LocalRuntime {
     /// `local` with a [`notice`](Self::notice) saying why when namespaces cannot be
     /// made). `vmform` is the command that runs vmform (a handler is `vmform runtime
     /// handler …`).
-    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize, options: &NodeOptions) -> Result<LocalRuntime, String> {
+    pub async fn start(dir: &DataDir, vmform: OsString, node_lease: Duration, nodes: usize, options: &NodeOptions) -> Result<LocalRuntime, Error> {
         // vmform-cluster's one builder, through the kubeconfig the server wrote.
-        let client = vmform_cluster::client(&vmform_cluster::TargetArgs::local(dir)).await.map_err(|e| e.to_string())?.client;
+        let client = vmform_cluster::client(&vmform_cluster::TargetArgs::local(dir)).await.map_err(|e| Error::Start(e.to_string()))?.client;
         let (network, notice) = if nodes >= 2 {
             let data_dir = dir.0.clone();
             let state = dir.nodes().join("network");
-            tokio::task::spawn_blocking(move || make_network(&data_dir, &state, nodes)).await.map_err(|e| e.to_string())?
+            tokio::task::spawn_blocking(move || make_network(&data_dir, &state, nodes)).await.map_err(|e| Error::Start(e.to_string()))?
         } else {
             (None, None)
         };
@@ -154,11 +155,11 @@ impl LocalRuntime {
             None => vec![LocalNode { name: LOCAL_NODE.into(), dir: dir.nodes().join(LOCAL_NODE), netns: None, address: None }],
         };
         for node in &nodes {
-            std::fs::create_dir_all(&node.dir).map_err(|e| format!("{}: {e}", node.dir.display()))?;
+            std::fs::create_dir_all(&node.dir).map_err(|e| Error::Start(format!("{}: {e}", node.dir.display())))?;
             // Whoever starts the node's libvirtd (its handler, again after a crash) starts
             // it in the node's network.
             let net = node.netns.as_deref().zip(node.address);
-            crate::libvirt::daemon::write_node_network(&node.dir, net).map_err(|e| format!("{}: {e}", node.dir.display()))?;
+            crate::libvirt::daemon::write_node_network(&node.dir, net).map_err(|e| Error::Start(format!("{}: {e}", node.dir.display())))?;
         }
         for node in &nodes {
             forget_verdict(&client, &node.name).await?;
@@ -198,7 +199,7 @@ impl LocalRuntime {
 
     /// Wait until every node has said how it runs guests (its accelerator, or why it runs
     /// none), at most `timeout`.
-    pub async fn node_accelerators(&self, timeout: Duration) -> Result<Vec<NodeAccel>, String> {
+    pub async fn node_accelerators(&self, timeout: Duration) -> Result<Vec<NodeAccel>, Error> {
         let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -213,7 +214,7 @@ impl LocalRuntime {
             }
             if tokio::time::Instant::now() >= deadline {
                 let silent: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).filter(|n| !said.iter().any(|s| s.node == *n)).collect();
-                return Err(format!("node {} did not start within {} s (see its handler.log)", silent.join(", "), timeout.as_secs()));
+                return Err(Error::Start(format!("node {} did not start within {} s (see its handler.log)", silent.join(", "), timeout.as_secs())));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
